@@ -1,0 +1,170 @@
+package functions
+
+import (
+	"context"
+	"time"
+)
+
+// The adapters' contracts, as the use cases need them. Each adapter package implements one or
+// two of them with a concrete type; main wires them.
+
+// Store keeps release state, the due schedule, leases and event dedupe (package state).
+type Store interface {
+	// Load returns ErrNotFound when Redis has no state for the canary.
+	Load(ctx context.Context, k Key) (State, error)
+	// Save writes next if the stored version still equals next.Version (0: nothing stored),
+	// and returns the saved state, whose Version is next.Version+1. A stale writer gets
+	// ErrConflict.
+	Save(ctx context.Context, k Key, next State) (State, error)
+	// Delete forgets the canary's state and schedule.
+	Delete(ctx context.Context, k Key) error
+	// Claim takes the canary's lease for ttl; ErrBusy when another holder has it.
+	Claim(ctx context.Context, k Key, ttl time.Duration) (Lease, error)
+	// Schedule sets when the canary's next step is due. releasing marks a release in flight,
+	// which keeps a tick working until its window closes.
+	Schedule(ctx context.Context, k Key, at time.Time, releasing bool) error
+	// Due lists up to limit canaries whose step is due at now, earliest first.
+	Due(ctx context.Context, now time.Time, limit int) ([]Key, error)
+	// NextDue is the earliest scheduled step (of releasing canaries only, if releasingOnly).
+	NextDue(ctx context.Context, releasingOnly bool) (Key, time.Time, bool, error)
+	// DueAt is when the canary's next step is scheduled.
+	DueAt(ctx context.Context, k Key) (time.Time, bool, error)
+	// FirstSeen records an event id for ttl and reports whether this is its first sighting.
+	FirstSeen(ctx context.Context, id string, ttl time.Duration) (bool, error)
+	// Forget removes an event id recorded by FirstSeen, so a failed delivery can be retried.
+	Forget(ctx context.Context, id string) error
+}
+
+// Lease is a claim on one canary. Token is a fencing token that grows with every claim.
+type Lease interface {
+	Token() int64
+	Release(ctx context.Context) error
+}
+
+// Readiness of one Deployment, with Flagger's retriable / non-retriable distinction.
+type Readiness struct {
+	Ready bool `json:"ready"`
+	// Failed: not ready and will not become ready (ProgressDeadlineExceeded, or unavailable
+	// past the progress deadline).
+	Failed bool   `json:"failed,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// WorkloadObservation is what the cluster says about a canary's Deployments.
+type WorkloadObservation struct {
+	TargetFound bool `json:"targetFound"`
+	// TemplateHash is the hash of the target's pod template (Flagger's lastAppliedSpec).
+	TemplateHash string `json:"templateHash"`
+	// TrackedConfigs are the checksums of the ConfigMaps and Secrets the target references.
+	TrackedConfigs map[string]string `json:"trackedConfigs,omitempty"`
+	// TargetReplicas is the target's spec.replicas.
+	TargetReplicas int32     `json:"targetReplicas"`
+	Canary         Readiness `json:"canary"` // the target Deployment
+	PrimaryFound   bool      `json:"primaryFound"`
+	Primary        Readiness `json:"primary"`
+	// Images are the target's container images, name -> reference.
+	Images map[string]string `json:"images,omitempty"`
+}
+
+// WorkloadPlan is what a step asks of the workloads, all idempotent.
+type WorkloadPlan struct {
+	// EnsureApex reconciles the apex Service (after the primary is ready).
+	EnsureApex bool
+	// ScaleTarget: ScaleNone, ScaleToZero (canary down), ScaleUp (canary up for analysis).
+	ScaleTarget Scale
+	// Promote copies the target's template (and tracked configs) to the primary.
+	Promote bool
+}
+
+type Scale int
+
+const (
+	ScaleNone Scale = iota
+	ScaleUp
+	ScaleToZero
+)
+
+// Workloads is the Kubernetes side (package deploy).
+type Workloads interface {
+	ListCanaries(ctx context.Context, namespace string) ([]Canary, error)
+	GetCanary(ctx context.Context, k Key) (Canary, error)
+	// ObserveWorkloads reads the target and primary Deployments and their configs, and
+	// reconciles the canary and primary Services and the primary Deployment (created if
+	// missing) as Flagger does at the start of every tick.
+	ObserveWorkloads(ctx context.Context, c Canary) (WorkloadObservation, error)
+	ApplyWorkloads(ctx context.Context, c Canary, p WorkloadPlan) error
+	WriteStatus(ctx context.Context, c Canary, st Status) error
+	RecordEvent(ctx context.Context, c Canary, e Event) error
+}
+
+// RoutePlan is the routing a step wants, plus the session-affinity cookies that shape it.
+type RoutePlan struct {
+	Routing                       Routing
+	SessionAffinityCookie         string
+	PrimarySessionAffinityCookie  string
+	PreviousSessionAffinityCookie string
+}
+
+// Routes is Istio (package istio).
+type Routes interface {
+	// ApplyRoutes reconciles the DestinationRules and the VirtualService to the plan; a hand
+	// edit is overwritten.
+	ApplyRoutes(ctx context.Context, c Canary, p RoutePlan) error
+	// ObserveRoutes reads the live weights; found is false when there is no VirtualService.
+	ObserveRoutes(ctx context.Context, c Canary) (r Routing, found bool, err error)
+}
+
+// MetricResult is one metric's value for a step.
+type MetricResult struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	// NoData: the query returned nothing or NaN.
+	NoData bool `json:"noData,omitempty"`
+	// Err is a query or template error (counts as a failed check).
+	Err string `json:"err,omitempty"`
+}
+
+// Metrics queries a canary's metrics (package analysis). Results come back in the order of
+// spec.analysis.metrics; queries run concurrently.
+type Metrics interface {
+	QueryMetrics(ctx context.Context, c Canary) []MetricResult
+}
+
+// HookCall is what a webhook is told.
+type HookCall struct {
+	Phase    Phase
+	Checksum string
+}
+
+// HookResult is one webhook's answer. OK means HTTP status <= 202.
+type HookResult struct {
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	// Detail is the response body or the transport error when not OK.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Hooks calls webhooks with Flagger's payload (package analysis). Hooks of one call run in
+// order and stop at the first failure when stopAtFailure.
+type Hooks interface {
+	CallHooks(ctx context.Context, c Canary, hooks []Webhook, call HookCall, stopAtFailure bool) []HookResult
+}
+
+// Event is a Kubernetes Event with Flagger's reason "Synced", also sent to event webhooks.
+type Event struct {
+	Warning bool
+	Message string
+}
+
+// AlertMessage is a notification for the canary's AlertProviders.
+type AlertMessage struct {
+	Severity Severity
+	Message  string
+	// Metadata adds Flagger's target, threshold and routing fields.
+	Metadata bool
+}
+
+// Alerter sends alerts through AlertProviders (package analysis).
+type Alerter interface {
+	SendAlerts(ctx context.Context, c Canary, msgs []AlertMessage)
+}

@@ -1,0 +1,170 @@
+package functions
+
+import (
+	"slices"
+	"time"
+)
+
+// Phase is Flagger's CanaryPhase.
+type Phase string
+
+const (
+	PhaseInitializing     Phase = "Initializing"
+	PhaseInitialized      Phase = "Initialized"
+	PhaseWaiting          Phase = "Waiting"
+	PhaseProgressing      Phase = "Progressing"
+	PhaseWaitingPromotion Phase = "WaitingPromotion"
+	PhasePromoting        Phase = "Promoting"
+	PhaseFinalising       Phase = "Finalising"
+	PhaseSucceeded        Phase = "Succeeded"
+	PhaseFailed           Phase = "Failed"
+	PhaseTerminating      Phase = "Terminating"
+	PhaseTerminated       Phase = "Terminated"
+)
+
+// Phases lists every phase the step machine can reach, in the order of a release.
+var Phases = []Phase{PhaseInitializing, PhaseInitialized, PhaseWaiting, PhaseProgressing,
+	PhaseWaitingPromotion, PhasePromoting, PhaseFinalising, PhaseSucceeded, PhaseFailed,
+	PhaseTerminating, PhaseTerminated}
+
+// Releasing reports whether a release is in flight: an alert can abort it, and ticks run it
+// at its analysis interval.
+func (p Phase) Releasing() bool {
+	return slices.Contains([]Phase{PhaseWaiting, PhaseProgressing, PhaseWaitingPromotion,
+		PhasePromoting, PhaseFinalising}, p)
+}
+
+// Abortable lists the phases an alert aborts (Finalising has already moved all traffic back).
+func (p Phase) Abortable() bool {
+	return slices.Contains([]Phase{PhaseProgressing, PhaseWaiting, PhaseWaitingPromotion, PhasePromoting}, p)
+}
+
+// Routing is what the VirtualService must say. Siskin's state is the truth for it; the live
+// object is re-asserted to it on every step.
+type Routing struct {
+	Primary  int  `json:"primary"`
+	Canary   int  `json:"canary"`
+	Mirrored bool `json:"mirrored,omitempty"`
+}
+
+// AllToPrimary is the routing of a canary at rest.
+var AllToPrimary = Routing{Primary: 100, Canary: 0}
+
+// State is one canary's release state, kept in Redis and mirrored to the Canary's status.
+type State struct {
+	// Version is bumped by every save; a save that does not start from the stored version
+	// loses (compare-and-set).
+	Version int64 `json:"version"`
+
+	Phase              Phase             `json:"phase"`
+	Routing            Routing           `json:"routing"`
+	FailedChecks       int               `json:"failedChecks"`
+	Iterations         int               `json:"iterations"`
+	LastAppliedSpec    string            `json:"lastAppliedSpec,omitempty"`
+	LastPromotedSpec   string            `json:"lastPromotedSpec,omitempty"`
+	TrackedConfigs     map[string]string `json:"trackedConfigs,omitempty"`
+	LastTransitionTime time.Time         `json:"lastTransitionTime"`
+
+	SessionAffinityCookie         string `json:"sessionAffinityCookie,omitempty"`
+	PrimarySessionAffinityCookie  string `json:"primarySessionAffinityCookie,omitempty"`
+	PreviousSessionAffinityCookie string `json:"previousSessionAffinityCookie,omitempty"`
+
+	// Message is the last thing that happened, as a user should read it.
+	Message string `json:"message,omitempty"`
+	// Trigger is the event that started the current release, or that aborted it.
+	Trigger *Trigger `json:"trigger,omitempty"`
+	// CanaryNotReadySince starts the progress deadline for a canary that never becomes ready,
+	// independently of the Deployment's own conditions (Flagger's gap 4).
+	CanaryNotReadySince time.Time `json:"canaryNotReadySince,omitempty"`
+	// PromoteRequested is set by a manual promote: the next step skips the remaining analysis.
+	PromoteRequested bool `json:"promoteRequested,omitempty"`
+	// Steps counts the steps taken, for tests and for the CLI.
+	Steps int64 `json:"steps"`
+	// LastStepAt is when the last step ran.
+	LastStepAt time.Time `json:"lastStepAt"`
+	// SpecError is why the Canary's spec cannot be honoured, if it cannot.
+	SpecError string `json:"specError,omitempty"`
+}
+
+// CanaryWeight is the canary weight Flagger shows in status.
+func (s State) CanaryWeight() int { return s.Routing.Canary }
+
+// Status renders the state with Flagger's status fields.
+func (s State) Status() Status {
+	st := Status{
+		Phase:                         s.Phase,
+		FailedChecks:                  s.FailedChecks,
+		CanaryWeight:                  s.Routing.Canary,
+		Iterations:                    s.Iterations,
+		TrackedConfigs:                s.TrackedConfigs,
+		LastAppliedSpec:               s.LastAppliedSpec,
+		LastPromotedSpec:              s.LastPromotedSpec,
+		LastTransitionTime:            s.LastTransitionTime,
+		SessionAffinityCookie:         s.SessionAffinityCookie,
+		PrimarySessionAffinityCookie:  s.PrimarySessionAffinityCookie,
+		PreviousSessionAffinityCookie: s.PreviousSessionAffinityCookie,
+		Message:                       s.Message,
+		Trigger:                       s.Trigger,
+		SpecError:                     s.SpecError,
+	}
+	st.Conditions = []Condition{promotedCondition(s.Phase, s.Message, s.LastTransitionTime)}
+	return st
+}
+
+// promotedCondition is Flagger's single "Promoted" condition (MakeStatusConditions).
+func promotedCondition(p Phase, msg string, at time.Time) Condition {
+	status := "Unknown"
+	switch p {
+	case PhaseInitialized, PhaseSucceeded:
+		status = "True"
+	case PhaseFailed:
+		status = "False"
+	}
+	if msg == "" {
+		msg = phaseMessages[p]
+	}
+	return Condition{Type: "Promoted", Status: status, Reason: string(p), Message: msg,
+		LastUpdateTime: at, LastTransitionTime: at}
+}
+
+// Flagger's condition messages per phase.
+var phaseMessages = map[Phase]string{
+	PhaseInitializing:     "New Deployment detected, starting initialization.",
+	PhaseInitialized:      "Deployment initialization completed.",
+	PhaseWaiting:          "Waiting for approval.",
+	PhaseProgressing:      "New revision detected, progressing canary analysis.",
+	PhasePromoting:        "Canary analysis completed, starting primary rolling update.",
+	PhaseFinalising:       "Canary analysis completed, routing all traffic to primary.",
+	PhaseSucceeded:        "Canary analysis completed successfully, promotion finished.",
+	PhaseFailed:           "Canary analysis failed, Deployment scaled to zero.",
+	PhaseWaitingPromotion: "Waiting for approval.",
+}
+
+// RebuildState recovers the state of a canary whose Redis state was lost, from what the cluster
+// still says: the Canary's status and the live VirtualService routing (if found).
+func RebuildState(st Status, live Routing, liveFound bool) State {
+	s := State{
+		Phase:                         st.Phase,
+		FailedChecks:                  st.FailedChecks,
+		Iterations:                    st.Iterations,
+		LastAppliedSpec:               st.LastAppliedSpec,
+		LastPromotedSpec:              st.LastPromotedSpec,
+		TrackedConfigs:                st.TrackedConfigs,
+		LastTransitionTime:            st.LastTransitionTime,
+		SessionAffinityCookie:         st.SessionAffinityCookie,
+		PrimarySessionAffinityCookie:  st.PrimarySessionAffinityCookie,
+		PreviousSessionAffinityCookie: st.PreviousSessionAffinityCookie,
+		Message:                       st.Message,
+		Trigger:                       st.Trigger,
+		Routing:                       Routing{Primary: 100 - st.CanaryWeight, Canary: st.CanaryWeight},
+	}
+	if s.Phase == "" {
+		s.Phase = PhaseInitializing
+	}
+	// The live VirtualService is Flagger's own source of truth for weights; prefer it while a
+	// release is in flight so a step that acted but did not save is not repeated.
+	if liveFound && s.Phase.Releasing() {
+		s.Routing = live
+	}
+	return s
+}
