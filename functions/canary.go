@@ -274,7 +274,7 @@ type Trigger struct {
 
 // Names are the objects Siskin generates for a canary, with Flagger's naming.
 type Names struct {
-	Target, Primary           string // Deployments
+	Target, Primary             string // Deployments
 	Apex, PrimarySvc, CanarySvc string // Services (and DestinationRules for primary/canary, VirtualService for apex)
 }
 
