@@ -108,6 +108,10 @@ func (s State) Status() Status {
 		SpecError:                     s.SpecError,
 	}
 	st.Conditions = []Condition{promotedCondition(s.Phase, s.Message, s.LastTransitionTime)}
+	if s.SpecError != "" {
+		st.Conditions = append(st.Conditions, Condition{Type: "Valid", Status: "False", Reason: "InvalidSpec",
+			Message: s.SpecError, LastUpdateTime: s.LastStepAt, LastTransitionTime: s.LastStepAt})
+	}
 	return st
 }
 
