@@ -226,7 +226,9 @@ func TestDecideTable(t *testing.T) {
 			s.Phase = PhasePromoting
 			w.work.Primary = Readiness{Failed: true, Reason: "deadline"}
 		}, snap{Phase: PhaseFailed, Routing: Routing{0, 100, false}, Workload: WorkloadPlan{EnsureApex: true}}, "Promotion failed"},
-		{"no data fails a check", func(c *Canary, w *world, s *State) { w.metrics[0] = MetricResult{Name: "request-success-rate", NoData: true} },
+		{"no data fails a check", func(c *Canary, w *world, s *State) {
+			w.metrics[0] = MetricResult{Name: "request-success-rate", NoData: true}
+		},
 			snap{Phase: PhaseProgressing, Routing: Routing{80, 20, false}, Failed: 1, Workload: WorkloadPlan{EnsureApex: true}}, "no values found"},
 		{"latency over max fails a check", func(c *Canary, w *world, s *State) { w.metrics[1].Value = 612.7 },
 			snap{Phase: PhaseProgressing, Routing: Routing{80, 20, false}, Failed: 1, Workload: WorkloadPlan{EnsureApex: true}}, "request duration 612ms > 500ms"},
