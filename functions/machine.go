@@ -371,7 +371,7 @@ func (d *decider) startRelease() {
 		d.rollback("")
 		return
 	}
-	if passed, failed := gatePassed(confirm); !passed {
+	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
 		if s.Phase != PhaseWaiting {
 			d.event("Halt %s advancement waiting for approval %s", d.id(), failed.Name)
 			if !d.muted(HookConfirmRollout, failed.Name) {
@@ -391,6 +391,7 @@ func (d *decider) startRelease() {
 	s.TrackedConfigs = w.TrackedConfigs
 	s.CanaryNotReadySince = time.Time{}
 	s.PromoteRequested = false
+	s.Approved = false
 	d.setPhase(PhaseProgressing)
 }
 

@@ -78,6 +78,9 @@ type State struct {
 	CanaryNotReadySince time.Time `json:"canaryNotReadySince,omitempty"`
 	// PromoteRequested is set by a manual promote: the next step skips the remaining analysis.
 	PromoteRequested bool `json:"promoteRequested,omitempty"`
+	// Approved is set by a manual resume of a Waiting canary: the confirm-rollout gate is
+	// passed once.
+	Approved bool `json:"approved,omitempty"`
 	// Steps counts the steps taken, for tests and for the CLI.
 	Steps int64 `json:"steps"`
 	// LastStepAt is when the last step ran.
