@@ -382,6 +382,13 @@ func (d *decider) startRelease() {
 		return
 	}
 	d.event("New revision detected! Scaling up %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	if t := s.PendingTrigger; t != nil {
+		s.Trigger = t
+		d.event("Release started by %s event %s: %s", t.Kind, t.EventID, t.Detail)
+	} else {
+		s.Trigger = &Trigger{Kind: "change", Detail: "target template changed", At: d.in.Now}
+	}
+	s.PendingTrigger = nil
 	d.alert(SeverityInfo, true, "New revision detected, progressing canary analysis.")
 	d.out.Workloads.ScaleTarget = ScaleUp
 	s.Routing = AllToPrimary

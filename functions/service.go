@@ -30,6 +30,9 @@ type Deps struct {
 	Hooks     Hooks
 	Alerts    Alerter
 	Events    EventSink
+	// Registry and Images serve push-started releases; without them pushes are refused.
+	Registry Registry
+	Images   Images
 }
 
 // Config tunes a Service.

@@ -73,6 +73,9 @@ type State struct {
 	Message string `json:"message,omitempty"`
 	// Trigger is the event that started the current release, or that aborted it.
 	Trigger *Trigger `json:"trigger,omitempty"`
+	// PendingTrigger is the event that changed the target; the step that starts the release
+	// makes it the Trigger.
+	PendingTrigger *Trigger `json:"pendingTrigger,omitempty"`
 	// CanaryNotReadySince starts the progress deadline for a canary that never becomes ready,
 	// independently of the Deployment's own conditions (Flagger's gap 4).
 	CanaryNotReadySince time.Time `json:"canaryNotReadySince,omitempty"`
