@@ -49,8 +49,9 @@ type Config struct {
 	DueBatch int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
-	// AfterAct, when set, runs between acting and saving. Tests use it to crash there.
-	AfterAct func(Key)
+	// AfterAct, when set, runs between acting and saving; an error abandons the step there.
+	// Tests use it to crash between act and save.
+	AfterAct func(Key) error
 }
 
 func (c Config) withDefaults() Config {
@@ -215,7 +216,9 @@ func (s *Service) step(ctx context.Context, c Canary, st State) (StepReport, err
 		return rep, err
 	}
 	if s.cfg.AfterAct != nil {
-		s.cfg.AfterAct(k)
+		if err := s.cfg.AfterAct(k); err != nil {
+			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
+		}
 	}
 	saved, err := s.d.Store.Save(ctx, k, out.State)
 	if errors.Is(err, ErrConflict) {
