@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -480,9 +482,11 @@ func TestQueryMetricsTemplates(t *testing.T) {
 
 func TestQueryMetricsTemplateTLS(t *testing.T) {
 	const q = "vector(1)"
-	tlsProm := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tlsProm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, vector("1"))
 	}))
+	tlsProm.Config.ErrorLog = log.New(io.Discard, "", 0) // the rejected handshake is expected
+	tlsProm.StartTLS()
 	t.Cleanup(tlsProm.Close)
 	for _, insecure := range []bool{true, false} {
 		t.Run(fmt.Sprintf("insecureSkipVerify=%v", insecure), func(t *testing.T) {

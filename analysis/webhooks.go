@@ -200,7 +200,7 @@ func (h *Hooks) call(ctx context.Context, w functions.Webhook, p hookPayload) fu
 		// Success is status <= 202, as in Flagger: 203 to 299 are failures, so a hook that
 		// answers 204 No Content fails.
 		if a.err == nil && a.status <= http.StatusAccepted {
-			res.OK = true
+			res.OK, res.Detail = true, ""
 			return res
 		}
 		res.Detail = a.detail()
