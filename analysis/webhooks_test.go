@@ -23,6 +23,7 @@ type hookCall struct {
 	ContentType string
 	Method      string
 	Body        string
+	Auth        string // the Authorization header
 }
 
 // hookReceiver answers webhooks with a scripted status per attempt (the last one repeats).
@@ -47,7 +48,7 @@ func newHookReceiver(t *testing.T, statuses ...int) *hookReceiver {
 func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	b, _ := io.ReadAll(req.Body)
 	r.mu.Lock()
-	r.calls = append(r.calls, hookCall{Path: req.URL.Path, ContentType: req.Header.Get("Content-Type"), Method: req.Method, Body: string(b)})
+	r.calls = append(r.calls, hookCall{Path: req.URL.Path, ContentType: req.Header.Get("Content-Type"), Method: req.Method, Body: string(b), Auth: req.Header.Get("Authorization")})
 	status := http.StatusOK
 	if n := len(r.calls); len(r.statuses) > 0 {
 		status = r.statuses[min(n, len(r.statuses))-1]
