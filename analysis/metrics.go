@@ -138,16 +138,16 @@ func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functi
 		noData bool
 		err    error
 	)
-	switch kindOf(m) {
-	case kindTemplate:
+	switch m.Kind() {
+	case functions.MetricFromTemplate:
 		v, noData, err = a.queryTemplate(ctx, c, m)
-	case kindInline:
+	case functions.MetricInline:
 		if a.defaultURL == "" {
 			err = errors.New("no prometheus url configured")
 			break
 		}
 		v, noData, err = a.query(ctx, target{address: a.defaultURL, transport: a.secure}, collapseWhitespace(m.Query))
-	case kindBuiltin:
+	case functions.MetricBuiltin:
 		if a.defaultURL == "" {
 			err = errors.New("no prometheus url configured")
 			break
@@ -169,30 +169,6 @@ func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functi
 		res.Value = v
 	}
 	return res
-}
-
-type metricKind int
-
-const (
-	kindUnusable metricKind = iota
-	kindTemplate
-	kindInline
-	kindBuiltin
-)
-
-// kindOf picks how a metric is measured. Flagger runs every applicable check for one metric
-// (a built-in name with a query runs both); Siskin runs the most explicit one: templateRef,
-// then an inline query, then the built-in of that name.
-func kindOf(m functions.Metric) metricKind {
-	switch {
-	case m.TemplateRef != nil && m.TemplateRef.Name != "":
-		return kindTemplate
-	case m.Query != "":
-		return kindInline
-	case builtinQueries[m.Name] != "":
-		return kindBuiltin
-	}
-	return kindUnusable
 }
 
 func (a *Analyzer) queryTemplate(ctx context.Context, c functions.Canary, m functions.Metric) (float64, bool, error) {

@@ -2,7 +2,6 @@ package functions
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -474,35 +473,6 @@ func TestRebuildStatePrefersLiveWeightsWhileReleasing(t *testing.T) {
 	got = RebuildState(Status{}, Routing{}, false)
 	if got.Phase != PhaseInitializing {
 		t.Errorf("empty status: got phase %s, want Initializing", got.Phase)
-	}
-}
-
-func TestJudgeMetric(t *testing.T) {
-	c := seedCanary()
-	tests := []struct {
-		m      Metric
-		r      MetricResult
-		ok     bool
-		substr string
-	}{
-		{Metric{Name: "request-success-rate", ThresholdRange: &ThresholdRange{Min: ptr(99.0)}}, MetricResult{Value: 99}, true, ""},
-		{Metric{Name: "request-success-rate", ThresholdRange: &ThresholdRange{Min: ptr(99.0)}}, MetricResult{Value: 98.999}, false, "success rate 99.00% < 99%"},
-		{Metric{Name: "request-duration", ThresholdRange: &ThresholdRange{Max: ptr(500.0)}}, MetricResult{Value: 500.9}, true, ""},
-		{Metric{Name: "request-duration", ThresholdRange: &ThresholdRange{Max: ptr(500.0)}}, MetricResult{Value: 1501}, false, "request duration 1.501s > 500ms"},
-		{Metric{Name: "request-success-rate", Threshold: ptr(95.0)}, MetricResult{Value: 94}, false, "< 95%"},
-		{Metric{Name: "custom", Threshold: ptr(5.0)}, MetricResult{Value: 6}, false, "custom 6.00 > 5"},
-		{Metric{Name: "custom", ThresholdRange: &ThresholdRange{Min: ptr(1.0), Max: ptr(2.0)}}, MetricResult{Value: 0.5}, false, "custom 0.50 < 1"},
-		{Metric{Name: "custom"}, MetricResult{Value: 1e9}, true, ""},
-		{Metric{Name: "request-success-rate"}, MetricResult{NoData: true}, false, "no values found for istio metric request-success-rate probably podinfo.default is not receiving traffic"},
-		{Metric{Name: "custom"}, MetricResult{Err: "template: missing key"}, false, "Metric query failed for custom: template: missing key"},
-	}
-	for i, tt := range tests {
-		t.Run(fmt.Sprintf("%d_%s", i, tt.m.Name), func(t *testing.T) {
-			ok, msg := JudgeMetric(c, tt.m, tt.r)
-			if ok != tt.ok || !strings.Contains(msg, tt.substr) {
-				t.Errorf("got (%v, %q), want (%v, …%q…)", ok, msg, tt.ok, tt.substr)
-			}
-		})
 	}
 }
 

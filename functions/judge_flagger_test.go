@@ -1,33 +1,31 @@
-package analysis
+package functions
 
 import (
 	"testing"
-
-	"github.com/siskin-dev/siskin/functions"
 )
 
-func TestJudge(t *testing.T) {
-	rng := func(lo, hi *float64) *functions.ThresholdRange { return &functions.ThresholdRange{Min: lo, Max: hi} }
-	successRate := func(tr *functions.ThresholdRange, threshold *float64) functions.Metric {
-		return functions.Metric{Name: MetricRequestSuccessRate, Interval: "1m", ThresholdRange: tr, Threshold: threshold}
+func TestJudgeMetric(t *testing.T) {
+	rng := func(lo, hi *float64) *ThresholdRange { return &ThresholdRange{Min: lo, Max: hi} }
+	successRate := func(tr *ThresholdRange, threshold *float64) Metric {
+		return Metric{Name: MetricRequestSuccessRate, Interval: "1m", ThresholdRange: tr, Threshold: threshold}
 	}
-	duration := func(tr *functions.ThresholdRange, threshold *float64) functions.Metric {
-		return functions.Metric{Name: MetricRequestDuration, Interval: "30s", ThresholdRange: tr, Threshold: threshold}
+	duration := func(tr *ThresholdRange, threshold *float64) Metric {
+		return Metric{Name: MetricRequestDuration, Interval: "30s", ThresholdRange: tr, Threshold: threshold}
 	}
-	custom := func(tr *functions.ThresholdRange, threshold *float64) functions.Metric {
-		return functions.Metric{Name: "error-rate", TemplateRef: &functions.CrossRef{Name: "error-rate"}, ThresholdRange: tr, Threshold: threshold}
+	custom := func(tr *ThresholdRange, threshold *float64) Metric {
+		return Metric{Name: "error-rate", TemplateRef: &CrossRef{Name: "error-rate"}, ThresholdRange: tr, Threshold: threshold}
 	}
-	inline := func(tr *functions.ThresholdRange, threshold *float64) functions.Metric {
-		return functions.Metric{Name: "my-query", Query: "sum(up)", ThresholdRange: tr, Threshold: threshold}
+	inline := func(tr *ThresholdRange, threshold *float64) Metric {
+		return Metric{Name: "my-query", Query: "sum(up)", ThresholdRange: tr, Threshold: threshold}
 	}
-	val := func(v float64) functions.MetricResult { return functions.MetricResult{Value: v} }
-	noData := functions.MetricResult{NoData: true}
-	failed := functions.MetricResult{Err: "boom"}
+	val := func(v float64) MetricResult { return MetricResult{Value: v} }
+	noData := MetricResult{NoData: true}
+	failed := MetricResult{Err: "boom"}
 
 	tests := []struct {
 		name   string
-		metric functions.Metric
-		result functions.MetricResult
+		metric Metric
+		result MetricResult
 		wantOK bool
 		want   string
 	}{
@@ -91,17 +89,17 @@ func TestJudge(t *testing.T) {
 		{"inline no data", inline(rng(nil, ptr(1.0)), nil), noData, false, "Halt advancement no values found for metric: my-query"},
 		{"inline query error", inline(rng(nil, ptr(1.0)), nil), failed, false, "Prometheus query failed for my-query: boom"},
 		{"built-in name with a query is judged as the query",
-			functions.Metric{Name: MetricRequestSuccessRate, Query: "sum(up)", ThresholdRange: rng(ptr(99.0), nil)}, val(90),
+			Metric{Name: MetricRequestSuccessRate, Query: "sum(up)", ThresholdRange: rng(ptr(99.0), nil)}, val(90),
 			false, "Halt podinfo.default advancement request-success-rate 90.00 < 99"},
 
-		{"unusable metric", functions.Metric{Name: "nothing"}, functions.MetricResult{Err: "no usable metrics template and query were configured"},
+		{"unusable metric", Metric{Name: "nothing"}, MetricResult{Err: "no usable metrics template and query were configured"},
 			false, "Metric query failed for nothing: no usable metrics template and query were configured"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, msg := Judge(seedCanary(), tt.metric, tt.result)
+			ok, msg := JudgeMetric(seedCanary(), tt.metric, tt.result)
 			if ok != tt.wantOK || msg != tt.want {
-				t.Errorf("Judge() = (%v, %q), want (%v, %q)", ok, msg, tt.wantOK, tt.want)
+				t.Errorf("JudgeMetric() = (%v, %q), want (%v, %q)", ok, msg, tt.wantOK, tt.want)
 			}
 		})
 	}
@@ -111,13 +109,13 @@ func TestJudgeNamesCanaryAndTarget(t *testing.T) {
 	c := seedCanary()
 	c.Name, c.Namespace = "shop", "prod"
 	c.Spec.TargetRef.Name = "checkout"
-	m := functions.Metric{Name: MetricRequestSuccessRate, ThresholdRange: &functions.ThresholdRange{Min: ptr(99.0)}}
+	m := Metric{Name: MetricRequestSuccessRate, ThresholdRange: &ThresholdRange{Min: ptr(99.0)}}
 
-	_, msg := Judge(c, m, functions.MetricResult{NoData: true})
+	_, msg := JudgeMetric(c, m, MetricResult{NoData: true})
 	if want := "Halt advancement no values found for istio metric request-success-rate probably checkout.prod is not receiving traffic"; msg != want {
 		t.Errorf("no data message = %q, want %q", msg, want)
 	}
-	_, msg = Judge(c, m, functions.MetricResult{Value: 1})
+	_, msg = JudgeMetric(c, m, MetricResult{Value: 1})
 	if want := "Halt shop.prod advancement success rate 1.00% < 99%"; msg != want {
 		t.Errorf("threshold message = %q, want %q", msg, want)
 	}
