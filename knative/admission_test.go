@@ -18,8 +18,8 @@ import (
 	structuraldefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"sigs.k8s.io/yaml"
@@ -131,11 +131,11 @@ func readObject(t *testing.T, b []byte) map[string]any {
 	if err != nil {
 		t.Fatalf("YAML: %v", err)
 	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(j); err != nil {
+	var obj map[string]any
+	if err := utiljson.Unmarshal(j, &obj); err != nil {
 		t.Fatalf("decode object: %v", err)
 	}
-	return u.Object
+	return obj
 }
 
 func readTestdata(t *testing.T, name string) map[string]any {
