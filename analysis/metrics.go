@@ -131,6 +131,15 @@ func (a *Analyzer) QueryMetrics(ctx context.Context, c functions.Canary) []funct
 	return results
 }
 
+// serverFor is the canary's spec.metricsServer (Flagger's per-canary override), else the
+// configured Prometheus.
+func (a *Analyzer) serverFor(c functions.Canary) string {
+	if c.Spec.MetricsServer != "" {
+		return c.Spec.MetricsServer
+	}
+	return a.defaultURL
+}
+
 func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functions.Metric) functions.MetricResult {
 	res := functions.MetricResult{Name: m.Name}
 	var (
@@ -142,19 +151,21 @@ func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functi
 	case functions.MetricFromTemplate:
 		v, noData, err = a.queryTemplate(ctx, c, m)
 	case functions.MetricInline:
-		if a.defaultURL == "" {
+		addr := a.serverFor(c)
+		if addr == "" {
 			err = errors.New("no prometheus url configured")
 			break
 		}
-		v, noData, err = a.query(ctx, target{address: a.defaultURL, transport: a.secure}, collapseWhitespace(m.Query))
+		v, noData, err = a.query(ctx, target{address: addr, transport: a.secure}, collapseWhitespace(m.Query))
 	case functions.MetricBuiltin:
-		if a.defaultURL == "" {
+		addr := a.serverFor(c)
+		if addr == "" {
 			err = errors.New("no prometheus url configured")
 			break
 		}
 		var q string
 		if q, _, err = BuiltinQuery(c, m); err == nil {
-			v, noData, err = a.query(ctx, target{address: a.defaultURL, transport: a.secure}, q)
+			v, noData, err = a.query(ctx, target{address: addr, transport: a.secure}, q)
 		}
 	default:
 		err = errors.New("no usable metrics template and query were configured")

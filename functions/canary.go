@@ -59,6 +59,10 @@ type Canary struct {
 
 // Spec mirrors Flagger's CanarySpec for the fields Siskin honours.
 type Spec struct {
+	// Provider is the mesh; Siskin drives Istio only.
+	Provider string `json:"provider,omitempty"`
+	// MetricsServer overrides the Prometheus URL for this canary's built-in and inline queries.
+	MetricsServer           string         `json:"metricsServer,omitempty"`
 	TargetRef               TargetRef      `json:"targetRef"`
 	AutoscalerRef           *AutoscalerRef `json:"autoscalerRef,omitempty"`
 	Service                 ServiceSpec    `json:"service"`

@@ -12,6 +12,9 @@ func Validate(c Canary) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	s := c.Spec
+	if s.Provider != "" && s.Provider != "istio" {
+		add("spec.provider %s is not supported: Siskin drives Istio", s.Provider)
+	}
 	if s.TargetRef.Name == "" {
 		add("spec.targetRef.name is required")
 	}

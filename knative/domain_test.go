@@ -26,8 +26,6 @@ import (
 var flaggerFieldsSiskinDoesNotRead = []string{
 	"spec.autoscalerRef.primaryScalerQueries", // KEDA ScaledObject only
 	"spec.ingressRef",                         // NGINX
-	"spec.metricsServer",                      // per-canary Prometheus URL
-	"spec.provider",                           // mesh provider; Siskin drives Istio
 	"spec.routeRef",                           // APISIX
 	"spec.service.backendTimeout",             // Gateway API
 	"spec.service.backends",                   // App Mesh
