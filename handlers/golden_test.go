@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -155,3 +156,5 @@ func TestDecodeAlertmanagerGolden(t *testing.T) {
 		})
 	}
 }
+
+func mustUnix(sec int64) time.Time { return time.Unix(sec, 0).UTC() }

@@ -63,8 +63,9 @@ func parseJSON(body []byte, root string) (jsonNode, error) {
 	if err := dec.Decode(&v); err != nil {
 		return jsonNode{}, jsonSyntaxError(name, err, len(body))
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return jsonNode{}, invalid(name, "invalid JSON at offset %d: data after the top-level value", dec.InputOffset())
+	end := dec.InputOffset()
+	if rest := bytes.TrimLeft(body[end:], " \t\r\n"); len(rest) > 0 {
+		return jsonNode{}, invalid(name, "invalid JSON at offset %d: data after the top-level value", len(body)-len(rest))
 	}
 	return jsonNode{doc: &jsonDoc{}, path: root, val: v}, nil
 }
