@@ -87,7 +87,7 @@ var ceDecoders = map[string]ceDecoder{
 // functions.ErrInvalid and name the offending field of data.
 func DecodeCloudEvent(e event.Event) (Inbound, error) {
 	if err := e.Validate(); err != nil {
-		return Inbound{}, invalid("cloudevent", "%s", strings.TrimSpace(err.Error()))
+		return Inbound{}, invalid("cloudevent", "%s", oneLine(err.Error()))
 	}
 	in := Inbound{Kind: InboundIgnored, EventID: "ce:" + e.Source() + "#" + e.ID(), Type: e.Type()}
 	decode, ok := ceDecoders[e.Type()]
@@ -265,7 +265,7 @@ func decodeCloudEventRequest(h http.Header, body []byte) ([]functions.ImagePush,
 	// Decoding a buffered body does no I/O: the context only satisfies the SDK's signature.
 	e, err := binding.ToEvent(context.Background(), msg)
 	if err != nil {
-		return nil, invalid("cloudevent", "%s", strings.TrimSpace(err.Error()))
+		return nil, invalid("cloudevent", "%s", oneLine(err.Error()))
 	}
 	in, err := DecodeCloudEvent(*e)
 	if err != nil {
@@ -277,4 +277,9 @@ func decodeCloudEventRequest(h http.Header, body []byte) ([]functions.ImagePush,
 	default:
 		return nil, invalid("cloudevent "+in.Type, "a %s event, not a registry push; post it to the CloudEvents route", in.Kind)
 	}
+}
+
+// oneLine joins the lines of the SDK's validation errors, which list one problem per line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", " ; ")), " ")
 }

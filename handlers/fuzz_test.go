@@ -137,15 +137,19 @@ func assertPushes(t *testing.T, pushes []functions.ImagePush) {
 		if p.EventID == "" || !slices.Contains(pushSources, p.Source) || p.Repository == "" || p.Tag == "" {
 			t.Errorf("push %+v lacks an event id, a known source, a repository or a tag", p)
 		}
-		ref, opt := p.Repository, name.WeakValidation
+		// The registry is checked on its own: a single-label host ("registry") is a host here,
+		// though prefixed to a path it would read as a Docker Hub namespace.
 		if p.Registry != "" {
-			ref, opt = p.Registry+"/"+ref, name.StrictValidation // nothing left to defaults
+			if _, err := name.NewRegistry(p.Registry, name.StrictValidation); err != nil {
+				t.Errorf("push %+v: %v", p, err)
+			}
 		}
-		if _, err := name.NewTag(ref+":"+p.Tag, opt); err != nil {
+		ref := "registry.invalid/" + p.Repository
+		if _, err := name.NewTag(ref+":"+p.Tag, name.StrictValidation); err != nil {
 			t.Errorf("push %+v: %v", p, err)
 		}
 		if p.Digest != "" {
-			if _, err := name.NewDigest(ref+"@"+p.Digest, opt); err != nil {
+			if _, err := name.NewDigest(ref+"@"+p.Digest, name.StrictValidation); err != nil {
 				t.Errorf("push %+v: %v", p, err)
 			}
 		}
