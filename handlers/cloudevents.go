@@ -95,7 +95,7 @@ func DecodeCloudEvent(e event.Event) (Inbound, error) {
 		decode = decodeOtherEvent
 	}
 	if err := decode(e, &in); err != nil {
-		return Inbound{}, fmt.Errorf("cloudevent %s: %w", e.Type(), err)
+		return Inbound{}, fmt.Errorf("cloudevent %s: %w", plain(e.Type()), err)
 	}
 	if in.Kind == InboundPush {
 		if len(in.Pushes) == 0 {
@@ -104,7 +104,7 @@ func DecodeCloudEvent(e event.Event) (Inbound, error) {
 		dedupeEventIDs(in.Pushes)
 		for _, p := range in.Pushes {
 			if err := checkPush(p); err != nil {
-				return Inbound{}, fmt.Errorf("cloudevent %s: %w", e.Type(), err)
+				return Inbound{}, fmt.Errorf("cloudevent %s: %w", plain(e.Type()), err)
 			}
 		}
 	}
@@ -275,7 +275,7 @@ func decodeCloudEventRequest(h http.Header, body []byte) ([]functions.ImagePush,
 	case InboundPush, InboundIgnored:
 		return in.Pushes, nil
 	default:
-		return nil, invalid("cloudevent "+in.Type, "a %s event, not a registry push; post it to the CloudEvents route", in.Kind)
+		return nil, invalid("cloudevent "+plain(in.Type), "a %s event, not a registry push; post it to the CloudEvents route", in.Kind)
 	}
 }
 

@@ -348,4 +348,13 @@ func quote(s string) string {
 	return strconv.Quote(s)
 }
 
+// plain repeats a sender's name (a CloudEvent type) as is when it is short and printable, and
+// quoted otherwise.
+func plain(s string) string {
+	if len(s) > maxQuoted || strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		return quote(s)
+	}
+	return s
+}
+
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
