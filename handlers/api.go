@@ -1,0 +1,111 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+func keyOf(r *http.Request) functions.Key {
+	return functions.Key{Namespace: chi.URLParam(r, "namespace"), Name: chi.URLParam(r, "name")}
+}
+
+func handleListCanaries(rel Releases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		views, err := rel.Views(r.Context(), chi.URLParam(r, "namespace"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if views == nil {
+			views = []functions.CanaryView{}
+		}
+		writeJSON(w, http.StatusOK, views)
+	}
+}
+
+func handleGetCanary(rel Releases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := rel.View(r.Context(), keyOf(r))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+// handleGate is the manual promote, abort and resume.
+func handleGate(rel Releases, gate string, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		k := keyOf(r)
+		var (
+			rep functions.StepReport
+			err error
+		)
+		switch gate {
+		case "promote":
+			rep, err = rel.RequestPromotion(r.Context(), k)
+		case "resume":
+			rep, err = rel.Resume(r.Context(), k)
+		case "abort":
+			reason := r.URL.Query().Get("reason")
+			if reason == "" {
+				reason = "manual abort"
+			}
+			var aborted bool
+			rep, aborted, err = rel.Abort(context.WithoutCancel(r.Context()), k, reason)
+			if err == nil && !aborted {
+				err = fmt.Errorf("%w: %s is %s, no release to abort", functions.ErrRejected, k, rep.From)
+			}
+		}
+		if err != nil {
+			log.Info("manual gate refused", "gate", gate, "canary", k.String(), "err", err)
+			writeError(w, err)
+			return
+		}
+		log.Info("manual gate", "gate", gate, "canary", k.String(), "to", rep.To)
+		writeJSON(w, http.StatusOK, rep)
+	}
+}
+
+func handleHealthz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// handleReadyz checks every dependency concurrently, each with its own short timeout.
+func handleReadyz(checks []Checker, timeout time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs = map[string]string{}
+		)
+		for _, c := range checks {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(r.Context(), timeout)
+				defer cancel()
+				if err := c.Check(ctx); err != nil {
+					mu.Lock()
+					errs[c.Name] = err.Error()
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": errs})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}

@@ -1,0 +1,120 @@
+package handlers
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+type authenticator struct {
+	opts Options
+	log  *slog.Logger
+}
+
+func bearerOf(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func (a authenticator) tokenOK(token string) bool {
+	return token != "" && a.opts.WebhookToken != "" &&
+		subtle.ConstantTimeCompare([]byte(token), []byte(a.opts.WebhookToken)) == 1
+}
+
+func unauthorized(w http.ResponseWriter, why string) {
+	writeError(w, fmt.Errorf("%w: %s", functions.ErrUnauthorized, why))
+}
+
+// bearer requires the webhook token.
+func (a authenticator) bearer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.opts.InsecureSkipAuth || a.tokenOK(bearerOf(r)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if bearerOf(r) == "" {
+			unauthorized(w, "missing bearer token")
+			return
+		}
+		unauthorized(w, "bad bearer token")
+	})
+}
+
+// registry accepts the bearer token; the token as a `token` query parameter, for registries
+// that cannot set headers (Docker Hub, Quay); or a valid GitHub signature for GHCR.
+func (a authenticator) registry(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case a.opts.InsecureSkipAuth, a.tokenOK(bearerOf(r)), a.tokenOK(r.URL.Query().Get("token")):
+			next.ServeHTTP(w, r)
+			return
+		case r.Header.Get("X-Hub-Signature-256") != "" && a.opts.GitHubSecret != "":
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			if err := VerifyGitHubSignature([]byte(a.opts.GitHubSecret), r.Header, body); err != nil {
+				writeError(w, err)
+				return
+			}
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			next.ServeHTTP(w, r)
+			return
+		}
+		unauthorized(w, "missing or bad bearer token, token parameter or GitHub signature")
+	})
+}
+
+// cloudEvents accepts the bearer token or, when configured, a Knative Eventing OIDC token
+// verified with the TokenReview API for the service's audience: a Broker cannot send custom
+// headers, but Eventing with OIDC on sends its own token.
+func (a authenticator) cloudEvents(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearerOf(r)
+		if a.opts.InsecureSkipAuth || a.tokenOK(tok) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if tok == "" {
+			unauthorized(w, "missing bearer token")
+			return
+		}
+		if a.opts.OIDC == nil {
+			unauthorized(w, "bad bearer token")
+			return
+		}
+		user, ok, err := a.opts.OIDC.Review(r.Context(), tok, []string{a.opts.OIDCAudience})
+		if err != nil {
+			writeError(w, fmt.Errorf("review token: %w", err))
+			return
+		}
+		if !ok {
+			unauthorized(w, "token rejected by TokenReview")
+			return
+		}
+		a.log.Debug("oidc sender", "user", user)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func limitBody(n int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > n {
+				writeError(w, &http.MaxBytesError{Limit: n})
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, n)
+			next.ServeHTTP(w, r)
+		})
+	}
+}

@@ -1,0 +1,190 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: read body: %v", functions.ErrInvalid, err)
+	}
+	return b, nil
+}
+
+func isCloudEvent(r *http.Request) bool {
+	return r.Header.Get("Ce-Specversion") != "" ||
+		strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "application/cloudevents")
+}
+
+// handleCloudEvent is POST /: any CloudEvent, dispatched by type. A POST without CloudEvent
+// attributes is a tick (a plain timer, or a human with curl).
+func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if !isCloudEvent(r) {
+			runTick(w, r, rel, opts, log, "plain", start)
+			return
+		}
+		if strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "application/cloudevents-batch") {
+			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{Error: "batched CloudEvents are not accepted; send one event per request"})
+			return
+		}
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, err)
+				return
+			}
+			writeError(w, fmt.Errorf("%w: not a valid CloudEvent: %v", functions.ErrInvalid, err))
+			return
+		}
+		if err := ev.Validate(); err != nil {
+			writeError(w, fmt.Errorf("%w: not a valid CloudEvent: %v", functions.ErrInvalid, err))
+			return
+		}
+		in, err := DecodeCloudEvent(*ev)
+		log := log.With("eventID", ev.ID(), "eventType", ev.Type(), "eventSource", ev.Source())
+		if tp, ok := ev.Extensions()["traceparent"]; ok {
+			log = log.With("traceparent", tp)
+		}
+		if err != nil {
+			opts.Observe("cloudevent", "invalid", time.Since(start))
+			writeError(w, err)
+			return
+		}
+		switch in.Kind {
+		case InboundTick:
+			runTick(w, r, rel, opts, log, "ping", start)
+		case InboundPush:
+			runPushes(w, r, rel, opts, log, in.Pushes, start)
+		case InboundAlert:
+			runAlerts(w, r, rel, opts, log, *in.Alert, ev.Source()+"/"+ev.ID(), start)
+		case InboundDeployment:
+			reps, err := rel.DeploymentChanged(r.Context(), *in.Deployment)
+			observe(opts, "deployment", err, start)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"stepped": reps})
+		default:
+			opts.Observe("cloudevent", "ignored", time.Since(start))
+			writeJSON(w, http.StatusAccepted, map[string]string{"ignored": "event type " + ev.Type() + " concerns nothing here"})
+		}
+	}
+}
+
+func observe(opts Options, kind string, err error, start time.Time) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if statusOf(err) < 500 {
+			outcome = "rejected"
+		}
+	}
+	opts.Observe(kind, outcome, time.Since(start))
+}
+
+func runTick(w http.ResponseWriter, r *http.Request, rel Releases, opts Options, log *slog.Logger, kind string, start time.Time) {
+	until := time.Now().Add(opts.TickWindow)
+	if dl, ok := r.Context().Deadline(); ok && dl.Add(-2*time.Second).Before(until) {
+		until = dl.Add(-2 * time.Second)
+	}
+	rep, err := rel.Tick(r.Context(), until)
+	observe(opts, "tick", err, start)
+	if err != nil {
+		log.Error("tick", "kind", kind, "err", err)
+		writeError(w, err)
+		return
+	}
+	log.Info("tick", "kind", kind, "stepped", len(rep.Stepped), "busy", rep.Busy, "failed", rep.Failed, "rounds", rep.Rounds)
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func runPushes(w http.ResponseWriter, r *http.Request, rel Releases, opts Options, log *slog.Logger, pushes []functions.ImagePush, start time.Time) {
+	if len(pushes) == 0 {
+		opts.Observe("push", "ignored", time.Since(start))
+		writeJSON(w, http.StatusOK, map[string]string{"ignored": "no tagged manifest push in this notification"})
+		return
+	}
+	rep, err := rel.HandlePushes(r.Context(), pushes)
+	observe(opts, "push", err, start)
+	if err != nil {
+		log.Error("push", "err", err)
+		writeError(w, err)
+		return
+	}
+	log.Info("push", "pushes", len(pushes), "started", len(rep.Started))
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func runAlerts(w http.ResponseWriter, r *http.Request, rel Releases, opts Options, log *slog.Logger, n functions.AlertNotification, eventID string, start time.Time) {
+	// The abort must land even if the sender hangs up: it is the one thing that cannot wait.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
+	rep, err := rel.HandleAlerts(ctx, n, eventID)
+	observe(opts, "alert", err, start)
+	if err != nil {
+		log.Error("alert", "err", err)
+		writeError(w, err)
+		return
+	}
+	log.Info("alert", "firing", rep.Firing, "resolved", rep.Resolved, "aborted", len(rep.Aborted))
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// handleRegistryWebhook is POST /webhooks/registry: a raw registry notification, its format
+// detected from headers and body.
+func handleRegistryWebhook(rel Releases, opts Options, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		body, err := readBody(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		pushes, err := DecodeRegistryWebhook(r.Header, body)
+		if err != nil {
+			opts.Observe("push", "invalid", time.Since(start))
+			writeError(w, err)
+			return
+		}
+		runPushes(w, r, rel, opts, log, pushes, start)
+	}
+}
+
+// handleAlertmanagerWebhook is POST /webhooks/alertmanager: Alertmanager's webhook, version 4.
+func handleAlertmanagerWebhook(rel Releases, opts Options, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		body, err := readBody(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		n, err := DecodeAlertmanager(body)
+		if err != nil {
+			opts.Observe("alert", "invalid", time.Since(start))
+			writeError(w, err)
+			return
+		}
+		runAlerts(w, r, rel, opts, log.With("groupKey", n.GroupKey), n, n.GroupKey, start)
+	}
+}

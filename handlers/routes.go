@@ -1,0 +1,108 @@
+// Package handlers is Siskin's HTTP edge: authentication, size limits, decoding of every wire
+// format, the mapping of errors to status codes, health, metrics and the JSON API. Nothing
+// below it sees HTTP, chi or CloudEvents.
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+// Releases is what the edge needs from the use cases (*functions.Service).
+type Releases interface {
+	Tick(ctx context.Context, until time.Time) (functions.TickReport, error)
+	HandleAlerts(ctx context.Context, n functions.AlertNotification, eventID string) (functions.AbortReport, error)
+	HandlePushes(ctx context.Context, pushes []functions.ImagePush) (functions.PushReport, error)
+	DeploymentChanged(ctx context.Context, deployment functions.Key) ([]functions.StepReport, error)
+	RequestPromotion(ctx context.Context, k functions.Key) (functions.StepReport, error)
+	Resume(ctx context.Context, k functions.Key) (functions.StepReport, error)
+	Abort(ctx context.Context, k functions.Key, reason string) (functions.StepReport, bool, error)
+	View(ctx context.Context, k functions.Key) (functions.CanaryView, error)
+	Views(ctx context.Context, namespace string) ([]functions.CanaryView, error)
+}
+
+// TokenReviewer verifies a Knative Eventing OIDC token (the Kubernetes TokenReview API).
+type TokenReviewer interface {
+	Review(ctx context.Context, token string, audiences []string) (user string, ok bool, err error)
+}
+
+// Checker is one readiness dependency.
+type Checker struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Options configure the edge.
+type Options struct {
+	// WebhookToken is the bearer token every event route and the API require.
+	WebhookToken string
+	// GitHubSecret verifies GHCR deliveries (X-Hub-Signature-256) in place of the token.
+	GitHubSecret string
+	// InsecureSkipAuth turns authentication off, for local experiments only.
+	InsecureSkipAuth bool
+	// OIDC verifies Knative Eventing tokens on the CloudEvents route; nil turns it off.
+	OIDC TokenReviewer
+	// OIDCAudience is the audience Eventing puts in its tokens (the Service's URL or name).
+	OIDCAudience string
+	// MaxBodyBytes limits request bodies (1 MiB by default).
+	MaxBodyBytes int64
+	// TickWindow is how long a tick may keep stepping canaries that are due within it.
+	TickWindow time.Duration
+	// Ready are checked by /readyz, each with ReadyTimeout.
+	Ready        []Checker
+	ReadyTimeout time.Duration
+	// Metrics serves /metrics.
+	Metrics http.Handler
+	// Observe records one handled event, for Siskin's own metrics.
+	Observe func(kind, outcome string, took time.Duration)
+}
+
+// New returns the whole HTTP surface.
+func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.TickWindow <= 0 {
+		opts.TickWindow = 50 * time.Second
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 2 * time.Second
+	}
+	if opts.Observe == nil {
+		opts.Observe = func(string, string, time.Duration) {}
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = http.NotFoundHandler()
+	}
+	a := authenticator{opts: opts, log: log}
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+
+	r.Get("/healthz", handleHealthz())
+	r.Get("/readyz", handleReadyz(opts.Ready, opts.ReadyTimeout))
+	r.Method(http.MethodGet, "/metrics", opts.Metrics)
+
+	r.Group(func(r chi.Router) {
+		r.Use(limitBody(opts.MaxBodyBytes))
+		r.With(a.cloudEvents).Post("/", handleCloudEvent(rel, opts, log))
+		r.With(a.registry).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
+		r.With(a.bearer).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
+		r.Route("/api/v1/canaries", func(r chi.Router) {
+			r.Use(a.bearer)
+			r.Get("/", handleListCanaries(rel))
+			r.Get("/{namespace}", handleListCanaries(rel))
+			r.Get("/{namespace}/{name}", handleGetCanary(rel))
+			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", log))
+			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", log))
+			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", log))
+		})
+	})
+	return r
+}
