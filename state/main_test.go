@@ -90,6 +90,7 @@ func startRedis(extra []string, preArgs ...string) (string, error) {
 		cmd := exec.Command(redisServerBin, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
+		dieWithTest(cmd)
 		if err := cmd.Start(); err != nil {
 			return "", err
 		}

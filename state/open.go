@@ -19,7 +19,7 @@ import (
 //	redis://[[user]:password@]host[:6379][/db][?option=value&...]
 //	rediss://...   (TLS)
 //
-// Standalone Redis, as go-redis's ParseURL reads it.
+// Standalone Redis, as go-redis's ParseURL reads it (which also takes unix:///path/to.sock).
 //
 //	redis+sentinel://[[user]:password@]sentinel1[:26379][,sentinel2[:26379]...]/master[/db][?option=value&...]
 //	rediss+sentinel://...   (TLS to the sentinels and to the master)
