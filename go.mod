@@ -8,7 +8,10 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
+	github.com/redis/go-redis/v9 v9.23.0
 )
+
+require go.uber.org/atomic v1.12.0 // indirect
 
 require (
 	cel.dev/expr v0.25.1 // indirect
