@@ -33,6 +33,8 @@ type Deps struct {
 	// Registry and Images serve push-started releases; without them pushes are refused.
 	Registry Registry
 	Images   Images
+	// Observer is told about steps and aborts, for metrics; nil means nobody.
+	Observer Observer
 }
 
 // Config tunes a Service.
@@ -84,6 +86,9 @@ func New(d Deps, cfg Config, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
 	return &Service{d: d, cfg: cfg.withDefaults(), log: log}
 }
 
@@ -119,6 +124,7 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 			s.log.Warn("release lease", "canary", k.String(), "err", err)
 		}
 	}()
+	var late time.Duration
 	if onlyIfDue {
 		at, ok, err := s.d.Store.DueAt(ctx, k)
 		if err != nil {
@@ -127,6 +133,9 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 		if ok && at.After(s.cfg.Now()) {
 			// Someone else stepped it between our listing and our claim.
 			return StepReport{Key: k, Skipped: "not due"}, nil
+		}
+		if ok {
+			late = s.cfg.Now().Sub(at)
 		}
 	}
 	c, st, err := s.load(ctx, k)
@@ -137,7 +146,7 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 	if err != nil {
 		return StepReport{Key: k}, err
 	}
-	rep, err := s.step(ctx, c, st)
+	rep, err := s.step(ctx, c, st, late)
 	rep.Duration = s.cfg.Now().Sub(start)
 	return rep, err
 }
@@ -180,7 +189,7 @@ func (s *Service) load(ctx context.Context, k Key) (Canary, State, error) {
 }
 
 // step observes, decides, acts and saves one canary. It returns only after the state is saved.
-func (s *Service) step(ctx context.Context, c Canary, st State) (StepReport, error) {
+func (s *Service) step(ctx context.Context, c Canary, st State, late time.Duration) (StepReport, error) {
 	k := c.Key
 	rep := StepReport{Key: k, From: st.Phase}
 	now := s.cfg.Now()
@@ -231,6 +240,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State) (StepReport, err
 		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
 	s.after(ctx, c, st, saved, out)
+	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), late)
 	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 	s.log.Info("step", "canary", k.String(), "from", st.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)

@@ -68,6 +68,11 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 		slots = make(chan struct{}, s.cfg.Parallelism)
 	)
 	now := s.cfg.Now()
+	perNamespace := map[string]int{}
+	for _, c := range canaries {
+		perNamespace[c.Namespace]++
+	}
+	s.d.Observer.Counted(perNamespace)
 	for _, c := range canaries {
 		slots <- struct{}{}
 		wg.Go(func() {
