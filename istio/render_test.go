@@ -104,13 +104,16 @@ func responseAdd(kv ...string) *istioapi.Headers {
 	return &istioapi.Headers{Response: &istioapi.Headers_HeaderOperations{Add: add}}
 }
 
-func TestRenderVirtualService(t *testing.T) {
-	tests := []struct {
-		name   string
-		canary functions.Canary
-		plan   functions.RoutePlan
-		want   *networkingv1.VirtualService
-	}{
+type virtualServiceCase struct {
+	name   string
+	canary functions.Canary
+	plan   functions.RoutePlan
+	want   *networkingv1.VirtualService
+}
+
+// virtualServiceCases has one case per spec feature; the CRD schema test reuses them.
+func virtualServiceCases() []virtualServiceCase {
+	return []virtualServiceCase{
 		{
 			name:   "defaults: mesh gateway, apex host, all traffic to the primary",
 			canary: podinfo(),
@@ -642,7 +645,10 @@ func TestRenderVirtualService(t *testing.T) {
 			}(),
 		},
 	}
-	for _, tt := range tests {
+}
+
+func TestRenderVirtualService(t *testing.T) {
+	for _, tt := range virtualServiceCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := RenderVirtualService(tt.canary, tt.plan)
 			if err != nil {
