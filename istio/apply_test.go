@@ -480,3 +480,26 @@ func sameElements(a, b []string) bool {
 	}
 	return true
 }
+
+func TestEachCallHasItsOwnTimeout(t *testing.T) {
+	parent, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	start := time.Now()
+	_, err := call(parent, 20*time.Millisecond, func(ctx context.Context) (struct{}, error) {
+		deadline, ok := ctx.Deadline()
+		if !ok || deadline.Sub(start) > time.Second {
+			t.Errorf("call deadline: got %v (set=%v), want about 20ms from now", deadline.Sub(start), ok)
+		}
+		<-ctx.Done()
+		return struct{}{}, ctx.Err()
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call: got %v, want DeadlineExceeded", err)
+	}
+	if parent.Err() != nil {
+		t.Errorf("the caller's context ended with the call: %v", parent.Err())
+	}
+	if got := apiError("get VirtualService default/podinfo", err); !errors.Is(got, functions.ErrUnavailable) {
+		t.Errorf("apiError(deadline): got %v, want ErrUnavailable", got)
+	}
+}

@@ -2,6 +2,7 @@ package istio
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/siskin-dev/siskin/functions"
 )
+
+var errNotObject = errors.New("not a JSON object")
 
 // decodeMessage decodes one of the Canary's raw Istio fields into its istio.io/api message with
 // the message's own (protobuf JSON) decoder, which accepts what Istio accepts, Go durations

@@ -4,8 +4,8 @@
 package istio
 
 import (
+	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -366,7 +366,7 @@ func decodeRewrite(raw json.RawMessage) (*istioapi.HTTPRewrite, error) {
 		Authority string `json:"authority"`
 		Type      string `json:"type"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rw); err != nil {
 		return nil, fmt.Errorf("%w: spec.service.rewrite: %v", functions.ErrInvalid, err)
@@ -635,8 +635,6 @@ func hasJSON(raw json.RawMessage) bool {
 	s := strings.TrimSpace(string(raw))
 	return s != "" && s != "null"
 }
-
-var errNotObject = errors.New("not a JSON object")
 
 func cloneMatches(ms []*istioapi.HTTPMatchRequest) []*istioapi.HTTPMatchRequest {
 	if ms == nil {
