@@ -1,0 +1,371 @@
+package istio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	istioapi "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"istio.io/client-go/pkg/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+// DefaultCallTimeout bounds each Kubernetes API call when NewRouter is given no timeout.
+const DefaultCallTimeout = 10 * time.Second
+
+// Router reconciles a Canary's DestinationRules and VirtualService. It implements
+// functions.Routes.
+type Router struct {
+	client  versioned.Interface
+	log     *slog.Logger
+	timeout time.Duration
+	// conflictBackoff paces the fresh Get+Update attempts after a write conflict.
+	conflictBackoff wait.Backoff
+}
+
+var _ functions.Routes = (*Router)(nil)
+
+// NewRouter returns a Router using client; timeout bounds every single API call (<= 0 means
+// DefaultCallTimeout).
+func NewRouter(client versioned.Interface, log *slog.Logger, timeout time.Duration) *Router {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	return &Router{
+		client:          client,
+		log:             log,
+		timeout:         timeout,
+		conflictBackoff: wait.Backoff{Steps: 4, Duration: 20 * time.Millisecond, Factor: 2, Jitter: 0.2},
+	}
+}
+
+// ApplyRoutes creates or corrects the two DestinationRules and the VirtualService so that they
+// say what the plan says. The three objects are independent and are reconciled concurrently.
+// An object already as rendered is not written.
+func (r *Router) ApplyRoutes(ctx context.Context, c functions.Canary, p functions.RoutePlan) error {
+	vs, err := RenderVirtualService(c, p)
+	if err != nil {
+		return fmt.Errorf("render VirtualService for canary %s: %w", c.Key, err)
+	}
+	primaryDR, canaryDR, err := RenderDestinationRules(c)
+	if err != nil {
+		return fmt.Errorf("render DestinationRules for canary %s: %w", c.Key, err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Go(func() { errs[0] = r.applyDestinationRule(ctx, c, primaryDR) })
+	wg.Go(func() { errs[1] = r.applyDestinationRule(ctx, c, canaryDR) })
+	wg.Go(func() { errs[2] = r.applyVirtualService(ctx, c, vs) })
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ObserveRoutes reads the live routing. found is false when there is no VirtualService, or when
+// it has no route to the canary yet (a VirtualService not taken over).
+func (r *Router) ObserveRoutes(ctx context.Context, c functions.Canary) (functions.Routing, bool, error) {
+	name := c.Names().Apex
+	vs, err := r.getVirtualService(ctx, c.Namespace, name)
+	if apierrors.IsNotFound(err) {
+		return functions.Routing{}, false, nil
+	}
+	if err != nil {
+		return functions.Routing{}, false, apiError("get VirtualService "+c.Namespace+"/"+name, err)
+	}
+	routing, ok := WeightsOf(vs)
+	if !ok {
+		r.log.WarnContext(ctx, "VirtualService has no route to the canary", "canary", c.Key.String(), "virtualService", name)
+		return functions.Routing{}, false, nil
+	}
+	return routing, true, nil
+}
+
+// Finalize undoes the VirtualService takeover when a Canary with revertOnDeletion is deleted:
+// the spec found before Siskin took it over (kubectl's last-applied configuration, else the
+// original-configuration annotation) is restored and the Canary lets go of it. A VirtualService
+// that Siskin created has no original: it is deleted now rather than left routing to a primary
+// that is being torn down. A VirtualService neither owned nor annotated is left alone.
+func (r *Router) Finalize(ctx context.Context, c functions.Canary) error {
+	name := c.Names().Apex
+	op := "finalize VirtualService " + c.Namespace + "/" + name
+	err := r.onConflict(ctx, func() error {
+		live, err := r.getVirtualService(ctx, c.Namespace, name)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		original, found, err := originalSpec(live)
+		if err != nil {
+			return err
+		}
+		if !found {
+			if !controlledBy(live, c.UID) {
+				r.log.WarnContext(ctx, "VirtualService original configuration not found, nothing to revert", "canary", c.Key.String(), "virtualService", name)
+				return nil
+			}
+			return r.deleteVirtualService(ctx, live)
+		}
+		next := live.DeepCopy()
+		original.DeepCopyInto(&next.Spec)
+		delete(next.Annotations, OriginalConfigAnnotation)
+		next.OwnerReferences = withoutOwner(next.OwnerReferences, c.UID)
+		if _, err := r.updateVirtualService(ctx, next); err != nil {
+			return err
+		}
+		r.log.InfoContext(ctx, "VirtualService restored to its original configuration", "canary", c.Key.String(), "virtualService", name)
+		return nil
+	})
+	if err != nil {
+		return apiError(op, err)
+	}
+	return nil
+}
+
+func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, want *networkingv1.DestinationRule) error {
+	op := "apply DestinationRule " + want.Namespace + "/" + want.Name
+	err := r.onConflict(ctx, func() error {
+		client := r.client.NetworkingV1().DestinationRules(want.Namespace)
+		live, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+			return client.Get(ctx, want.Name, metav1.GetOptions{})
+		})
+		if apierrors.IsNotFound(err) {
+			if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+				return client.Create(ctx, want, metav1.CreateOptions{})
+			}); err != nil {
+				return err
+			}
+			r.log.InfoContext(ctx, "DestinationRule created", "canary", c.Key.String(), "destinationRule", want.Name)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		specSame := proto.Equal(&live.Spec, &want.Spec)
+		// A rule someone else controls keeps its owner; Siskin only corrects its spec.
+		adopt := controllerOf(live.OwnerReferences) == nil
+		if specSame && !adopt {
+			return nil
+		}
+		next := live.DeepCopy()
+		want.Spec.DeepCopyInto(&next.Spec)
+		if adopt {
+			next.OwnerReferences = append(next.OwnerReferences, want.OwnerReferences...)
+		}
+		if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+			return client.Update(ctx, next, metav1.UpdateOptions{})
+		}); err != nil {
+			return err
+		}
+		r.log.InfoContext(ctx, "DestinationRule updated", "canary", c.Key.String(), "destinationRule", want.Name)
+		return nil
+	})
+	if err != nil {
+		return apiError(op, err)
+	}
+	return nil
+}
+
+func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, want *networkingv1.VirtualService) error {
+	op := "apply VirtualService " + want.Namespace + "/" + want.Name
+	err := r.onConflict(ctx, func() error {
+		live, err := r.getVirtualService(ctx, want.Namespace, want.Name)
+		if apierrors.IsNotFound(err) {
+			if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+				return r.client.NetworkingV1().VirtualServices(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
+			}); err != nil {
+				return err
+			}
+			r.log.InfoContext(ctx, "VirtualService created", "canary", c.Key.String(), "virtualService", want.Name)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		next, changed, err := correctedVirtualService(live, want, c.UID)
+		if err != nil || !changed {
+			return err
+		}
+		if _, err := r.updateVirtualService(ctx, next); err != nil {
+			return err
+		}
+		r.log.InfoContext(ctx, "VirtualService updated", "canary", c.Key.String(), "virtualService", want.Name)
+		return nil
+	})
+	if err != nil {
+		return apiError(op, err)
+	}
+	return nil
+}
+
+// correctedVirtualService returns live corrected to want, and whether anything changed. Labels
+// and annotations that Siskin does not set are kept, so other tools' metadata survives. A
+// VirtualService that the Canary does not own is taken over: its spec is saved in the
+// original-configuration annotation first (unless kubectl's last-applied configuration already
+// has it), and no owner reference is added, so that it outlives the Canary and can be restored.
+func correctedVirtualService(live, want *networkingv1.VirtualService, canaryUID string) (*networkingv1.VirtualService, bool, error) {
+	owned := controlledBy(live, canaryUID)
+	if ctrl := controllerOf(live.OwnerReferences); !owned && ctrl != nil && ctrl.Kind == canaryKind && ctrl.APIVersion == canaryAPIVersion {
+		return nil, false, fmt.Errorf("%w: it is controlled by Canary %s (uid %s)", functions.ErrInvalid, ctrl.Name, ctrl.UID)
+	}
+	next := live.DeepCopy()
+	changed := false
+	if !proto.Equal(&live.Spec, &want.Spec) {
+		want.Spec.DeepCopyInto(&next.Spec)
+		changed = true
+	}
+	if setAll(&next.Labels, want.Labels) {
+		changed = true
+	}
+	if setAll(&next.Annotations, want.Annotations) {
+		changed = true
+	}
+	if !owned {
+		_, kubectl := live.Annotations[kubectlLastAppliedAnnotation]
+		_, saved := live.Annotations[OriginalConfigAnnotation]
+		if !kubectl && !saved {
+			original, err := json.Marshal(&live.Spec)
+			if err != nil {
+				return nil, false, fmt.Errorf("%w: marshal original spec: %v", functions.ErrInvalid, err)
+			}
+			setAll(&next.Annotations, map[string]string{OriginalConfigAnnotation: string(original)})
+			changed = true
+		}
+	}
+	return next, changed, nil
+}
+
+// originalSpec finds the spec to restore on finalization.
+func originalSpec(vs *networkingv1.VirtualService) (*istioapi.VirtualService, bool, error) {
+	if a, ok := vs.Annotations[kubectlLastAppliedAnnotation]; ok {
+		var applied networkingv1.VirtualService
+		if err := json.Unmarshal([]byte(a), &applied); err != nil {
+			return nil, false, fmt.Errorf("%w: annotation %s: %v", functions.ErrInvalid, kubectlLastAppliedAnnotation, err)
+		}
+		return applied.Spec.DeepCopy(), true, nil
+	}
+	if a, ok := vs.Annotations[OriginalConfigAnnotation]; ok {
+		spec := &istioapi.VirtualService{}
+		if err := json.Unmarshal([]byte(a), spec); err != nil {
+			return nil, false, fmt.Errorf("%w: annotation %s: %v", functions.ErrInvalid, OriginalConfigAnnotation, err)
+		}
+		return spec, true, nil
+	}
+	return nil, false, nil
+}
+
+func (r *Router) getVirtualService(ctx context.Context, namespace, name string) (*networkingv1.VirtualService, error) {
+	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+		return r.client.NetworkingV1().VirtualServices(namespace).Get(ctx, name, metav1.GetOptions{})
+	})
+}
+
+func (r *Router) updateVirtualService(ctx context.Context, vs *networkingv1.VirtualService) (*networkingv1.VirtualService, error) {
+	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+		return r.client.NetworkingV1().VirtualServices(vs.Namespace).Update(ctx, vs, metav1.UpdateOptions{})
+	})
+}
+
+func (r *Router) deleteVirtualService(ctx context.Context, vs *networkingv1.VirtualService) error {
+	uid := vs.UID
+	_, err := call(ctx, r.timeout, func(ctx context.Context) (struct{}, error) {
+		// The precondition keeps a VirtualService recreated meanwhile by someone else.
+		return struct{}{}, r.client.NetworkingV1().VirtualServices(vs.Namespace).Delete(ctx, vs.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// onConflict runs fn again, from a fresh read, when a write lost a race (a conflict, or a
+// create that found the object created meanwhile).
+func (r *Router) onConflict(ctx context.Context, fn func() error) error {
+	return retry.OnError(r.conflictBackoff, func(err error) bool {
+		return ctx.Err() == nil && (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err))
+	}, fn)
+}
+
+// call runs one API call under its own timeout.
+func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+// apiError maps an API error to Siskin's error vocabulary, keeping the original for callers
+// that inspect it.
+func apiError(op string, err error) error {
+	var sentinel error
+	switch {
+	case errors.Is(err, functions.ErrInvalid):
+		return fmt.Errorf("%s: %w", op, err)
+	case apierrors.IsNotFound(err):
+		sentinel = functions.ErrNotFound
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
+		sentinel = functions.ErrConflict
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		sentinel = functions.ErrInvalid
+	default:
+		sentinel = functions.ErrUnavailable
+	}
+	return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+}
+
+func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
+	for i := range refs {
+		if refs[i].Controller != nil && *refs[i].Controller {
+			return &refs[i]
+		}
+	}
+	return nil
+}
+
+func controlledBy(vs *networkingv1.VirtualService, uid string) bool {
+	ctrl := controllerOf(vs.OwnerReferences)
+	return ctrl != nil && uid != "" && ctrl.UID == types.UID(uid)
+}
+
+func withoutOwner(refs []metav1.OwnerReference, uid string) []metav1.OwnerReference {
+	var out []metav1.OwnerReference
+	for _, ref := range refs {
+		if ref.UID != types.UID(uid) {
+			out = append(out, ref)
+		}
+	}
+	return out
+}
+
+// setAll sets every key of want in *m and reports whether *m changed.
+func setAll(m *map[string]string, want map[string]string) bool {
+	changed := false
+	for k, v := range want {
+		if cur, ok := (*m)[k]; ok && cur == v {
+			continue
+		}
+		if *m == nil {
+			*m = map[string]string{}
+		}
+		(*m)[k] = v
+		changed = true
+	}
+	return changed
+}
