@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io/fs"
 	"os"
+	"path"
 	"slices"
 	"testing"
 
@@ -169,7 +170,7 @@ func TestClusterRoleRefusesWhatSiskinDoesNotDo(t *testing.T) {
 // Every embedded manifest is part of the kustomize bundle, so `kubectl apply -k knative/` installs
 // what the lab installs.
 func TestKustomizationListsEveryManifest(t *testing.T) {
-	raw, err := os.ReadFile("kustomization.yaml")
+	raw, err := os.ReadFile("core/kustomization.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 		t.Errorf("kustomization kind: got %q, want Kustomization", k.Kind)
 	}
 	for _, r := range k.Resources {
-		if _, err := os.Stat(r); err != nil {
+		if _, err := os.Stat(path.Join("core", r)); err != nil {
 			t.Errorf("kustomization resource %s: %v", r, err)
 		}
 	}
