@@ -143,8 +143,8 @@ func podinfo() *appsv1.Deployment {
 			ProgressDeadlineSeconds: int32p(60),
 			MinReadySeconds:         5,
 			RevisionHistoryLimit:    int32p(4),
-			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "podinfo"}},
+			Strategy:                appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
+			Selector:                &metav1.LabelSelector{MatchLabels: map[string]string{"app": "podinfo"}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      map[string]string{"app": "podinfo", "version": "v1"},
