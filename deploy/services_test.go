@@ -96,8 +96,8 @@ func TestDesiredServiceShapes(t *testing.T) {
 			name: "canary", svc: "podinfo-canary", selector: "podinfo", meta: cd.Spec.Service.Canary,
 			want: &corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Name: "podinfo-canary", Namespace: "default",
-					Labels:      map[string]string{"app": "podinfo-canary", "tier": "canary"},
-					Annotations: map[string]string{"note": "c", "kustomize.toolkit.fluxcd.io/reconcile": "disabled", "helm.toolkit.fluxcd.io/driftDetection": "disabled"},
+					Labels:          map[string]string{"app": "podinfo-canary", "tier": "canary"},
+					Annotations:     map[string]string{"note": "c", "kustomize.toolkit.fluxcd.io/reconcile": "disabled", "helm.toolkit.fluxcd.io/driftDetection": "disabled"},
 					OwnerReferences: podinfoOwner},
 				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": "podinfo"}, Ports: ports},
 			},
