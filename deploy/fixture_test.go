@@ -113,16 +113,18 @@ func newFixture(t *testing.T, kubeObjs []runtime.Object, dynObjs ...runtime.Obje
 func (f *fixture) writes() []string {
 	var out []string
 	for _, a := range f.kube.Actions() {
+		name := ""
 		switch a := a.(type) {
-		case k8stesting.CreateAction:
-			out = append(out, "create "+a.GetResource().Resource+"/"+a.GetObject().(metav1.Object).GetName())
-		case k8stesting.UpdateAction:
-			out = append(out, "update "+a.GetResource().Resource+"/"+a.GetObject().(metav1.Object).GetName())
 		case k8stesting.PatchAction:
-			out = append(out, "patch "+a.GetResource().Resource+"/"+a.GetName())
+			name = a.GetName()
 		case k8stesting.DeleteAction:
-			out = append(out, "delete "+a.GetResource().Resource+"/"+a.GetName())
+			name = a.GetName()
+		case k8stesting.CreateAction: // also matches UpdateAction: same methods
+			name = a.GetObject().(metav1.Object).GetName()
+		default:
+			continue
 		}
+		out = append(out, a.GetVerb()+" "+a.GetResource().Resource+"/"+name)
 	}
 	return out
 }
