@@ -64,7 +64,7 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	label, value, err := selectorLabel(target, c.labels)
+	label, value, err := selectorLabel(target, c.opts.SelectorLabels)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func (c *Cluster) promote(ctx context.Context, cd functions.Canary) error {
 		if err := g.Wait(); err != nil {
 			return err
 		}
-		label, value, err := selectorLabel(target, c.labels)
+		label, value, err := selectorLabel(target, c.opts.SelectorLabels)
 		if err != nil {
 			return err
 		}
@@ -109,7 +109,7 @@ func (c *Cluster) promote(ctx context.Context, cd functions.Canary) error {
 			return err
 		}
 		next := promotedPrimary(cd, primary, target, tracked, selection{Label: label, Value: value}, id,
-			c.labels, c.opts.IncludeLabelPrefixes)
+			c.opts.SelectorLabels, c.opts.IncludeLabelPrefixes)
 		cctx, cancel := c.call(ctx)
 		defer cancel()
 		_, err = c.kube.AppsV1().Deployments(ns).Update(cctx, next, metav1.UpdateOptions{FieldManager: fieldManager})
@@ -205,7 +205,10 @@ func (c *Cluster) scaleUpFrom(ctx context.Context, cd functions.Canary, target *
 // removes the finalizer when it sees fit.
 func (c *Cluster) Finalize(ctx context.Context, cd functions.Canary) error {
 	if err := checkRefs(cd); err != nil {
-		return err
+		// Siskin never managed workloads for such a spec: there is nothing to revert, and
+		// failing would keep the Canary from ever being deleted.
+		c.log.Warn("finalize: nothing to revert", "canary", cd.Key.String(), "err", err)
+		return nil
 	}
 	n, ns := cd.Names(), cd.Namespace
 	var target, primary *appsv1.Deployment
@@ -242,7 +245,7 @@ func (c *Cluster) revertApex(ctx context.Context, cd functions.Canary, apex *cor
 	if byACanary, _ := ownedByCanary(apex, cd.Name); byACanary {
 		return nil // garbage-collected with its Canary
 	}
-	label, value, err := selectorLabel(target, c.labels)
+	label, value, err := selectorLabel(target, c.opts.SelectorLabels)
 	if err != nil {
 		return err
 	}

@@ -346,3 +346,12 @@ func TestSetImage(t *testing.T) {
 		t.Errorf("missing deployment: got %v, want ErrNotFound", err)
 	}
 }
+
+func TestFinalizeInvalidSpecHasNothingToRevert(t *testing.T) {
+	f := newFixture(t, []runtime.Object{podinfo()})
+	cd := seedDomain(t)
+	cd.Spec.TargetRef.Kind = "DaemonSet"
+	if err := f.c.Finalize(context.Background(), cd); err != nil || len(f.kube.Actions()) != 0 {
+		t.Errorf("got %v and actions %v, want nil and no call", err, f.kube.Actions())
+	}
+}

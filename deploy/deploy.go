@@ -71,13 +71,13 @@ type Options struct {
 // (MetricTemplate, AlertProvider, Secret) and what the push trigger and the finalizer need
 // (SetImage, EnsureFinalizer, Finalize).
 type Cluster struct {
-	kube   kubernetes.Interface
-	dyn    dynamic.Interface
-	log    *slog.Logger
-	opts   Options
-	now    func() time.Time
-	newID  func() (string, error)
-	labels []string
+	kube kubernetes.Interface
+	dyn  dynamic.Interface
+	log  *slog.Logger
+	opts Options
+	// now and newID are replaced by tests.
+	now   func() time.Time
+	newID func() (string, error)
 }
 
 var _ functions.Workloads = (*Cluster)(nil)
@@ -90,8 +90,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, log *slog.Logger, opt
 	if len(opts.SelectorLabels) == 0 {
 		opts.SelectorLabels = DefaultSelectorLabels
 	}
-	return &Cluster{kube: kube, dyn: dyn, log: log, opts: opts, now: time.Now, newID: newFlaggerID,
-		labels: opts.SelectorLabels}
+	return &Cluster{kube: kube, dyn: dyn, log: log, opts: opts, now: time.Now, newID: newFlaggerID}
 }
 
 // call bounds one API call.

@@ -74,7 +74,7 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 	if hpaErr != nil {
 		return obs, fmt.Errorf("autoscalerRef of canary %s: %w", cd.Key, hpaErr)
 	}
-	label, value, err := selectorLabel(target, c.labels)
+	label, value, err := selectorLabel(target, c.opts.SelectorLabels)
 	if err != nil {
 		return obs, err
 	}
@@ -164,7 +164,7 @@ func (c *Cluster) createPrimary(ctx context.Context, cd functions.Canary, target
 	if err != nil {
 		return nil, err
 	}
-	want := newPrimaryDeployment(cd, target, tracked, sel, id, c.labels, c.opts.IncludeLabelPrefixes)
+	want := newPrimaryDeployment(cd, target, tracked, sel, id, c.opts.SelectorLabels, c.opts.IncludeLabelPrefixes)
 	cctx, cancel := c.call(ctx)
 	defer cancel()
 	created, err := c.kube.AppsV1().Deployments(cd.Namespace).Create(cctx, want, metav1.CreateOptions{FieldManager: fieldManager})
