@@ -152,10 +152,7 @@ func (c *Cluster) WriteStatus(ctx context.Context, cd functions.Canary, st funct
 			metav1.UpdateOptions{FieldManager: fieldManager})
 		return apiError(err, "update status of", "Canary", cd.Namespace, cd.Name)
 	}
-	if err := retry.OnError(retry.DefaultRetry, isConflict, attempt); err != nil {
-		return err
-	}
-	return nil
+	return retry.OnError(retry.DefaultRetry, isConflict, attempt)
 }
 
 // StatusEqual compares two statuses semantically: times as instants, nil maps and slices equal
@@ -195,12 +192,8 @@ func normalizeStatusTimes(st functions.Status) functions.Status {
 	return st
 }
 
-var zeroTimeJSON = func() string {
-	b, _ := json.Marshal(time.Time{})
-	var s string
-	_ = json.Unmarshal(b, &s)
-	return s
-}()
+// zeroTimeJSON is how encoding/json writes a zero time.Time.
+const zeroTimeJSON = "0001-01-01T00:00:00Z"
 
 func dropZeroTimes(v any) {
 	switch v := v.(type) {
