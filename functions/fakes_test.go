@@ -252,13 +252,17 @@ func (f *fakeCluster) TargetImages(_ context.Context, c Canary) (map[string]stri
 	return f.images[c.Key], nil
 }
 
-func (f *fakeCluster) SetImage(_ context.Context, c Canary, container, image string) error {
+func (f *fakeCluster) SetImage(_ context.Context, dep Key, container, image string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.images[c.Key][container] = image
-	w := f.work[c.Key]
-	w.TemplateHash = image
-	f.work[c.Key] = w
+	for k, c := range f.canaries {
+		if c.Namespace == dep.Namespace && c.Spec.TargetRef.Name == dep.Name {
+			f.images[k][container] = image
+			w := f.work[k]
+			w.TemplateHash = image
+			f.work[k] = w
+		}
+	}
 	return nil
 }
 

@@ -15,5 +15,5 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) Stepped(Canary, State, State, []MetricResult, time.Duration, time.Duration) {}
-func (nopObserver) Aborted(Canary, time.Duration)                                             {}
-func (nopObserver) Counted(map[string]int)                                                    {}
+func (nopObserver) Aborted(Canary, time.Duration)                                              {}
+func (nopObserver) Counted(map[string]int)                                                     {}

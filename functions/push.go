@@ -63,7 +63,7 @@ type Registry interface {
 // Images reads and writes the target's container images (package deploy).
 type Images interface {
 	TargetImages(ctx context.Context, c Canary) (map[string]string, error)
-	SetImage(ctx context.Context, c Canary, container, image string) error
+	SetImage(ctx context.Context, deployment Key, container, image string) error
 }
 
 // PushOutcome is what became of one push.
@@ -255,7 +255,8 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, pushed ImageRef, t
 		return false, "", err
 	}
 	for container, image := range updates {
-		if err := s.d.Images.SetImage(ctx, c, container, image); err != nil {
+		target := Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
+		if err := s.d.Images.SetImage(ctx, target, container, image); err != nil {
 			return false, "", fmt.Errorf("set image %s on %s: %w", image, c.Spec.TargetRef.Name, err)
 		}
 	}

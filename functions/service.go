@@ -33,6 +33,8 @@ type Deps struct {
 	// Registry and Images serve push-started releases; without them pushes are refused.
 	Registry Registry
 	Images   Images
+	// EventLog lists a canary's Events for the API; optional.
+	EventLog EventLog
 	// Observer is told about steps and aborts, for metrics; nil means nobody.
 	Observer Observer
 }

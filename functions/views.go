@@ -108,3 +108,29 @@ func (s *Service) DeploymentChanged(ctx context.Context, dep Key) ([]StepReport,
 	}
 	return reps, errors.Join(errs...)
 }
+
+// EventRecord is one Kubernetes Event of a canary.
+type EventRecord struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Count   int32     `json:"count"`
+}
+
+// EventLog lists a canary's Kubernetes Events (package deploy).
+type EventLog interface {
+	CanaryEvents(ctx context.Context, c Canary) ([]EventRecord, error)
+}
+
+// Events lists a canary's Kubernetes Events, oldest first.
+func (s *Service) Events(ctx context.Context, k Key) ([]EventRecord, error) {
+	if s.d.EventLog == nil {
+		return nil, fmt.Errorf("%w: no event log configured", ErrUnavailable)
+	}
+	c, err := s.d.Workloads.GetCanary(ctx, k)
+	if err != nil {
+		return nil, fmt.Errorf("get canary %s: %w", k, err)
+	}
+	return s.d.EventLog.CanaryEvents(ctx, c)
+}

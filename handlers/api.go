@@ -42,6 +42,20 @@ func handleGetCanary(rel Releases) http.HandlerFunc {
 	}
 }
 
+func handleCanaryEvents(rel Releases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		events, err := rel.Events(r.Context(), keyOf(r))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if events == nil {
+			events = []functions.EventRecord{}
+		}
+		writeJSON(w, http.StatusOK, events)
+	}
+}
+
 // handleGate is the manual promote, abort and resume.
 func handleGate(rel Releases, gate string, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,7 @@ type Releases interface {
 	Resume(ctx context.Context, k functions.Key) (functions.StepReport, error)
 	Abort(ctx context.Context, k functions.Key, reason string) (functions.StepReport, bool, error)
 	View(ctx context.Context, k functions.Key) (functions.CanaryView, error)
+	Events(ctx context.Context, k functions.Key) ([]functions.EventRecord, error)
 	Views(ctx context.Context, namespace string) ([]functions.CanaryView, error)
 }
 
@@ -99,6 +100,7 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 			r.Get("/", handleListCanaries(rel))
 			r.Get("/{namespace}", handleListCanaries(rel))
 			r.Get("/{namespace}/{name}", handleGetCanary(rel))
+			r.Get("/{namespace}/{name}/events", handleCanaryEvents(rel))
 			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", log))
 			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", log))
 			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", log))

@@ -70,6 +70,10 @@ func (f *fakeReleases) View(ctx context.Context, k functions.Key) (functions.Can
 	f.record("view " + k.String())
 	return functions.CanaryView{Key: k}, f.err
 }
+func (f *fakeReleases) Events(ctx context.Context, k functions.Key) ([]functions.EventRecord, error) {
+	f.record("events " + k.String())
+	return nil, f.err
+}
 func (f *fakeReleases) Views(ctx context.Context, ns string) ([]functions.CanaryView, error) {
 	f.record("views " + ns)
 	return nil, f.err

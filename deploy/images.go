@@ -1,0 +1,67 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+// TargetImages reads the images of the canary's target Deployment, container name -> reference.
+func (c *Cluster) TargetImages(ctx context.Context, cd functions.Canary) (map[string]string, error) {
+	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(d.Spec.Template.Spec.Containers))
+	for _, ctr := range d.Spec.Template.Spec.Containers {
+		out[ctr.Name] = ctr.Image
+	}
+	return out, nil
+}
+
+// CanaryEvents lists the Events recorded for a Canary, oldest first.
+func (c *Cluster) CanaryEvents(ctx context.Context, cd functions.Canary) ([]functions.EventRecord, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	sel := fields.Set{"involvedObject.kind": "Canary", "involvedObject.name": cd.Name}.AsSelector().String()
+	list, err := c.kube.CoreV1().Events(cd.Namespace).List(cctx, metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		return nil, apiError(err, "list", "Events", cd.Namespace, cd.Name)
+	}
+	out := make([]functions.EventRecord, 0, len(list.Items))
+	for _, e := range list.Items {
+		at := e.LastTimestamp.Time
+		if at.IsZero() {
+			at = e.EventTime.Time
+		}
+		if at.IsZero() {
+			at = e.CreationTimestamp.Time
+		}
+		out = append(out, functions.EventRecord{Time: at, Type: e.Type, Reason: e.Reason, Message: e.Message, Count: max(e.Count, 1)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+// Review verifies a bearer token with the TokenReview API for the given audiences: it is how
+// Knative Eventing's OIDC tokens are checked on the CloudEvents route.
+func (c *Cluster) Review(ctx context.Context, token string, audiences []string) (string, bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, min(c.opts.Timeout, 5*time.Second))
+	defer cancel()
+	tr, err := c.kube.AuthenticationV1().TokenReviews().Create(cctx, &authv1.TokenReview{
+		Spec: authv1.TokenReviewSpec{Token: token, Audiences: audiences}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", false, fmt.Errorf("token review: %w", apiError(err, "create", "TokenReview", "", ""))
+	}
+	if !tr.Status.Authenticated {
+		return "", false, nil
+	}
+	return tr.Status.User.Username, true, nil
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/siskin-dev/siskin/analysis"
+	"github.com/siskin-dev/siskin/deploy"
+	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/handlers"
+	"github.com/siskin-dev/siskin/istio"
+	"github.com/siskin-dev/siskin/registry"
+	"github.com/siskin-dev/siskin/state"
+)
+
+type serveConfig struct {
+	addr             string
+	redisURL         string
+	kubeconfig       string
+	prometheusURL    string
+	webhookToken     string
+	githubSecret     string
+	insecureSkipAuth bool
+	namespace        string
+	oidcAudience     string
+	minInterval      time.Duration
+	tickWindow       time.Duration
+	leaseTTL         time.Duration
+	parallelism      int
+	callTimeout      time.Duration
+	insecureRegs     string
+	eventWebhook     string
+	alertType        string
+	alertURL         string
+	clusterName      string
+	logFormat        string
+	logLevel         string
+}
+
+func parseServe(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	var c serveConfig
+	fs := flag.NewFlagSet("siskin serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dur := func(key string, def time.Duration) time.Duration {
+		if v := getenv(key); v != "" {
+			if d, err := time.ParseDuration(v); err == nil {
+				return d
+			}
+		}
+		return def
+	}
+	port := envOr(getenv, "PORT", "8080")
+	fs.StringVar(&c.addr, "listen", envOr(getenv, "SISKIN_LISTEN", ":"+port), "listen address (env SISKIN_LISTEN; else :$PORT)")
+	fs.StringVar(&c.redisURL, "redis-url", getenv("REDIS_URL"), "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (env REDIS_URL)")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig path (env KUBECONFIG; empty: in-cluster)")
+	fs.StringVar(&c.prometheusURL, "prometheus-url", getenv("PROMETHEUS_URL"), "Prometheus URL for the built-in metrics (env PROMETHEUS_URL)")
+	fs.StringVar(&c.webhookToken, "webhook-token", getenv("SISKIN_WEBHOOK_TOKEN"), "bearer token required on every event route and the API (env SISKIN_WEBHOOK_TOKEN)")
+	fs.StringVar(&c.githubSecret, "github-secret", getenv("SISKIN_GITHUB_SECRET"), "secret of GitHub (GHCR) package webhooks (env SISKIN_GITHUB_SECRET)")
+	fs.BoolVar(&c.insecureSkipAuth, "insecure-skip-auth", false, "accept unauthenticated requests (local experiments only)")
+	fs.StringVar(&c.namespace, "namespace", getenv("SISKIN_NAMESPACE"), "watch one namespace (env SISKIN_NAMESPACE; empty: all)")
+	fs.StringVar(&c.oidcAudience, "oidc-audience", getenv("SISKIN_OIDC_AUDIENCE"), "accept Knative Eventing OIDC tokens for this audience on / (env SISKIN_OIDC_AUDIENCE; empty: off)")
+	fs.DurationVar(&c.minInterval, "min-interval", dur("SISKIN_MIN_INTERVAL", functions.MinAnalysisInterval), "analysis interval floor (Flagger's is 10s; lower it only for tests)")
+	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 50*time.Second), "how long one tick keeps stepping releases that fall due within it")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed step can hold a canary")
+	fs.IntVar(&c.parallelism, "parallelism", 16, "canaries stepped at once by one tick")
+	fs.DurationVar(&c.callTimeout, "call-timeout", dur("SISKIN_CALL_TIMEOUT", 5*time.Second), "timeout of each Kubernetes, Istio and registry call")
+	fs.StringVar(&c.insecureRegs, "insecure-registries", getenv("SISKIN_INSECURE_REGISTRIES"), "comma-separated registries reached over plain HTTP")
+	fs.StringVar(&c.eventWebhook, "event-webhook", getenv("EVENT_WEBHOOK_URL"), "global event webhook, for canaries without an event hook (env EVENT_WEBHOOK_URL)")
+	fs.StringVar(&c.alertType, "alert-type", getenv("SISKIN_ALERT_TYPE"), "global notifier type: slack, msteams, discord, rocket, gchat, webhook")
+	fs.StringVar(&c.alertURL, "alert-url", getenv("SISKIN_ALERT_URL"), "global notifier URL, for canaries without analysis.alerts")
+	fs.StringVar(&c.clusterName, "cluster-name", getenv("SISKIN_CLUSTER_NAME"), "cluster name shown in alerts")
+	fs.StringVar(&c.logFormat, "log-format", envOr(getenv, "SISKIN_LOG_FORMAT", "json"), "json or text")
+	fs.StringVar(&c.logLevel, "log-level", envOr(getenv, "SISKIN_LOG_LEVEL", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch {
+	case c.redisURL == "":
+		return c, errors.New("--redis-url (or REDIS_URL) is required")
+	case c.webhookToken == "" && !c.insecureSkipAuth:
+		return c, errors.New("refusing to start without --webhook-token (or SISKIN_WEBHOOK_TOKEN); pass --insecure-skip-auth for local experiments")
+	}
+	return c, nil
+}
+
+func newLogger(c serveConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 100, 250
+	cfg.UserAgent = "siskin/" + version
+	return cfg, nil
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseServe(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	if cfg.insecureSkipAuth {
+		log.Warn("AUTHENTICATION IS OFF (--insecure-skip-auth): anyone who reaches this server can start, promote and abort releases")
+	}
+
+	kcfg, err := restConfig(cfg.kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(kcfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(kcfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	ic, err := istioclient.NewForConfig(kcfg)
+	if err != nil {
+		return fmt.Errorf("istio client: %w", err)
+	}
+	rdb, err := state.Open(cfg.redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store := state.New(rdb, state.Options{Logger: log})
+
+	cluster := deploy.New(kube, dyn, log, deploy.Options{Timeout: cfg.callTimeout})
+	router := istio.NewRouter(ic, log, cfg.callTimeout)
+	templates := templateSource{cluster}
+	analyzer, err := analysis.NewAnalyzer(analysis.AnalyzerConfig{PrometheusURL: cfg.prometheusURL, Templates: templates}, log)
+	if err != nil {
+		return err
+	}
+	hooks := analysis.NewHooks(analysis.HooksConfig{EventWebhookURL: cfg.eventWebhook}, log)
+	alertCfg := analysis.AlerterConfig{Providers: templates, ClusterName: cfg.clusterName}
+	if cfg.alertURL != "" {
+		alertCfg.Global = &analysis.AlertTarget{Type: cfg.alertType, URL: cfg.alertURL}
+	}
+	alerter, err := analysis.NewAlerter(alertCfg, log)
+	if err != nil {
+		return err
+	}
+	var insecure []string
+	for _, r := range strings.Split(cfg.insecureRegs, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			insecure = append(insecure, r)
+		}
+	}
+	metrics := handlers.NewMetrics(version)
+	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL, Parallelism: cfg.parallelism}
+	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
+		svcCfg.AfterAct = crashBetweenActAndSave(f)
+	}
+	svc := functions.New(functions.Deps{
+		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
+		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout}),
+		Images: cluster, EventLog: cluster, Observer: metrics,
+	}, svcCfg, log)
+
+	opts := handlers.Options{
+		WebhookToken: cfg.webhookToken, GitHubSecret: cfg.githubSecret, InsecureSkipAuth: cfg.insecureSkipAuth,
+		TickWindow: cfg.tickWindow,
+		Ready: []handlers.Checker{
+			{Name: "redis", Check: store.Ping},
+			{Name: "kubernetes", Check: func(ctx context.Context) error {
+				_, err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Raw()
+				return err
+			}},
+		},
+	}
+	if cfg.oidcAudience != "" {
+		opts.OIDC, opts.OIDCAudience = cluster, cfg.oidcAudience
+	}
+	opts.Metrics, opts.Observe = metrics.Handler(), metrics.ObserveEvent
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handlers.New(svc, opts, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		// A tick may keep working for its window; leave it room to answer.
+		WriteTimeout: cfg.tickWindow + 60*time.Second,
+		IdleTimeout:  120 * time.Second,
+	}
+	fmt.Fprintf(stdout, "siskin %s listening on %s\n", version, ln.Addr())
+	log.Info("listening", "addr", ln.Addr().String(), "version", version, "namespace", cfg.namespace, "minInterval", cfg.minInterval)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// crashBetweenActAndSave kills the process, once, right after a step acted and before it saved,
+// whenever the file exists: the end-to-end tests use it to prove the next step repairs it.
+func crashBetweenActAndSave(file string) func(functions.Key) error {
+	return func(k functions.Key) error {
+		if _, err := os.Stat(file); err == nil {
+			_ = os.Remove(file)
+			fmt.Fprintf(os.Stderr, "siskin: SISKIN_TEST_CRASH_FILE: exiting between act and save of %s\n", k)
+			os.Exit(3)
+		}
+		return nil
+	}
+}
+
+// eventSink forwards the step's events to the canary's `event` webhooks.
+type eventSink struct{ hooks *analysis.Hooks }
+
+func (e eventSink) SendEvent(ctx context.Context, c functions.Canary, ev functions.Event) {
+	e.hooks.SendEvent(ctx, c, ev)
+}
+
+// templateSource adapts the Kubernetes reads of deploy to what analysis needs: the adapters
+// never import each other, main translates.
+type templateSource struct{ c *deploy.Cluster }
+
+func (t templateSource) MetricTemplate(ctx context.Context, ns, name string) (analysis.MetricTemplate, error) {
+	m, err := t.c.MetricTemplate(ctx, ns, name)
+	if err != nil {
+		return analysis.MetricTemplate{}, err
+	}
+	out := analysis.MetricTemplate{Query: m.Query, Provider: analysis.MetricProvider{Type: m.ProviderType,
+		Address: m.Address, Headers: m.Headers, InsecureSkipVerify: m.InsecureSkipVerify}}
+	if m.SecretRef != "" {
+		out.Provider.SecretRef = &analysis.SecretRef{Name: m.SecretRef}
+	}
+	return out, nil
+}
+
+func (t templateSource) AlertProvider(ctx context.Context, ns, name string) (analysis.AlertProvider, error) {
+	p, err := t.c.AlertProvider(ctx, ns, name)
+	if err != nil {
+		return analysis.AlertProvider{}, err
+	}
+	out := analysis.AlertProvider{Type: p.Type, Channel: p.Channel, Username: p.Username, Address: p.Address, Proxy: p.Proxy}
+	if p.SecretRef != "" {
+		out.SecretRef = &analysis.SecretRef{Name: p.SecretRef}
+	}
+	return out, nil
+}
+
+func (t templateSource) Secret(ctx context.Context, ns, name string) (map[string][]byte, error) {
+	return t.c.Secret(ctx, ns, name)
+}
