@@ -108,6 +108,9 @@ func (l *Lab) startPrometheus() error {
 		"--web.listen-address="+hostport(l.ports.prometheus),
 		"--web.external-url="+l.PrometheusURL(),
 		"--web.enable-lifecycle",
+		// Resend firing alerts every second (default 1 m): a reload briefly empties the list
+		// of Alertmanagers, and an alert sent then would wait a minute for the next try.
+		"--rules.alert.resend-delay=1s",
 		"--log.level=info")
 	return err
 }
