@@ -59,6 +59,10 @@ type Canary struct {
 
 // Spec mirrors Flagger's CanarySpec for the fields Siskin honours.
 type Spec struct {
+	// Provider is the mesh; Siskin drives Istio only.
+	Provider string `json:"provider,omitempty"`
+	// MetricsServer overrides the Prometheus URL for this canary's built-in and inline queries.
+	MetricsServer           string         `json:"metricsServer,omitempty"`
 	TargetRef               TargetRef      `json:"targetRef"`
 	AutoscalerRef           *AutoscalerRef `json:"autoscalerRef,omitempty"`
 	Service                 ServiceSpec    `json:"service"`
@@ -162,6 +166,29 @@ type Metric struct {
 	TemplateVariables map[string]string `json:"templateVariables,omitempty"`
 }
 
+// MetricKind is how a metric is measured. Flagger runs every applicable check for one metric;
+// Siskin takes one measurement: a template wins, then an inline query, then a built-in name.
+type MetricKind int
+
+const (
+	MetricUnusable MetricKind = iota
+	MetricFromTemplate
+	MetricInline
+	MetricBuiltin
+)
+
+func (m Metric) Kind() MetricKind {
+	switch {
+	case m.TemplateRef != nil && m.TemplateRef.Name != "":
+		return MetricFromTemplate
+	case m.Query != "":
+		return MetricInline
+	case m.Name == MetricRequestSuccessRate || m.Name == MetricRequestDuration:
+		return MetricBuiltin
+	}
+	return MetricUnusable
+}
+
 type ThresholdRange struct {
 	Min *float64 `json:"min,omitempty"`
 	Max *float64 `json:"max,omitempty"`
@@ -243,7 +270,7 @@ type Status struct {
 	TrackedConfigs                map[string]string `json:"trackedConfigs,omitempty"`
 	LastAppliedSpec               string            `json:"lastAppliedSpec,omitempty"`
 	LastPromotedSpec              string            `json:"lastPromotedSpec,omitempty"`
-	LastTransitionTime            time.Time         `json:"lastTransitionTime,omitempty"`
+	LastTransitionTime            time.Time         `json:"lastTransitionTime,omitzero"`
 	SessionAffinityCookie         string            `json:"sessionAffinityCookie,omitempty"`
 	PrimarySessionAffinityCookie  string            `json:"primarySessionAffinityCookie,omitempty"`
 	PreviousSessionAffinityCookie string            `json:"previousSessionAffinityCookie,omitempty"`
@@ -257,9 +284,9 @@ type Status struct {
 type Condition struct {
 	Type               string    `json:"type"`
 	Status             string    `json:"status"`
-	LastUpdateTime     time.Time `json:"lastUpdateTime,omitempty"`
-	LastTransitionTime time.Time `json:"lastTransitionTime,omitempty"`
-	Reason             string    `json:"reason,omitempty"`
+	LastUpdateTime     time.Time `json:"lastUpdateTime,omitzero"`
+	LastTransitionTime time.Time `json:"lastTransitionTime,omitzero"`
+	Reason             string    `json:"reason"`
 	Message            string    `json:"message,omitempty"`
 }
 
@@ -269,7 +296,7 @@ type Trigger struct {
 	EventID string    `json:"eventID,omitempty"`
 	Source  string    `json:"source,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
-	At      time.Time `json:"at"`
+	At      time.Time `json:"at,omitzero"`
 }
 
 // Names are the objects Siskin generates for a canary, with Flagger's naming.

@@ -73,11 +73,17 @@ type State struct {
 	Message string `json:"message,omitempty"`
 	// Trigger is the event that started the current release, or that aborted it.
 	Trigger *Trigger `json:"trigger,omitempty"`
+	// PendingTrigger is the event that changed the target; the step that starts the release
+	// makes it the Trigger.
+	PendingTrigger *Trigger `json:"pendingTrigger,omitempty"`
 	// CanaryNotReadySince starts the progress deadline for a canary that never becomes ready,
 	// independently of the Deployment's own conditions (Flagger's gap 4).
 	CanaryNotReadySince time.Time `json:"canaryNotReadySince,omitempty"`
 	// PromoteRequested is set by a manual promote: the next step skips the remaining analysis.
 	PromoteRequested bool `json:"promoteRequested,omitempty"`
+	// Approved is set by a manual resume of a Waiting canary: the confirm-rollout gate is
+	// passed once.
+	Approved bool `json:"approved,omitempty"`
 	// Steps counts the steps taken, for tests and for the CLI.
 	Steps int64 `json:"steps"`
 	// LastStepAt is when the last step ran.
@@ -108,6 +114,10 @@ func (s State) Status() Status {
 		SpecError:                     s.SpecError,
 	}
 	st.Conditions = []Condition{promotedCondition(s.Phase, s.Message, s.LastTransitionTime)}
+	if s.SpecError != "" {
+		st.Conditions = append(st.Conditions, Condition{Type: "Valid", Status: "False", Reason: "InvalidSpec",
+			Message: s.SpecError, LastUpdateTime: s.LastStepAt, LastTransitionTime: s.LastStepAt})
+	}
 	return st
 }
 

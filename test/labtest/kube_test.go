@@ -12,8 +12,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/siskin-dev/siskin/test/lab"
@@ -201,10 +204,21 @@ func TestRestrictedIdentity(t *testing.T) {
 			t.Errorf("the deployment is gone after a refused delete: %v", err)
 		}
 	})
-	t.Run("cannot list Secrets cluster-wide", func(t *testing.T) {
-		_, err := siskin.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	t.Run("cannot grant itself more", func(t *testing.T) {
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: unique("escalate-")},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: lab.SiskinUser}},
+		}
+		_, err := siskin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
 		if !apierrors.IsForbidden(err) {
-			t.Fatalf("list secrets as siskin: got %v, want Forbidden", err)
+			t.Fatalf("create ClusterRoleBinding to cluster-admin as siskin: got %v, want Forbidden", err)
+		}
+	})
+	t.Run("cannot list Nodes", func(t *testing.T) {
+		_, err := siskin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("list nodes as siskin: got %v, want Forbidden", err)
 		}
 	})
 	t.Run("can read Deployments through its ClusterRole", func(t *testing.T) {
@@ -212,7 +226,15 @@ func TestRestrictedIdentity(t *testing.T) {
 			t.Skipf("ClusterRole %s is not shipped in knative/rbac.yaml yet; lab warnings: %v", lab.SiskinClusterRole, l.Warnings())
 		}
 		if _, err := siskin.AppsV1().Deployments(ns).Get(ctx, "victim", metav1.GetOptions{}); err != nil {
-			t.Fatalf("get deployment as siskin: %v", err)
+			t.Errorf("get deployment as siskin: %v", err)
+		}
+		canaries := schema.GroupVersionResource{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}
+		dyn, err := dynamic.NewForConfig(l.SiskinRESTConfig())
+		if err != nil {
+			t.Fatalf("dynamic client: %v", err)
+		}
+		if _, err := dyn.Resource(canaries).Namespace(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("list canaries as siskin: %v", err)
 		}
 	})
 }

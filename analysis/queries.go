@@ -1,0 +1,141 @@
+package analysis
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+// The built-in Istio metrics, with Flagger's PromQL (pkg/metrics/observers/istio.go). Only the
+// canary workload is measured: the anchored regex on destination_workload does not match
+// "<target>-primary".
+const (
+	MetricRequestSuccessRate = "request-success-rate"
+	MetricRequestDuration    = "request-duration"
+)
+
+var builtinQueries = map[string]string{
+	MetricRequestSuccessRate: `
+	sum(
+		rate(
+			istio_requests_total{
+				reporter="destination",
+				destination_workload_namespace="{{ namespace }}",
+				destination_workload=~"{{ target }}",
+				response_code!~"5.*"
+			}[{{ interval }}]
+		)
+	)
+	/
+	sum(
+		rate(
+			istio_requests_total{
+				reporter="destination",
+				destination_workload_namespace="{{ namespace }}",
+				destination_workload=~"{{ target }}"
+			}[{{ interval }}]
+		)
+	)
+	* 100`,
+	MetricRequestDuration: `
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				istio_request_duration_milliseconds_bucket{
+					reporter="destination",
+					destination_workload_namespace="{{ namespace }}",
+					destination_workload=~"{{ target }}"
+				}[{{ interval }}]
+			)
+		) by (le)
+	)`,
+}
+
+// TemplateModel is what a query template can refer to: {{ name }}, {{ namespace }},
+// {{ target }}, {{ service }}, {{ ingress }}, {{ route }}, {{ interval }} and
+// {{ variables.key }}.
+type TemplateModel struct {
+	Name      string
+	Namespace string
+	Target    string
+	Service   string
+	Ingress   string
+	Route     string
+	Interval  string
+	Variables map[string]string
+}
+
+// NewTemplateModel fills the model as Flagger's toMetricModel does. Siskin's Canary has no
+// ingressRef or routeRef, so ingress and route are the target's name.
+func NewTemplateModel(c functions.Canary, m functions.Metric) TemplateModel {
+	service := c.Spec.Service.Name
+	if service == "" {
+		service = c.Spec.TargetRef.Name
+	}
+	return TemplateModel{
+		Name:      c.Name,
+		Namespace: c.Namespace,
+		Target:    c.Spec.TargetRef.Name,
+		Service:   service,
+		Ingress:   c.Spec.TargetRef.Name,
+		Route:     c.Spec.TargetRef.Name,
+		Interval:  metricInterval(m),
+		Variables: m.TemplateVariables,
+	}
+}
+
+func metricInterval(m functions.Metric) string {
+	if m.Interval == "" {
+		return functions.DefaultMetricInterval
+	}
+	return m.Interval
+}
+
+// RenderQuery renders a query template with Go's text/template. A key that is missing (an
+// unknown variable, a field on the nil data) is an error, not an empty string.
+func RenderQuery(query string, model TemplateModel) (string, error) {
+	funcs := template.FuncMap{
+		"name":      func() string { return model.Name },
+		"namespace": func() string { return model.Namespace },
+		"target":    func() string { return model.Target },
+		"service":   func() string { return model.Service },
+		"ingress":   func() string { return model.Ingress },
+		"route":     func() string { return model.Route },
+		"interval":  func() string { return model.Interval },
+		"variables": func() map[string]string { return model.Variables },
+	}
+	t, err := template.New("query").Option("missingkey=error").Funcs(funcs).Parse(query)
+	if err != nil {
+		return "", fmt.Errorf("parse query template: %w", err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, nil); err != nil {
+		return "", fmt.Errorf("render query template: %w", err)
+	}
+	return b.String(), nil
+}
+
+var whitespace = regexp.MustCompile(`\s+`)
+
+// collapseWhitespace turns every run of whitespace into one space, as Flagger's Prometheus
+// provider does before sending a query. It does not trim: Flagger's built-in queries start with
+// a space, and the exact string is what shows up in Prometheus' query log.
+func collapseWhitespace(q string) string { return whitespace.ReplaceAllString(q, " ") }
+
+// BuiltinQuery is the PromQL that Flagger sends for a built-in metric of the canary, with its
+// whitespace collapsed; ok is false for any other metric name.
+func BuiltinQuery(c functions.Canary, m functions.Metric) (query string, ok bool, err error) {
+	tmpl, ok := builtinQueries[m.Name]
+	if !ok {
+		return "", false, nil
+	}
+	q, err := RenderQuery(tmpl, NewTemplateModel(c, m))
+	if err != nil {
+		return "", true, err
+	}
+	return collapseWhitespace(q), true, nil
+}

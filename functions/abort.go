@@ -1,0 +1,229 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AnnotationAbortOn narrows which alerts abort a canary: a comma-separated list of label
+// requirements (k=v, k!=v, k) that a matching alert must also satisfy.
+const AnnotationAbortOn = "siskin.dev/abort-on"
+
+// alertNameLabels are the alert labels that can name a canary or its workload.
+var alertNameLabels = []string{"canary", "deployment", "service", "destination_workload", "app"}
+
+// AbortReport is what one alert notification did.
+type AbortReport struct {
+	Aborted []StepReport `json:"aborted"`
+	// Ignored lists canaries an alert matched but that had no release to abort.
+	Ignored  []string `json:"ignored,omitempty"`
+	Resolved int      `json:"resolved"`
+	Firing   int      `json:"firing"`
+}
+
+// AlertMatches is the matching rule: the alert's namespace label, one of the name labels equal
+// to the canary's name or its target's, and the canary's abort-on selector if it has one.
+func AlertMatches(c Canary, labels map[string]string) bool {
+	if labels["namespace"] != c.Namespace {
+		return false
+	}
+	named := slices.ContainsFunc(alertNameLabels, func(l string) bool {
+		v := labels[l]
+		return v != "" && (v == c.Name || v == c.Spec.TargetRef.Name)
+	})
+	if !named {
+		return false
+	}
+	sel, ok := c.Annotations[AnnotationAbortOn]
+	return !ok || selectorMatches(sel, labels)
+}
+
+func selectorMatches(sel string, labels map[string]string) bool {
+	for _, req := range strings.Split(sel, ",") {
+		req = strings.TrimSpace(req)
+		switch {
+		case req == "":
+		case strings.Contains(req, "!="):
+			k, v, _ := strings.Cut(req, "!=")
+			if labels[strings.TrimSpace(k)] == strings.TrimSpace(v) {
+				return false
+			}
+		case strings.Contains(req, "="):
+			k, v, _ := strings.Cut(strings.Replace(req, "==", "=", 1), "=")
+			if labels[strings.TrimSpace(k)] != strings.TrimSpace(v) {
+				return false
+			}
+		default:
+			if _, ok := labels[req]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// HandleAlerts aborts, within the call, every releasing canary that a firing alert names. A
+// resolved alert is recorded but never undoes an abort; repeated notifications are no-ops.
+func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID string) (AbortReport, error) {
+	var rep AbortReport
+	byNamespace := map[string][]Alert{}
+	for _, a := range n.Alerts {
+		if !a.Firing() {
+			rep.Resolved++
+			s.log.Info("resolved alert recorded", "alertname", a.Labels["alertname"], "fingerprint", a.Fingerprint)
+			continue
+		}
+		rep.Firing++
+		if ns := a.Labels["namespace"]; ns != "" && (s.cfg.Namespace == "" || s.cfg.Namespace == ns) {
+			byNamespace[ns] = append(byNamespace[ns], a)
+		}
+	}
+	type target struct {
+		c Canary
+		a Alert
+	}
+	var targets []target
+	for ns, alerts := range byNamespace {
+		canaries, err := s.d.Workloads.ListCanaries(ctx, ns)
+		if err != nil {
+			return rep, fmt.Errorf("list canaries in %s: %w", ns, err)
+		}
+		for _, c := range canaries {
+			for _, a := range alerts {
+				if AlertMatches(c, a.Labels) {
+					targets = append(targets, target{c, a})
+					break
+				}
+			}
+		}
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, t := range targets {
+		wg.Go(func() {
+			r, aborted, err := s.abort(ctx, t.c.Key, alertReason(t.a), &Trigger{Kind: "alert", EventID: eventID,
+				Source: t.a.GeneratorURL, Detail: t.a.Labels["alertname"] + " " + t.a.Fingerprint, At: s.cfg.Now()})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case aborted:
+				rep.Aborted = append(rep.Aborted, r)
+			default:
+				rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+string(r.From)+")")
+			}
+		})
+	}
+	wg.Wait()
+	return rep, errors.Join(errs...)
+}
+
+func alertReason(a Alert) string {
+	r := fmt.Sprintf("alert %s (fingerprint %s)", a.Labels["alertname"], a.Fingerprint)
+	if a.GeneratorURL != "" {
+		r += " " + a.GeneratorURL
+	}
+	return r
+}
+
+// Abort fails a canary's release now (manual gate).
+func (s *Service) Abort(ctx context.Context, k Key, reason string) (StepReport, bool, error) {
+	return s.abort(ctx, k, reason, &Trigger{Kind: "manual", Detail: reason, At: s.cfg.Now()})
+}
+
+// abort pre-empts any step in flight: it takes no lease, acts at once and wins the save race
+// (a concurrent step then loses its compare-and-set and re-asserts the aborted state).
+func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger) (StepReport, bool, error) {
+	start := s.cfg.Now()
+	for attempt := 0; ; attempt++ {
+		c, st, err := s.load(ctx, k)
+		if err != nil {
+			return StepReport{Key: k}, false, err
+		}
+		rep := StepReport{Key: k, From: st.Phase, To: st.Phase, Routing: st.Routing}
+		out, ok := AbortRelease(c, st, reason, trig, s.cfg.Now())
+		if !ok {
+			return rep, false, nil
+		}
+		var (
+			wg            sync.WaitGroup
+			actErr, svErr error
+			saved         State
+		)
+		wg.Go(func() { actErr = s.act(ctx, c, out) })
+		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State) })
+		wg.Wait()
+		if errors.Is(svErr, ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err := errors.Join(actErr, svErr); err != nil {
+			return rep, false, fmt.Errorf("abort %s: %w", k, err)
+		}
+		s.after(ctx, c, st, saved, out)
+		rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
+		rep.Duration = s.cfg.Now().Sub(start)
+		s.log.Warn("aborted", "canary", k.String(), "reason", reason, "took", rep.Duration)
+		return rep, true, nil
+	}
+}
+
+// RequestPromotion asks the next step to promote at once (manual gate), and runs it now.
+func (s *Service) RequestPromotion(ctx context.Context, k Key) (StepReport, error) {
+	return s.mutateAndAdvance(ctx, k, func(st *State) error {
+		if st.Phase != PhaseProgressing && st.Phase != PhaseWaitingPromotion {
+			return fmt.Errorf("%w: %s is %s; only a release in analysis can be promoted", ErrRejected, k, st.Phase)
+		}
+		st.PromoteRequested = true
+		return nil
+	})
+}
+
+// Resume retries a failed release of the same revision (Flagger needs a template change for
+// that), or continues a canary that was waiting for approval.
+func (s *Service) Resume(ctx context.Context, k Key) (StepReport, error) {
+	return s.mutateAndAdvance(ctx, k, func(st *State) error {
+		switch st.Phase {
+		case PhaseFailed:
+			st.LastAppliedSpec = ""
+		case PhaseWaiting:
+			st.Approved = true
+		case PhaseWaitingPromotion:
+			st.PromoteRequested = true
+		default:
+			return fmt.Errorf("%w: %s is %s; only a failed or waiting canary can be resumed", ErrRejected, k, st.Phase)
+		}
+		return nil
+	})
+}
+
+func (s *Service) mutateAndAdvance(ctx context.Context, k Key, mutate func(*State) error) (StepReport, error) {
+	lease, err := s.d.Store.Claim(ctx, k, s.cfg.LeaseTTL)
+	if err != nil {
+		return StepReport{Key: k}, fmt.Errorf("claim canary %s: %w", k, err)
+	}
+	_, st, err := s.load(ctx, k)
+	if err == nil {
+		err = mutate(&st)
+	}
+	if err == nil {
+		st, err = s.d.Store.Save(ctx, k, st)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if rerr := lease.Release(rctx); rerr != nil {
+		s.log.Warn("release lease", "canary", k.String(), "err", rerr)
+	}
+	if err != nil {
+		return StepReport{Key: k, From: st.Phase}, err
+	}
+	return s.Advance(ctx, k)
+}

@@ -1,0 +1,319 @@
+package functions
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// memStore is an in-memory Store with the same compare-and-set and lease semantics as the
+// Redis one, for tests of the use cases' orchestration. The Redis store has its own tests
+// against a real server.
+type memStore struct {
+	mu        sync.Mutex
+	states    map[Key]State
+	due       map[Key]time.Time
+	releasing map[Key]bool
+	leases    map[Key]int64
+	tokens    map[Key]int64
+	seen      map[string]bool
+}
+
+func newMemStore() *memStore {
+	return &memStore{states: map[Key]State{}, due: map[Key]time.Time{}, releasing: map[Key]bool{},
+		leases: map[Key]int64{}, tokens: map[Key]int64{}, seen: map[string]bool{}}
+}
+
+func (m *memStore) flushAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fresh := newMemStore()
+	m.states, m.due, m.releasing, m.leases, m.tokens, m.seen = fresh.states, fresh.due, fresh.releasing, fresh.leases, fresh.tokens, fresh.seen
+}
+
+func (m *memStore) Load(_ context.Context, k Key) (State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.states[k]
+	if !ok {
+		return State{}, ErrNotFound
+	}
+	return st, nil
+}
+
+func (m *memStore) Save(_ context.Context, k Key, next State) (State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.states[k].Version != next.Version {
+		return State{}, fmt.Errorf("save %s: %w", k, ErrConflict)
+	}
+	next.Version++
+	m.states[k] = next
+	return next, nil
+}
+
+func (m *memStore) Delete(_ context.Context, k Key) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.states, k)
+	delete(m.due, k)
+	return nil
+}
+
+type memLease struct {
+	m     *memStore
+	k     Key
+	token int64
+}
+
+func (l memLease) Token() int64 { return l.token }
+func (l memLease) Release(context.Context) error {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	if l.m.leases[l.k] == l.token {
+		delete(l.m.leases, l.k)
+	}
+	return nil
+}
+
+func (m *memStore) Claim(_ context.Context, k Key, _ time.Duration) (Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, held := m.leases[k]; held {
+		return nil, ErrBusy
+	}
+	m.tokens[k]++
+	m.leases[k] = m.tokens[k]
+	return memLease{m, k, m.tokens[k]}, nil
+}
+
+func (m *memStore) Schedule(_ context.Context, k Key, at time.Time, releasing bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.due[k] = at
+	m.releasing[k] = releasing
+	return nil
+}
+
+func (m *memStore) Due(_ context.Context, now time.Time, limit int) ([]Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var keys []Key
+	for k, at := range m.due {
+		if !at.After(now) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return m.due[keys[i]].Before(m.due[keys[j]]) })
+	if len(keys) > limit {
+		keys = keys[:limit]
+	}
+	return keys, nil
+}
+
+func (m *memStore) NextDue(_ context.Context, releasingOnly bool) (Key, time.Time, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var best Key
+	var at time.Time
+	found := false
+	for k, t := range m.due {
+		if releasingOnly && !m.releasing[k] {
+			continue
+		}
+		if !found || t.Before(at) {
+			best, at, found = k, t, true
+		}
+	}
+	return best, at, found, nil
+}
+
+func (m *memStore) DueAt(_ context.Context, k Key) (time.Time, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.due[k]
+	return at, ok, nil
+}
+
+func (m *memStore) FirstSeen(_ context.Context, id string, _ time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen[id] {
+		return false, nil
+	}
+	m.seen[id] = true
+	return true, nil
+}
+
+func (m *memStore) Forget(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.seen, id)
+	return nil
+}
+
+// fakeCluster plays the Kubernetes and Istio adapters: canaries, observations, and a record
+// of every action applied.
+type fakeCluster struct {
+	mu       sync.Mutex
+	canaries map[Key]Canary
+	work     map[Key]WorkloadObservation
+	routes   map[Key]Routing
+	applied  []string
+	status   map[Key]Status
+	events   []string
+	images   map[Key]map[string]string
+	// slowAct delays ApplyRoutes, to hold a step in flight.
+	slowAct time.Duration
+}
+
+func newFakeCluster(cs ...Canary) *fakeCluster {
+	f := &fakeCluster{canaries: map[Key]Canary{}, work: map[Key]WorkloadObservation{}, routes: map[Key]Routing{},
+		status: map[Key]Status{}, images: map[Key]map[string]string{}}
+	for _, c := range cs {
+		f.canaries[c.Key] = c
+		f.work[c.Key] = readyWorld("v1").work
+	}
+	return f
+}
+
+func (f *fakeCluster) ListCanaries(_ context.Context, ns string) ([]Canary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Canary
+	for _, c := range f.canaries {
+		if ns == "" || c.Namespace == ns {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeCluster) GetCanary(_ context.Context, k Key) (Canary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.canaries[k]
+	if !ok {
+		return Canary{}, ErrNotFound
+	}
+	c.Status = f.status[k]
+	return c, nil
+}
+
+func (f *fakeCluster) ObserveWorkloads(_ context.Context, c Canary) (WorkloadObservation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.work[c.Key], nil
+}
+
+func (f *fakeCluster) ApplyWorkloads(_ context.Context, c Canary, p WorkloadPlan) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = append(f.applied, fmt.Sprintf("%s workloads %+v", c.Key, p))
+	return nil
+}
+
+func (f *fakeCluster) WriteStatus(_ context.Context, c Canary, st Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status[c.Key] = st
+	return nil
+}
+
+func (f *fakeCluster) RecordEvent(_ context.Context, c Canary, e Event) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, c.Key.String()+": "+e.Message)
+	return nil
+}
+
+func (f *fakeCluster) ApplyRoutes(_ context.Context, c Canary, p RoutePlan) error {
+	time.Sleep(f.slowAct)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes[c.Key] = p.Routing
+	f.applied = append(f.applied, fmt.Sprintf("%s routes %d/%d", c.Key, p.Routing.Primary, p.Routing.Canary))
+	return nil
+}
+
+func (f *fakeCluster) ObserveRoutes(_ context.Context, c Canary) (Routing, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.routes[c.Key]
+	return r, ok, nil
+}
+
+func (f *fakeCluster) TargetImages(_ context.Context, c Canary) (map[string]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[c.Key], nil
+}
+
+func (f *fakeCluster) SetImage(_ context.Context, c Canary, container, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[c.Key][container] = image
+	w := f.work[c.Key]
+	w.TemplateHash = image
+	f.work[c.Key] = w
+	return nil
+}
+
+func (f *fakeCluster) count(substr string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, a := range f.applied {
+		if strings.Contains(a, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+type fakeAnalysis struct{ metrics []MetricResult }
+
+func (f fakeAnalysis) QueryMetrics(context.Context, Canary) []MetricResult { return f.metrics }
+func (f fakeAnalysis) CallHooks(_ context.Context, _ Canary, hooks []Webhook, _ HookCall, _ bool) []HookResult {
+	var out []HookResult
+	for _, h := range hooks {
+		out = append(out, HookResult{Name: h.Name, OK: true})
+	}
+	return out
+}
+
+// fakeRegistry knows a set of image references and their digests.
+type fakeRegistry struct{ digests map[string]string }
+
+func (r fakeRegistry) Parse(ref string) (ImageRef, error) {
+	var out ImageRef
+	rest := ref
+	if i := strings.Index(rest, "@"); i >= 0 {
+		out.Digest, rest = rest[i+1:], rest[:i]
+	}
+	if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		out.Tag, rest = rest[i+1:], rest[:i]
+	}
+	host, repo, _ := strings.Cut(rest, "/")
+	out.Registry, out.Repository = host, repo
+	return out, nil
+}
+
+func (r fakeRegistry) Resolve(_ context.Context, ref ImageRef) (string, error) {
+	if ref.Digest != "" {
+		for _, d := range r.digests {
+			if d == ref.Digest {
+				return d, nil
+			}
+		}
+		return "", ErrNotFound
+	}
+	d, ok := r.digests[ref.Repo()+":"+ref.Tag]
+	if !ok {
+		return "", ErrNotFound
+	}
+	return d, nil
+}

@@ -1,0 +1,744 @@
+package functions
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// StepInput is everything one step of one canary may look at. The shell fills Canary, State,
+// Work and Now, calls Decide, and answers any Need by filling Hooks or Metrics and calling
+// Decide again: Decide is pure, so replaying it with more answers is safe and cheap.
+type StepInput struct {
+	Canary Canary
+	State  State
+	Work   WorkloadObservation
+	Now    time.Time
+	// MinInterval is the analysis-interval floor (Flagger's is 10 s; tests lower it).
+	MinInterval time.Duration
+	// Hooks holds the answers of the hook types asked for so far.
+	Hooks map[HookType][]HookResult
+	// Metrics holds the metric results once MetricsDone.
+	Metrics     []MetricResult
+	MetricsDone bool
+	// NewCookieValue is fresh randomness for a session-affinity cookie, should one be needed.
+	NewCookieValue, NewPrimaryCookieValue string
+}
+
+// Need is what Decide must know before it can decide.
+type Need struct {
+	Hooks   []HookType
+	Metrics bool
+}
+
+func (n Need) Empty() bool { return len(n.Hooks) == 0 && !n.Metrics }
+
+// Step is the outcome of one decision.
+type Step struct {
+	// Need, when not empty, means nothing else in Step is meaningful yet.
+	Need Need
+
+	State     State
+	Workloads WorkloadPlan
+	// Route: re-assert the DestinationRules and the VirtualService to State.Routing.
+	Route bool
+	// PostRollout: call the post-rollout hooks after saving (their failure is only logged).
+	PostRollout bool
+	Events      []Event
+	Alerts      []AlertMessage
+	// Next is when the next step is due, from now.
+	Next time.Duration
+}
+
+// Decide is one step of Flagger's advanceCanary for one canary, without I/O. The order of the
+// checks is Flagger's (flagger-istio.md section 2); where Siskin departs from it to fix a known
+// gap, the code says so.
+func Decide(in StepInput) Step {
+	d := &decider{in: in, c: in.Canary, spec: in.Canary.Spec}
+	d.out = Step{State: in.State, Next: d.spec.Interval(in.MinInterval)}
+	d.out.State.Steps++
+	d.out.State.LastStepAt = in.Now
+	d.decide()
+	if !d.out.Need.Empty() {
+		return Step{Need: d.out.Need}
+	}
+	d.keepCookies()
+	return d.out
+}
+
+type decider struct {
+	in   StepInput
+	c    Canary
+	spec Spec
+	out  Step
+}
+
+func (d *decider) st() *State { return &d.out.State }
+
+func (d *decider) id() string { return d.c.Name + "." + d.c.Namespace }
+
+func (d *decider) event(format string, args ...any) {
+	d.out.Events = append(d.out.Events, Event{Message: fmt.Sprintf(format, args...)})
+}
+
+func (d *decider) warn(format string, args ...any) {
+	d.out.Events = append(d.out.Events, Event{Warning: true, Message: fmt.Sprintf(format, args...)})
+}
+
+func (d *decider) alert(sev Severity, metadata bool, format string, args ...any) {
+	d.out.Alerts = append(d.out.Alerts, AlertMessage{Severity: sev, Message: fmt.Sprintf(format, args...), Metadata: metadata})
+}
+
+// setPhase moves to p, with Flagger's status side effects (setStatusPhase).
+func (d *decider) setPhase(p Phase) {
+	s := d.st()
+	if s.Phase != p {
+		s.LastTransitionTime = d.in.Now
+	}
+	s.Phase = p
+	switch p {
+	case PhaseProgressing, PhaseWaiting, PhasePromoting, PhaseWaitingPromotion:
+	default:
+		s.Iterations = 0
+	}
+	if p == PhaseWaitingPromotion && d.spec.analysis().Iterations > 0 {
+		s.Iterations = d.spec.analysis().Iterations - 1
+	}
+	if p == PhaseInitialized || p == PhaseSucceeded {
+		s.LastPromotedSpec = s.LastAppliedSpec
+	}
+	s.Message = phaseMessages[p]
+}
+
+// answered returns the results of a hook type, asking for them when they are not known yet.
+// A type with no hooks is answered at once with no results.
+func (d *decider) answered(t HookType) ([]HookResult, bool) {
+	if len(d.spec.Hooks(t)) == 0 {
+		return nil, true
+	}
+	if r, ok := d.in.Hooks[t]; ok {
+		return r, true
+	}
+	d.out.Need.Hooks = append(d.out.Need.Hooks, t)
+	return nil, false
+}
+
+func (d *decider) metrics() ([]MetricResult, bool) {
+	if len(d.spec.analysis().Metrics) == 0 {
+		return nil, true
+	}
+	if d.in.MetricsDone {
+		return d.in.Metrics, true
+	}
+	d.out.Need.Metrics = true
+	return nil, false
+}
+
+// gatePassed: every hook of a gate answered OK. The first failure is returned for messages.
+func gatePassed(rs []HookResult) (bool, HookResult) {
+	for _, r := range rs {
+		if !r.OK {
+			return false, r
+		}
+	}
+	return true, HookResult{}
+}
+
+// rollbackRequested: a rollback hook that answers OK asks for a rollback.
+func rollbackRequested(rs []HookResult) bool {
+	return slices.ContainsFunc(rs, func(r HookResult) bool { return r.OK })
+}
+
+func (d *decider) newRevision() bool {
+	s, w := d.in.State, d.in.Work
+	return specChanged(s, w.TemplateHash) || configsChanged(s.TrackedConfigs, w.TrackedConfigs)
+}
+
+// specChanged is Flagger's hasSpecChanged: a template equal to the promoted one is not a new
+// revision (a manual rollback must not start a canary).
+func specChanged(s State, hash string) bool {
+	switch {
+	case s.LastAppliedSpec == "":
+		return true
+	case hash == s.LastPromotedSpec:
+		return false
+	}
+	return hash != s.LastAppliedSpec
+}
+
+func configsChanged(old, now map[string]string) bool {
+	if len(old) == 0 && len(now) == 0 {
+		return false
+	}
+	return !maps.Equal(old, now)
+}
+
+func (d *decider) decide() {
+	s := d.st()
+	w := d.in.Work
+	if s.Phase == "" {
+		s.Phase = PhaseInitializing
+		s.LastTransitionTime = d.in.Now
+		s.Message = phaseMessages[PhaseInitializing]
+	}
+	if !w.TargetFound {
+		s.Message = fmt.Sprintf("target %s %s.%s not found", d.spec.TargetRef.kind(), d.spec.TargetRef.Name, d.c.Namespace)
+		d.warn("%s", s.Message)
+		return
+	}
+
+	if s.Phase == PhaseInitializing {
+		d.initialize()
+		return
+	}
+	// From here on every step re-asserts the apex Service and the routes, so that a hand edit
+	// is corrected (Flagger reconciles them at the start of every tick).
+	d.out.Workloads.EnsureApex = true
+	d.out.Route = true
+
+	newRev := d.newRevision()
+	if !s.Phase.Releasing() && !newRev && !s.PromoteRequested {
+		if s.Phase == PhaseFailed {
+			// Flagger syncs lastAppliedSpec even when failed, so a manual rollback to the
+			// promoted revision stays quiet.
+			s.LastAppliedSpec = w.TemplateHash
+			s.TrackedConfigs = w.TrackedConfigs
+		}
+		return
+	}
+	if s.Phase == PhaseInitialized || s.Phase == PhaseSucceeded || s.Phase == PhaseFailed {
+		// A promote request on an idle canary means nothing.
+		s.PromoteRequested = false
+		if !newRev {
+			return
+		}
+	}
+
+	skip := d.spec.SkipsAnalysis()
+	if !skip && !w.Primary.Ready {
+		if w.Primary.Failed {
+			if s.Phase == PhasePromoting || s.Phase == PhaseFinalising {
+				d.failedPromotion(w.Primary.Reason)
+			} else {
+				d.rollback("primary " + w.Primary.Reason)
+			}
+			return
+		}
+		s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.c.Names().Primary, w.Primary.Reason)
+		return
+	}
+
+	switch s.Phase {
+	case PhaseInitialized, PhaseSucceeded, PhaseFailed, PhaseWaiting:
+		d.startRelease()
+		return
+	}
+
+	if (s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion) && newRev {
+		d.event("New revision detected! Restarting analysis for %s", d.id())
+		s.Routing = AllToPrimary
+		s.FailedChecks = 0
+		s.Iterations = 0
+		s.LastAppliedSpec = w.TemplateHash
+		s.TrackedConfigs = w.TrackedConfigs
+		s.CanaryNotReadySince = time.Time{}
+		d.setPhase(PhaseProgressing)
+		return
+	}
+
+	if !w.Canary.Ready {
+		d.canaryNotReady()
+		return
+	}
+	s.CanaryNotReadySince = time.Time{}
+
+	if skip {
+		s.Routing = AllToPrimary
+		d.out.Workloads.Promote = true
+		d.out.Workloads.ScaleTarget = ScaleToZero
+		d.setPhase(PhaseSucceeded)
+		d.out.PostRollout = true
+		d.event("Promotion completed! Canary analysis was skipped for %s", d.id())
+		d.alert(SeverityInfo, false, "Canary analysis was skipped, promotion finished.")
+		return
+	}
+
+	if s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion {
+		rb, ok := d.answered(HookRollback)
+		if !ok {
+			return
+		}
+		if rollbackRequested(rb) {
+			d.event("Rolling back %s manual webhook invoked", d.id())
+			d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+			d.rollback("")
+			return
+		}
+		if s.PromoteRequested {
+			s.PromoteRequested = false
+			d.event("Manual promotion requested, copying %s template spec to %s", d.spec.TargetRef.Name, d.c.Names().Primary)
+			d.promote()
+			return
+		}
+	}
+
+	switch s.Phase {
+	case PhasePromoting:
+		d.promotionTrafficShift()
+		return
+	case PhaseFinalising:
+		d.out.Workloads.ScaleTarget = ScaleToZero
+		s.Routing = AllToPrimary
+		d.setPhase(PhaseSucceeded)
+		d.out.PostRollout = true
+		d.event("Promotion completed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		d.alert(SeverityInfo, false, "Canary analysis completed successfully, promotion finished.")
+		return
+	}
+
+	// Progressing or WaitingPromotion. Flagger checks the threshold here, before this step's
+	// analysis; Siskin already rolled back in the step that reached it, so this only fires for
+	// a state that was rebuilt or a threshold lowered in flight.
+	if s.FailedChecks >= d.spec.Threshold() {
+		d.rollback("")
+		return
+	}
+	if !d.analyse() {
+		return
+	}
+	switch d.spec.Strategy() {
+	case StrategyABTesting:
+		d.runAB()
+	case StrategyBlueGreen:
+		d.runBlueGreen()
+	default:
+		d.runCanary()
+	}
+}
+
+func (k TargetRef) kind() string {
+	if k.Kind == "" {
+		return "Deployment"
+	}
+	return k.Kind
+}
+
+func (d *decider) initialize() {
+	s, w := d.st(), d.in.Work
+	if !w.PrimaryFound || !w.Primary.Ready {
+		reason := "not created yet"
+		if w.PrimaryFound {
+			reason = w.Primary.Reason
+		}
+		s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.c.Names().Primary, reason)
+		// Initialisation is not analysis: poll the primary's rollout briskly.
+		d.out.Next = min(d.out.Next, 2*time.Second)
+		return
+	}
+	d.out.Workloads.EnsureApex = true
+	d.out.Workloads.ScaleTarget = ScaleToZero
+	d.out.Route = true
+	s.Routing = AllToPrimary
+	s.FailedChecks = 0
+	s.LastAppliedSpec = w.TemplateHash
+	s.TrackedConfigs = w.TrackedConfigs
+	d.setPhase(PhaseInitialized)
+	d.event("Initialization done! %s", d.id())
+	d.alert(SeverityInfo, true, "New Deployment detected, initialization completed.")
+}
+
+// startRelease is Flagger's checkCanaryStatus for a new revision: the confirm-rollout gate,
+// then the canary is scaled up and the phase becomes Progressing. Siskin also consults the
+// rollback hooks while Waiting (Flagger's gap 3).
+func (d *decider) startRelease() {
+	s, w := d.st(), d.in.Work
+	var rb []HookResult
+	if s.Phase == PhaseWaiting {
+		var ok bool
+		if rb, ok = d.answered(HookRollback); !ok {
+			return
+		}
+	}
+	confirm, ok := d.answered(HookConfirmRollout)
+	if !ok {
+		return
+	}
+	if rollbackRequested(rb) {
+		d.event("Rolling back %s manual webhook invoked", d.id())
+		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+		d.rollback("")
+		return
+	}
+	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
+		if s.Phase != PhaseWaiting {
+			d.event("Halt %s advancement waiting for approval %s", d.id(), failed.Name)
+			if !d.muted(HookConfirmRollout, failed.Name) {
+				d.alert(SeverityWarn, false, "Canary is waiting for approval.")
+			}
+		}
+		d.setPhase(PhaseWaiting)
+		return
+	}
+	d.event("New revision detected! Scaling up %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	if t := s.PendingTrigger; t != nil {
+		s.Trigger = t
+		d.event("Release started by %s event %s: %s", t.Kind, t.EventID, t.Detail)
+	} else {
+		s.Trigger = &Trigger{Kind: "change", Detail: "target template changed", At: d.in.Now}
+	}
+	s.PendingTrigger = nil
+	d.alert(SeverityInfo, true, "New revision detected, progressing canary analysis.")
+	d.out.Workloads.ScaleTarget = ScaleUp
+	s.Routing = AllToPrimary
+	s.FailedChecks = 0
+	s.Iterations = 0
+	s.LastAppliedSpec = w.TemplateHash
+	s.TrackedConfigs = w.TrackedConfigs
+	s.CanaryNotReadySince = time.Time{}
+	s.PromoteRequested = false
+	s.Approved = false
+	d.setPhase(PhaseProgressing)
+}
+
+func (d *decider) muted(t HookType, name string) bool {
+	for _, h := range d.spec.Hooks(t) {
+		if h.Name == name {
+			return h.MuteAlert
+		}
+	}
+	return false
+}
+
+// canaryNotReady halts the analysis while the canary rolls out. Siskin consults the rollback
+// hooks here too (Flagger's gap 3) and enforces the progress deadline itself (gap 4), since a
+// Deployment whose pods never start may never report ProgressDeadlineExceeded.
+func (d *decider) canaryNotReady() {
+	s, w := d.st(), d.in.Work
+	rb, ok := d.answered(HookRollback)
+	if !ok {
+		return
+	}
+	if rollbackRequested(rb) {
+		d.event("Rolling back %s manual webhook invoked", d.id())
+		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+		d.rollback("")
+		return
+	}
+	if w.Canary.Failed {
+		d.rollback("progress deadline exceeded " + w.Canary.Reason)
+		return
+	}
+	if s.CanaryNotReadySince.IsZero() {
+		s.CanaryNotReadySince = d.in.Now
+	} else if d.in.Now.Sub(s.CanaryNotReadySince) > d.spec.ProgressDeadline() {
+		d.rollback(fmt.Sprintf("progress deadline exceeded canary deployment %s.%s not ready for %s: %s",
+			d.spec.TargetRef.Name, d.c.Namespace, d.spec.ProgressDeadline(), w.Canary.Reason))
+		return
+	}
+	s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.spec.TargetRef.Name, w.Canary.Reason)
+	d.event("Halt advancement %s waiting for rollout to finish: %s", d.spec.TargetRef.Name+"."+d.c.Namespace, w.Canary.Reason)
+}
+
+// analyse runs the pre-rollout hooks on the first step, else the rollout hooks and the
+// metrics. A failure counts one failed check; unlike Flagger, reaching the threshold rolls
+// back in the same step (gap 2). It reports whether the step may go on.
+func (d *decider) analyse() bool {
+	s := d.st()
+	a := d.spec.analysis()
+	if s.Routing.Canary == 0 && s.Iterations == 0 && !(a.Mirror && s.Routing.Mirrored) {
+		pre, ok := d.answered(HookPreRollout)
+		if !ok {
+			return false
+		}
+		d.event("Starting canary analysis for %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		if passed, failed := gatePassed(pre); !passed {
+			d.failCheck("Pre-rollout check %s failed %s", failed.Name, failed.Detail)
+			return false
+		}
+		return true
+	}
+	hooks, hooksOK := d.answered(HookRollout)
+	results, metricsOK := d.metrics()
+	if !hooksOK || !metricsOK {
+		return false
+	}
+	if passed, failed := gatePassed(hooks); !passed {
+		d.failCheck("Halt %s advancement external check %s failed %s", d.id(), failed.Name, failed.Detail)
+		return false
+	}
+	for i, m := range a.Metrics {
+		var r MetricResult
+		if i < len(results) {
+			r = results[i]
+		} else {
+			r = MetricResult{Name: m.Name, Err: "no result"}
+		}
+		if ok, msg := JudgeMetric(d.c, m, r); !ok {
+			d.failCheck("%s", msg)
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decider) failCheck(format string, args ...any) {
+	s := d.st()
+	s.FailedChecks++
+	s.Message = fmt.Sprintf(format, args...)
+	d.warn("%s", s.Message)
+	if s.FailedChecks >= d.spec.Threshold() {
+		d.rollback("")
+	}
+}
+
+// nextStepWeight is Flagger's: stepWeight, or the distance to the next rung of stepWeights.
+func (d *decider) nextStepWeight(current int) int {
+	a := d.spec.analysis()
+	if a.StepWeight > 0 || len(a.StepWeights) == 0 {
+		return a.StepWeight
+	}
+	if current == 100 {
+		return 1
+	}
+	for _, rung := range a.StepWeights {
+		if rung > current {
+			return min(rung-current, 100-current)
+		}
+	}
+	return 0
+}
+
+func (d *decider) runCanary() {
+	s := d.st()
+	a := d.spec.analysis()
+	if s.Routing.Canary < d.spec.MaxWeight() {
+		if !s.Routing.Mirrored && s.Phase == PhaseProgressing {
+			gate, ok := d.answered(HookConfirmTrafficIncrease)
+			if !ok {
+				return
+			}
+			if passed, failed := gatePassed(gate); !passed {
+				s.Message = fmt.Sprintf("Halt %s advancement waiting for traffic increase approval %s", d.id(), failed.Name)
+				d.event("%s", s.Message)
+				if !d.muted(HookConfirmTrafficIncrease, failed.Name) {
+					d.alert(SeverityWarn, false, "Canary traffic increase is waiting for approval.")
+				}
+				return
+			}
+		}
+		step := d.nextStepWeight(s.Routing.Canary)
+		if a.Mirror && s.Routing.Canary == 0 {
+			if !s.Routing.Mirrored {
+				s.Routing = Routing{Primary: 100, Canary: 0, Mirrored: true}
+				d.event("Start traffic mirroring for %s", d.id())
+				s.Message = "mirroring traffic to the canary"
+				return
+			}
+			s.Routing = Routing{Primary: 100 - step, Canary: step}
+		} else {
+			s.Routing = Routing{Primary: max(s.Routing.Primary-step, 0), Canary: min(s.Routing.Canary+step, 100)}
+		}
+		d.event("Advance %s canary weight %d", d.id(), s.Routing.Canary)
+		s.Message = fmt.Sprintf("canary weight %d", s.Routing.Canary)
+		if s.Phase == PhaseWaitingPromotion {
+			d.setPhase(PhaseProgressing)
+		}
+		return
+	}
+	if !d.confirmPromotion() {
+		return
+	}
+	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
+	d.promote()
+}
+
+func (d *decider) runAB() {
+	s := d.st()
+	n := d.spec.analysis().Iterations
+	if n > s.Iterations {
+		s.Routing = Routing{Primary: 0, Canary: 100}
+		s.Iterations++
+		d.event("Advance %s canary iteration %d/%d", d.id(), s.Iterations, n)
+		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
+		return
+	}
+	if !d.confirmPromotion() {
+		return
+	}
+	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
+	d.promote()
+}
+
+func (d *decider) runBlueGreen() {
+	s := d.st()
+	a := d.spec.analysis()
+	n := a.Iterations
+	if n > s.Iterations {
+		if a.Mirror && !s.Routing.Mirrored {
+			s.Routing = Routing{Primary: 100, Canary: 0, Mirrored: true}
+			d.event("Start traffic mirroring for %s", d.id())
+		}
+		s.Iterations++
+		d.event("Advance %s canary iteration %d/%d", d.id(), s.Iterations, n)
+		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
+		if s.Phase == PhaseWaitingPromotion {
+			d.setPhase(PhaseProgressing)
+		}
+		return
+	}
+	if !d.confirmPromotion() {
+		return
+	}
+	if n == s.Iterations {
+		if a.Mirror {
+			d.event("Stop traffic mirroring and route all traffic to canary %s", d.id())
+		} else {
+			d.event("Routing all traffic to canary %s", d.id())
+		}
+		s.Routing = Routing{Primary: 0, Canary: 100}
+		s.Iterations++
+		s.Message = "all traffic on the canary"
+		if s.Phase == PhaseWaitingPromotion {
+			d.setPhase(PhaseProgressing)
+		}
+		return
+	}
+	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
+	d.promote()
+}
+
+func (d *decider) confirmPromotion() bool {
+	s := d.st()
+	gate, ok := d.answered(HookConfirmPromotion)
+	if !ok {
+		return false
+	}
+	if passed, failed := gatePassed(gate); !passed {
+		if s.Phase != PhaseWaitingPromotion {
+			d.event("Halt %s advancement waiting for promotion approval %s", d.id(), failed.Name)
+			if !d.muted(HookConfirmPromotion, failed.Name) {
+				d.alert(SeverityWarn, false, "Canary promotion is waiting for approval.")
+			}
+		}
+		d.setPhase(PhaseWaitingPromotion)
+		return false
+	}
+	return true
+}
+
+func (d *decider) promote() {
+	d.out.Workloads.Promote = true
+	d.setPhase(PhasePromoting)
+}
+
+// promotionTrafficShift runs once the primary has rolled out the promoted template.
+func (d *decider) promotionTrafficShift() {
+	s := d.st()
+	step := d.spec.analysis().StepWeightPromotion
+	if step <= 0 {
+		d.event("Routing all traffic to primary")
+		s.Routing = AllToPrimary
+		d.setPhase(PhaseFinalising)
+		return
+	}
+	primary := min(s.Routing.Primary+step, 100)
+	s.Routing = Routing{Primary: primary, Canary: 100 - primary}
+	if primary == 100 {
+		d.setPhase(PhaseFinalising)
+		return
+	}
+	d.event("Advance %s primary weight %d", d.id(), primary)
+	s.Message = fmt.Sprintf("promoting: primary weight %d", primary)
+}
+
+// rollback is Flagger's: all traffic to the primary, the canary scaled to zero, phase Failed.
+// The primary is not touched: it still runs the last promoted revision.
+func (d *decider) rollback(reason string) {
+	s := d.st()
+	if s.FailedChecks >= d.spec.Threshold() {
+		d.warn("Rolling back %s failed checks threshold reached %d", d.id(), s.FailedChecks)
+		d.alert(SeverityError, false, "Failed checks threshold reached %d", s.FailedChecks)
+	}
+	if strings.HasPrefix(reason, "progress deadline exceeded") {
+		d.warn("Rolling back %s %s", d.id(), reason)
+		d.alert(SeverityError, false, "Progress deadline exceeded %s", strings.TrimSpace(strings.TrimPrefix(reason, "progress deadline exceeded")))
+	} else if reason != "" {
+		d.warn("Rolling back %s %s", d.id(), reason)
+	}
+	d.failRelease()
+}
+
+func (d *decider) failRelease() {
+	s := d.st()
+	s.Routing = AllToPrimary
+	d.out.Route = true
+	d.out.Workloads.ScaleTarget = ScaleToZero
+	d.out.Workloads.Promote = false
+	d.warn("Canary failed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	msg := s.Message
+	d.setPhase(PhaseFailed)
+	if msg != "" && msg != phaseMessages[PhaseProgressing] {
+		s.Message = phaseMessages[PhaseFailed] + " " + msg
+	}
+	s.FailedChecks = 0
+	s.CanaryNotReadySince = time.Time{}
+	s.PromoteRequested = false
+	d.out.PostRollout = true
+}
+
+// failedPromotion is Flagger's handleFailedPromotion: the primary broke while taking the new
+// revision, so the healthy canary keeps all the traffic and is not scaled down.
+func (d *decider) failedPromotion(reason string) {
+	s := d.st()
+	s.Routing = Routing{Primary: 0, Canary: 100}
+	d.setPhase(PhaseFailed)
+	s.Message = "Promotion failed, primary not ready: " + reason
+	d.warn("%s", s.Message)
+	d.alert(SeverityError, false, "Promotion failed, primary not ready: %s", reason)
+	d.out.PostRollout = true
+}
+
+// keepCookies maintains the session-affinity cookies from the decided routing: a cookie while
+// the canary takes traffic; when it stops, the cookie becomes the previous one, to be expired.
+func (d *decider) keepCookies() {
+	sa := d.spec.analysis().SessionAffinity
+	s := d.st()
+	if sa == nil {
+		return
+	}
+	if s.Routing.Canary > 0 && s.Routing.Primary > 0 {
+		if s.SessionAffinityCookie == "" {
+			s.SessionAffinityCookie = sa.CookieName + "=" + d.in.NewCookieValue
+		}
+		if sa.PrimaryCookieName != "" && s.PrimarySessionAffinityCookie == "" {
+			s.PrimarySessionAffinityCookie = sa.PrimaryCookieName + "=" + d.in.NewPrimaryCookieValue
+		}
+		return
+	}
+	if s.Routing.Canary == 0 && s.SessionAffinityCookie != "" {
+		s.PreviousSessionAffinityCookie = s.SessionAffinityCookie
+		s.SessionAffinityCookie = ""
+		s.PrimarySessionAffinityCookie = ""
+	}
+}
+
+// AbortRelease is the alert (or manual abort) path: a release in flight is failed at once,
+// whatever step it is at. Anything else is left alone, so repeated notifications are no-ops.
+func AbortRelease(c Canary, s State, reason string, trigger *Trigger, now time.Time) (Step, bool) {
+	if !s.Phase.Abortable() {
+		return Step{State: s}, false
+	}
+	d := &decider{in: StepInput{Canary: c, State: s, Now: now}, c: c, spec: c.Spec}
+	d.out = Step{State: s, Next: c.Spec.Interval(0)}
+	d.out.State.Steps++
+	d.out.State.LastStepAt = now
+	d.warn("Rolling back %s: %s", d.id(), reason)
+	d.alert(SeverityError, false, "Canary aborted: %s", reason)
+	d.failRelease()
+	d.out.State.Message = "Canary aborted: " + reason
+	d.out.State.Trigger = trigger
+	d.keepCookies()
+	return d.out, true
+}

@@ -1,0 +1,419 @@
+package functions
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+)
+
+// EventSink receives every Kubernetes Event a step records, for the canary's `event` webhooks
+// (package analysis). Optional.
+type EventSink interface {
+	SendEvent(ctx context.Context, c Canary, e Event)
+}
+
+// Deps are the adapters a Service drives.
+type Deps struct {
+	Store     Store
+	Workloads Workloads
+	Routes    Routes
+	Metrics   Metrics
+	Hooks     Hooks
+	Alerts    Alerter
+	Events    EventSink
+	// Registry and Images serve push-started releases; without them pushes are refused.
+	Registry Registry
+	Images   Images
+}
+
+// Config tunes a Service.
+type Config struct {
+	// Namespace limits Siskin to one namespace; empty means all.
+	Namespace string
+	// MinInterval is the analysis interval floor (Flagger's 10 s unless lowered for tests).
+	MinInterval time.Duration
+	// LeaseTTL bounds how long a crashed step can hold a canary.
+	LeaseTTL time.Duration
+	// Parallelism bounds the canaries a tick steps at once.
+	Parallelism int
+	// DueBatch is how many due canaries a tick claims per round.
+	DueBatch int
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// AfterAct, when set, runs between acting and saving; an error abandons the step there.
+	// Tests use it to crash between act and save.
+	AfterAct func(Key) error
+}
+
+func (c Config) withDefaults() Config {
+	if c.MinInterval <= 0 {
+		c.MinInterval = MinAnalysisInterval
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Parallelism <= 0 {
+		c.Parallelism = 16
+	}
+	if c.DueBatch <= 0 {
+		c.DueBatch = 256
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Service holds the use cases the event functions call.
+type Service struct {
+	d   Deps
+	cfg Config
+	log *slog.Logger
+}
+
+func New(d Deps, cfg Config, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{d: d, cfg: cfg.withDefaults(), log: log}
+}
+
+// StepReport is what one step did, for logs, metrics and the HTTP reply.
+type StepReport struct {
+	Key      Key           `json:"key"`
+	From     Phase         `json:"from"`
+	To       Phase         `json:"to"`
+	Routing  Routing       `json:"routing"`
+	Message  string        `json:"message,omitempty"`
+	Skipped  string        `json:"skipped,omitempty"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Advance runs one step of one canary now, whether it is due or not (manual gates, Deployment
+// change events). A concurrent step of the same canary makes it return ErrBusy.
+func (s *Service) Advance(ctx context.Context, k Key) (StepReport, error) {
+	return s.claimAndStep(ctx, k, false)
+}
+
+func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (StepReport, error) {
+	start := s.cfg.Now()
+	lease, err := s.d.Store.Claim(ctx, k, s.cfg.LeaseTTL)
+	if err != nil {
+		return StepReport{Key: k, Skipped: "busy"}, fmt.Errorf("claim canary %s: %w", k, err)
+	}
+	defer func() {
+		// Release on a fresh context: the request's may be cancelled, and a lease left behind
+		// only delays the next step by its TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			s.log.Warn("release lease", "canary", k.String(), "err", err)
+		}
+	}()
+	if onlyIfDue {
+		at, ok, err := s.d.Store.DueAt(ctx, k)
+		if err != nil {
+			return StepReport{Key: k}, fmt.Errorf("read schedule of %s: %w", k, err)
+		}
+		if ok && at.After(s.cfg.Now()) {
+			// Someone else stepped it between our listing and our claim.
+			return StepReport{Key: k, Skipped: "not due"}, nil
+		}
+	}
+	c, st, err := s.load(ctx, k)
+	if errors.Is(err, ErrNotFound) {
+		s.log.Info("canary gone, forgetting its state", "canary", k.String())
+		return StepReport{Key: k, Skipped: "canary deleted"}, s.d.Store.Delete(ctx, k)
+	}
+	if err != nil {
+		return StepReport{Key: k}, err
+	}
+	rep, err := s.step(ctx, c, st)
+	rep.Duration = s.cfg.Now().Sub(start)
+	return rep, err
+}
+
+// load reads the Canary and its state concurrently; lost state is rebuilt from the cluster.
+func (s *Service) load(ctx context.Context, k Key) (Canary, State, error) {
+	var (
+		c            Canary
+		st           State
+		cErr, stErr  error
+		wg           sync.WaitGroup
+		live         Routing
+		liveFound    bool
+		liveErr      error
+		needsRebuild bool
+	)
+	wg.Go(func() { c, cErr = s.d.Workloads.GetCanary(ctx, k) })
+	wg.Go(func() { st, stErr = s.d.Store.Load(ctx, k) })
+	wg.Wait()
+	if cErr != nil {
+		return c, st, fmt.Errorf("get canary %s: %w", k, cErr)
+	}
+	switch {
+	case errors.Is(stErr, ErrNotFound):
+		needsRebuild = true
+	case stErr != nil:
+		return c, st, fmt.Errorf("load state of %s: %w", k, stErr)
+	}
+	if needsRebuild {
+		if c.Status.Phase != "" {
+			live, liveFound, liveErr = s.d.Routes.ObserveRoutes(ctx, c)
+			if liveErr != nil {
+				return c, st, fmt.Errorf("read routes of %s to rebuild its state: %w", k, liveErr)
+			}
+		}
+		st = RebuildState(c.Status, live, liveFound)
+		s.log.Info("rebuilt state from the cluster", "canary", k.String(), "phase", st.Phase, "weight", st.Routing.Canary)
+	}
+	return c, st, nil
+}
+
+// step observes, decides, acts and saves one canary. It returns only after the state is saved.
+func (s *Service) step(ctx context.Context, c Canary, st State) (StepReport, error) {
+	k := c.Key
+	rep := StepReport{Key: k, From: st.Phase}
+	now := s.cfg.Now()
+	if c.Deleting {
+		rep.Skipped = "being deleted"
+		return rep, s.d.Store.Delete(ctx, k)
+	}
+	if c.Spec.Suspend {
+		rep.Skipped = "suspended"
+		s.log.Info("skipping canary run as object is suspended", "canary", k.String())
+		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
+	}
+	if problems := Validate(c); len(problems) > 0 {
+		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "))
+	}
+	st.SpecError = ""
+
+	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+	if err != nil {
+		return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
+	}
+	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
+		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
+	out := Decide(in)
+	for round := 0; !out.Need.Empty(); round++ {
+		if round > 8 {
+			return rep, fmt.Errorf("step of %s: the machine kept asking for %v", k, out.Need)
+		}
+		s.answer(ctx, c, st, out.Need, &in)
+		out = Decide(in)
+	}
+	if err := s.act(ctx, c, out); err != nil {
+		return rep, err
+	}
+	if s.cfg.AfterAct != nil {
+		if err := s.cfg.AfterAct(k); err != nil {
+			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
+		}
+	}
+	saved, err := s.d.Store.Save(ctx, k, out.State)
+	if errors.Is(err, ErrConflict) {
+		// Someone else (an abort, most likely) saved first. What we did may contradict it:
+		// re-assert what the winning state says, then report the conflict.
+		s.repair(ctx, c)
+		return rep, fmt.Errorf("save state of %s: %w", k, err)
+	}
+	if err != nil {
+		return rep, fmt.Errorf("save state of %s: %w", k, err)
+	}
+	s.after(ctx, c, st, saved, out)
+	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
+	s.log.Info("step", "canary", k.String(), "from", st.Phase, "to", saved.Phase,
+		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
+	return rep, nil
+}
+
+func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem string) (StepReport, error) {
+	rep := StepReport{Key: c.Key, From: st.Phase, To: st.Phase, Message: problem}
+	changed := st.SpecError != problem
+	st.SpecError = problem
+	st.LastStepAt = s.cfg.Now()
+	if st.Phase == "" {
+		st.Phase = PhaseInitializing
+	}
+	saved, err := s.d.Store.Save(ctx, c.Key, st)
+	if err != nil {
+		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.writeStatus(ctx, c, saved) })
+	if changed {
+		wg.Go(func() {
+			s.recordEvent(ctx, c, Event{Warning: true, Message: "Invalid canary spec: " + problem})
+		})
+	}
+	wg.Wait()
+	return rep, s.d.Store.Schedule(ctx, c.Key, s.cfg.Now().Add(c.Spec.Interval(s.cfg.MinInterval)), false)
+}
+
+// answer fills the step input with what the machine asked for; independent calls run
+// concurrently.
+func (s *Service) answer(ctx context.Context, c Canary, st State, n Need, in *StepInput) {
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	if in.Hooks == nil {
+		in.Hooks = map[HookType][]HookResult{}
+	}
+	call := HookCall{Phase: PhaseProgressing, Checksum: Checksum(st)}
+	for _, t := range n.Hooks {
+		hc := call
+		if t == HookConfirmRollout || t == HookRollback {
+			hc.Phase = st.Phase
+		}
+		wg.Go(func() {
+			r := s.d.Hooks.CallHooks(ctx, c, c.Spec.Hooks(t), hc, t != HookRollback)
+			mu.Lock()
+			in.Hooks[t] = r
+			mu.Unlock()
+		})
+	}
+	if n.Metrics {
+		wg.Go(func() {
+			r := s.d.Metrics.QueryMetrics(ctx, c)
+			mu.Lock()
+			in.Metrics, in.MetricsDone = r, true
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+}
+
+// act applies a decision. Traffic moves before the canary is scaled down.
+func (s *Service) act(ctx context.Context, c Canary, out Step) error {
+	var (
+		wg             sync.WaitGroup
+		routeErr, wErr error
+	)
+	plan := out.Workloads
+	scaleDown := plan.ScaleTarget == ScaleToZero
+	if scaleDown {
+		plan.ScaleTarget = ScaleNone
+	}
+	if out.Route {
+		wg.Go(func() { routeErr = s.d.Routes.ApplyRoutes(ctx, c, routePlan(out.State)) })
+	}
+	if plan != (WorkloadPlan{}) {
+		wg.Go(func() { wErr = s.d.Workloads.ApplyWorkloads(ctx, c, plan) })
+	}
+	wg.Wait()
+	if err := errors.Join(routeErr, wErr); err != nil {
+		return fmt.Errorf("act on %s: %w", c.Key, err)
+	}
+	if scaleDown {
+		if err := s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{ScaleTarget: ScaleToZero}); err != nil {
+			return fmt.Errorf("scale %s to zero: %w", c.Spec.TargetRef.Name, err)
+		}
+	}
+	return nil
+}
+
+func routePlan(st State) RoutePlan {
+	return RoutePlan{Routing: st.Routing, SessionAffinityCookie: st.SessionAffinityCookie,
+		PrimarySessionAffinityCookie:  st.PrimarySessionAffinityCookie,
+		PreviousSessionAffinityCookie: st.PreviousSessionAffinityCookie}
+}
+
+// repair re-asserts the routing and scale of the stored state after losing a save race.
+func (s *Service) repair(ctx context.Context, c Canary) {
+	st, err := s.d.Store.Load(ctx, c.Key)
+	if err != nil {
+		s.log.Warn("repair after conflict: load", "canary", c.Key.String(), "err", err)
+		return
+	}
+	if st.Phase == PhaseInitializing {
+		return
+	}
+	out := Step{State: st, Route: true}
+	if st.Phase == PhaseFailed || st.Phase == PhaseSucceeded {
+		out.Workloads.ScaleTarget = ScaleToZero
+	}
+	if err := s.act(ctx, c, out); err != nil {
+		s.log.Warn("repair after conflict", "canary", c.Key.String(), "err", err)
+	}
+}
+
+// after runs what follows a saved step: schedule, status, events, alerts, post-rollout hooks.
+// Only the schedule can fail the step: the rest is a mirror the next step rewrites.
+func (s *Service) after(ctx context.Context, c Canary, before, saved State, out Step) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		at := s.cfg.Now().Add(out.Next)
+		if err := s.d.Store.Schedule(ctx, c.Key, at, saved.Phase.Releasing()); err != nil {
+			s.log.Error("schedule next step", "canary", c.Key.String(), "err", err)
+		}
+	})
+	wg.Go(func() { s.writeStatus(ctx, c, saved) })
+	for _, e := range out.Events {
+		wg.Go(func() { s.recordEvent(ctx, c, e) })
+	}
+	if len(out.Alerts) > 0 && s.d.Alerts != nil {
+		wg.Go(func() { s.d.Alerts.SendAlerts(ctx, c, out.Alerts) })
+	}
+	if out.PostRollout {
+		if hooks := c.Spec.Hooks(HookPostRollout); len(hooks) > 0 {
+			wg.Go(func() {
+				for _, r := range s.d.Hooks.CallHooks(ctx, c, hooks, HookCall{Phase: saved.Phase, Checksum: Checksum(saved)}, false) {
+					if !r.OK {
+						s.log.Warn("post-rollout hook failed", "canary", c.Key.String(), "hook", r.Name, "detail", r.Detail)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func (s *Service) writeStatus(ctx context.Context, c Canary, st State) {
+	if err := s.d.Workloads.WriteStatus(ctx, c, st.Status()); err != nil {
+		s.log.Warn("write canary status", "canary", c.Key.String(), "err", err)
+	}
+}
+
+func (s *Service) recordEvent(ctx context.Context, c Canary, e Event) {
+	if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
+		s.log.Warn("record event", "canary", c.Key.String(), "err", err)
+	}
+	if s.d.Events != nil && len(c.Spec.Hooks(HookEvent)) > 0 {
+		s.d.Events.SendEvent(ctx, c, e)
+	}
+}
+
+// Checksum is Flagger's webhook checksum: a hash of the applied spec and tracked configs.
+func Checksum(st State) string {
+	b, _ := json.Marshal(struct {
+		TrackedConfigs  map[string]string
+		LastAppliedSpec string
+	}{st.TrackedConfigs, st.LastAppliedSpec})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+func randomLetters(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		x, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+		if err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		b[i] = letters[x.Int64()]
+	}
+	return string(b)
+}

@@ -1,0 +1,366 @@
+package functions
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fixture struct {
+	store   *memStore
+	cluster *fakeCluster
+	svc     *Service
+	now     time.Time
+	mu      sync.Mutex
+}
+
+func newFixture(t *testing.T, cs ...Canary) *fixture {
+	t.Helper()
+	f := &fixture{store: newMemStore(), cluster: newFakeCluster(cs...), now: t0}
+	an := fakeAnalysis{metrics: []MetricResult{{Name: "request-success-rate", Value: 100}, {Name: "request-duration", Value: 10}}}
+	f.svc = New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Metrics: an, Hooks: an,
+		Images: f.cluster, Registry: fakeRegistry{digests: map[string]string{}}},
+		Config{MinInterval: time.Second, Now: f.clock}, nil)
+	return f
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advanceClock(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func (f *fixture) state(t *testing.T, k Key) State {
+	t.Helper()
+	st, err := f.store.Load(context.Background(), k)
+	if err != nil {
+		t.Fatalf("load %s: %v", k, err)
+	}
+	return st
+}
+
+// tickUntil runs ticks, moving the clock a step interval each time, until pred holds.
+func (f *fixture) tickUntil(t *testing.T, pred func() bool) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+			t.Fatalf("tick: %v", err)
+		}
+		if pred() {
+			return
+		}
+		f.advanceClock(time.Minute)
+	}
+	t.Fatal("condition never reached")
+}
+
+func TestTickInitializesAndReleases(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.tickUntil(t, func() bool { return f.state(t, c.Key).Phase == PhaseInitialized })
+	if got := f.cluster.status[c.Key].Phase; got != PhaseInitialized {
+		t.Errorf("status: got %s, want Initialized", got)
+	}
+	f.cluster.work[c.Key] = readyWorld("v2").work
+	f.tickUntil(t, func() bool { return f.state(t, c.Key).Phase == PhaseSucceeded })
+	st := f.state(t, c.Key)
+	if st.LastPromotedSpec != "v2" || st.Routing != AllToPrimary {
+		t.Errorf("got %+v", st)
+	}
+	if st.Trigger == nil || st.Trigger.Kind != "change" {
+		t.Errorf("got trigger %+v, want a change trigger", st.Trigger)
+	}
+}
+
+func TestConcurrentTicksStepEachCanaryOnce(t *testing.T) {
+	var cs []Canary
+	for i := range 20 {
+		c := seedCanary()
+		c.Name = fmt.Sprintf("app%d", i)
+		c.Spec.TargetRef.Name = c.Name
+		c.Spec.Service.Primary, c.Spec.Service.Canary = nil, nil
+		cs = append(cs, c)
+	}
+	f := newFixture(t, cs...)
+	f.cluster.slowAct = 5 * time.Millisecond
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+				t.Errorf("tick: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range cs {
+		if got := f.state(t, c.Key).Steps; got != 1 {
+			t.Errorf("%s: got %d steps from 10 concurrent ticks, want 1", c.Key, got)
+		}
+	}
+}
+
+func TestCrashBetweenActAndSaveIsRepairedWithoutDoubleStep(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false}, Version: 7}
+	f.store.due[c.Key] = t0
+	crash := true
+	f.svc.cfg.AfterAct = func(Key) error {
+		if crash {
+			crash = false
+			return fmt.Errorf("killed")
+		}
+		return nil
+	}
+	if rep, _ := f.svc.Tick(context.Background(), f.clock()); rep.Failed != 1 {
+		t.Fatalf("got %+v, want the step to fail", rep)
+	}
+	f.advanceClock(5 * time.Second) // the failed step was pushed back a little
+	if got := f.cluster.routes[c.Key]; got != (Routing{85, 15, false}) {
+		t.Fatalf("act before the crash: got %v, want 85/15", got)
+	}
+	if got := f.state(t, c.Key); got.Routing != (Routing{90, 10, false}) || got.Version != 7 {
+		t.Fatalf("state after the crash: got %+v, want the old one", got)
+	}
+	// The lease dies with the process; here it is released by the deferred release.
+	if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.state(t, c.Key)
+	if st.Routing != (Routing{85, 15, false}) {
+		t.Errorf("after repair: got %v, want 85/15 (one step, not two)", st.Routing)
+	}
+	if got := f.cluster.routes[c.Key]; got != (Routing{85, 15, false}) {
+		t.Errorf("VirtualService after repair: got %v, want 85/15", got)
+	}
+}
+
+func TestRedisLossRebuildsFromCluster(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{80, 20, false}}
+	f.store.due[c.Key] = t0
+	if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	f.store.flushAll()
+	f.advanceClock(time.Minute)
+	if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseProgressing || st.Routing != (Routing{70, 30, false}) {
+		t.Errorf("after FLUSHALL: got phase %s routing %v, want Progressing 70/30", st.Phase, st.Routing)
+	}
+}
+
+func TestTickWindowKeepsStepping(t *testing.T) {
+	fast := seedCanary()
+	fast.Spec.Analysis.Interval = "1s"
+	idle := seedCanary()
+	idle.Name = "idle"
+	idle.Spec.TargetRef.Name = "idle"
+	idle.Spec.Service.Primary, idle.Spec.Service.Canary = nil, nil
+	f := newFixture(t, fast, idle)
+	f.svc.cfg.Now = time.Now
+	now := time.Now()
+	f.store.states[fast.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.states[idle.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	f.store.due[fast.Key], f.store.releasing[fast.Key] = now, true
+	f.store.due[idle.Key] = now
+	rep, err := f.svc.Tick(context.Background(), now.Add(2500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.state(t, fast.Key).Steps; got != 3 {
+		t.Errorf("releasing canary: got %d steps in a 2.5 s window at a 1 s interval, want 3", got)
+	}
+	if got := f.state(t, idle.Key).Steps; got != 1 {
+		t.Errorf("idle canary: got %d steps, want 1", got)
+	}
+	if rep.Rounds != 3 {
+		t.Errorf("got %d rounds, want 3", rep.Rounds)
+	}
+	// Nothing releasing: the tick returns at once.
+	f.store.states[fast.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary, Version: f.state(t, fast.Key).Version}
+	f.store.releasing[fast.Key] = false
+	start := time.Now()
+	if _, err := f.svc.Tick(context.Background(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("idle tick took %v, want it to return at once", took)
+	}
+}
+
+func TestAlertAbortsMatchingReleases(t *testing.T) {
+	c := seedCanary()
+	other := seedCanary()
+	other.Name, other.Spec.TargetRef.Name = "other", "other"
+	other.Spec.Service.Primary, other.Spec.Service.Canary = nil, nil
+	f := newFixture(t, c, other)
+	for _, k := range []Key{c.Key, other.Key} {
+		f.store.states[k] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", Routing: Routing{70, 30, false}}
+	}
+	n := AlertNotification{Status: "firing", Alerts: []Alert{{Status: "firing", Fingerprint: "abc",
+		Labels: map[string]string{"alertname": "HighErrors", "namespace": "default", "destination_workload": "podinfo"}}}}
+	rep, err := f.svc.HandleAlerts(context.Background(), n, "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Aborted) != 1 || rep.Aborted[0].Key != c.Key {
+		t.Fatalf("got aborted %+v, want podinfo only", rep.Aborted)
+	}
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseFailed || st.Routing != AllToPrimary || st.Trigger == nil || st.Trigger.Kind != "alert" {
+		t.Errorf("got %+v", st)
+	}
+	if got := f.cluster.routes[c.Key]; got != AllToPrimary {
+		t.Errorf("VirtualService: got %v, want 100/0", got)
+	}
+	if got := f.state(t, other.Key).Phase; got != PhaseProgressing {
+		t.Errorf("other canary: got %s, want untouched", got)
+	}
+	// Again: idempotent.
+	rep, err = f.svc.HandleAlerts(context.Background(), n, "g1")
+	if err != nil || len(rep.Aborted) != 0 || len(rep.Ignored) != 1 {
+		t.Errorf("repeat: got %+v, %v", rep, err)
+	}
+	// Resolved: recorded, never undoes.
+	n.Alerts[0].Status = "resolved"
+	rep, _ = f.svc.HandleAlerts(context.Background(), n, "g2")
+	if rep.Resolved != 1 || f.state(t, c.Key).Phase != PhaseFailed {
+		t.Errorf("resolved: got %+v", rep)
+	}
+}
+
+func TestAbortPreemptsStepInFlight(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", Routing: Routing{70, 30, false}}
+	f.store.due[c.Key] = t0
+	f.cluster.slowAct = 50 * time.Millisecond
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = f.svc.Tick(context.Background(), f.clock()) })
+	time.Sleep(10 * time.Millisecond) // the step is acting now
+	_, aborted, err := f.svc.Abort(context.Background(), c.Key, "manual")
+	if err != nil || !aborted {
+		t.Fatalf("abort: %v %v", aborted, err)
+	}
+	wg.Wait()
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseFailed {
+		t.Errorf("got phase %s, want Failed", st.Phase)
+	}
+	f.cluster.mu.Lock()
+	defer f.cluster.mu.Unlock()
+	if got := f.cluster.routes[c.Key]; got != AllToPrimary {
+		t.Errorf("VirtualService after the race: got %v, want 100/0", got)
+	}
+}
+
+func TestAlertMatches(t *testing.T) {
+	c := seedCanary()
+	c.Spec.TargetRef.Name = "podinfo-app"
+	tests := []struct {
+		name   string
+		labels map[string]string
+		ann    string
+		want   bool
+	}{
+		{"canary label", map[string]string{"namespace": "default", "canary": "podinfo"}, "", true},
+		{"workload label names the target", map[string]string{"namespace": "default", "destination_workload": "podinfo-app"}, "", true},
+		{"other namespace", map[string]string{"namespace": "prod", "canary": "podinfo"}, "", false},
+		{"no namespace", map[string]string{"canary": "podinfo"}, "", false},
+		{"other app", map[string]string{"namespace": "default", "app": "cart"}, "", false},
+		{"selector met", map[string]string{"namespace": "default", "app": "podinfo", "severity": "critical"}, "severity=critical", true},
+		{"selector unmet", map[string]string{"namespace": "default", "app": "podinfo", "severity": "warning"}, "severity=critical", false},
+		{"selector exclusion", map[string]string{"namespace": "default", "app": "podinfo", "team": "x"}, "team!=x", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := c
+			if tt.ann != "" {
+				c.Annotations = map[string]string{AnnotationAbortOn: tt.ann}
+			}
+			if got := AlertMatches(c, tt.labels); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecidePush(t *testing.T) {
+	ref := func(tag, digest string) ImageRef {
+		return ImageRef{Registry: "r:5000", Repository: "lab/podinfo", Tag: tag, Digest: digest}
+	}
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		running ImageRef
+		pushed  ImageRef
+		want    string
+	}{
+		{"newer semver pinned", nil, ref("1.0.0", "sha256:a"), ref("1.1.0", "sha256:b"), "r:5000/lab/podinfo:1.1.0@sha256:b"},
+		{"older semver ignored", nil, ref("1.2.0", ""), ref("1.1.0", "sha256:b"), ""},
+		{"same tag same digest ignored", nil, ref("1.2.0", "sha256:b"), ref("1.2.0", "sha256:b"), ""},
+		{"same tag new digest taken", nil, ref("1.2.0", "sha256:a"), ref("1.2.0", "sha256:b"), "r:5000/lab/podinfo:1.2.0@sha256:b"},
+		{"non-semver new digest", nil, ref("main", "sha256:a"), ref("main", "sha256:b"), "r:5000/lab/podinfo:main@sha256:b"},
+		{"pin off", map[string]string{AnnotationPinDigest: "false"}, ref("1.0.0", ""), ref("1.1.0", "sha256:b"), "r:5000/lab/podinfo:1.1.0"},
+		{"constraint met", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.4.2", "sha256:b"), "r:5000/lab/podinfo:1.4.2@sha256:b"},
+		{"constraint unmet", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.5.0", "sha256:b"), ""},
+		{"range", map[string]string{AnnotationSemver: ">=1.0.0 <2.0.0"}, ref("1.4.0", ""), ref("2.0.0", "sha256:b"), ""},
+		{"pattern unmet", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("1.5.0", "sha256:b"), ""},
+		{"pattern met", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("v2", "sha256:b"), "r:5000/lab/podinfo:v2@sha256:b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok, why := DecidePush(tt.ann, tt.running, tt.pushed)
+			if got != tt.want || ok != (tt.want != "") {
+				t.Errorf("got (%q, %v, %q), want %q", got, ok, why, tt.want)
+			}
+		})
+	}
+}
+
+func TestHandlePushesVerifiesAndDedupes(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
+	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}
+	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b"}
+
+	forged := push
+	forged.Digest = "sha256:forged"
+	rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{forged})
+	if err != nil || rep.Pushes[0].Outcome != "rejected" || len(rep.Started) != 0 {
+		t.Fatalf("forged: got %+v, %v", rep, err)
+	}
+	if got := f.cluster.images[c.Key]["podinfo"]; got != "r:5000/lab/podinfo:1.0.0" {
+		t.Fatalf("forged push changed the image to %s", got)
+	}
+
+	rep, err = f.svc.HandlePushes(context.Background(), []ImagePush{push, push})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Started) != 1 || rep.Pushes[1].Outcome != "duplicate" {
+		t.Fatalf("got %+v, want one start and one duplicate", rep)
+	}
+	if got := f.cluster.images[c.Key]["podinfo"]; got != "r:5000/lab/podinfo:1.1.0@sha256:b" {
+		t.Errorf("got image %s", got)
+	}
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseProgressing || st.Trigger == nil || st.Trigger.Kind != "push" || st.Trigger.EventID != "e1" {
+		t.Errorf("got phase %s trigger %+v, want Progressing from push e1", st.Phase, st.Trigger)
+	}
+}

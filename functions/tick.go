@@ -1,0 +1,138 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// TickReport sums up one tick.
+type TickReport struct {
+	Discovered int          `json:"discovered"`
+	Stepped    []StepReport `json:"stepped"`
+	Busy       int          `json:"busy"`
+	Failed     int          `json:"failed"`
+	Rounds     int          `json:"rounds"`
+}
+
+// Tick advances every canary that is due, then keeps doing so until `until` while a release in
+// flight has a step due before it, and returns at once when none has. That is how analysis
+// intervals shorter than the once-a-minute PingSource are honoured without a resident process:
+// a ping keeps one invocation alive for the minute only while something is releasing.
+//
+// A canary's failure is logged and counted; it never stops the others.
+func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error) {
+	var rep TickReport
+	n, err := s.discover(ctx)
+	rep.Discovered = n
+	if err != nil {
+		return rep, err
+	}
+	for {
+		rep.Rounds++
+		if err := s.stepDue(ctx, &rep); err != nil {
+			return rep, err
+		}
+		_, next, ok, err := s.d.Store.NextDue(ctx, true)
+		if err != nil {
+			return rep, fmt.Errorf("read schedule: %w", err)
+		}
+		if !ok || next.After(until) {
+			return rep, nil
+		}
+		wait := next.Sub(s.cfg.Now())
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return rep, nil
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// discover schedules every Canary that has no schedule yet: new canaries, and all of them
+// after Redis lost its data.
+func (s *Service) discover(ctx context.Context) (int, error) {
+	canaries, err := s.d.Workloads.ListCanaries(ctx, s.cfg.Namespace)
+	if err != nil {
+		return 0, fmt.Errorf("list canaries: %w", err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		n     int
+		errs  []error
+		slots = make(chan struct{}, s.cfg.Parallelism)
+	)
+	now := s.cfg.Now()
+	for _, c := range canaries {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			_, ok, err := s.d.Store.DueAt(ctx, c.Key)
+			if err == nil && !ok {
+				err = s.d.Store.Schedule(ctx, c.Key, now, c.Status.Phase.Releasing())
+				if err == nil {
+					mu.Lock()
+					n++
+					mu.Unlock()
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return n, fmt.Errorf("schedule discovered canaries: %w", errors.Join(errs...))
+	}
+	return n, nil
+}
+
+// stepDue claims and steps every canary due now, with bounded parallelism.
+func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
+	due, err := s.d.Store.Due(ctx, s.cfg.Now(), s.cfg.DueBatch)
+	if err != nil {
+		return fmt.Errorf("list due canaries: %w", err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		slots = make(chan struct{}, s.cfg.Parallelism)
+	)
+	for _, k := range due {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			r, err := s.claimAndStep(ctx, k, true)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, ErrBusy):
+				rep.Busy++
+			case err != nil:
+				rep.Failed++
+				s.log.Error("step failed", "canary", k.String(), "err", err)
+				s.retryLater(ctx, k, r.From.Releasing())
+			case r.Skipped == "":
+				rep.Stepped = append(rep.Stepped, r)
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// retryLater pushes a failed canary's step a little into the future so a tick's loop does not
+// spin on it; the next ping retries it.
+func (s *Service) retryLater(ctx context.Context, k Key, releasing bool) {
+	if err := s.d.Store.Schedule(ctx, k, s.cfg.Now().Add(max(s.cfg.MinInterval, time.Second)), releasing); err != nil {
+		s.log.Warn("reschedule failed step", "canary", k.String(), "err", err)
+	}
+}

@@ -1,0 +1,110 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// CanaryView is a canary as the API and the CLI show it: `kubectl get canaries` plus what
+// Siskin knows beyond it.
+type CanaryView struct {
+	Key
+	Phase              Phase     `json:"phase"`
+	Weight             int       `json:"weight"`
+	PrimaryWeight      int       `json:"primaryWeight"`
+	Mirrored           bool      `json:"mirrored,omitempty"`
+	FailedChecks       int       `json:"failedChecks"`
+	Threshold          int       `json:"threshold"`
+	Iterations         int       `json:"iterations"`
+	Interval           string    `json:"interval"`
+	StepWeight         int       `json:"stepWeight,omitempty"`
+	StepWeights        []int     `json:"stepWeights,omitempty"`
+	MaxWeight          int       `json:"maxWeight"`
+	Strategy           Strategy  `json:"strategy"`
+	Suspended          bool      `json:"suspended,omitempty"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+	LastStepAt         time.Time `json:"lastStepAt"`
+	NextStepAt         time.Time `json:"nextStepAt,omitempty"`
+	Steps              int64     `json:"steps"`
+	Message            string    `json:"message,omitempty"`
+	Trigger            *Trigger  `json:"trigger,omitempty"`
+	SpecError          string    `json:"specError,omitempty"`
+}
+
+func (s *Service) view(ctx context.Context, c Canary) (CanaryView, error) {
+	st, err := s.d.Store.Load(ctx, c.Key)
+	if errors.Is(err, ErrNotFound) {
+		st = RebuildState(c.Status, Routing{}, false)
+	} else if err != nil {
+		return CanaryView{}, fmt.Errorf("load state of %s: %w", c.Key, err)
+	}
+	a := c.Spec.analysis()
+	v := CanaryView{Key: c.Key, Phase: st.Phase, Weight: st.Routing.Canary, PrimaryWeight: st.Routing.Primary,
+		Mirrored: st.Routing.Mirrored, FailedChecks: st.FailedChecks, Threshold: c.Spec.Threshold(),
+		Iterations: st.Iterations, Interval: c.Spec.Interval(s.cfg.MinInterval).String(),
+		StepWeight: a.StepWeight, StepWeights: a.StepWeights, MaxWeight: c.Spec.MaxWeight(),
+		Strategy: c.Spec.Strategy(), Suspended: c.Spec.Suspend, LastTransitionTime: st.LastTransitionTime,
+		LastStepAt: st.LastStepAt, Steps: st.Steps, Message: st.Message, Trigger: st.Trigger, SpecError: st.SpecError}
+	if at, ok, err := s.d.Store.DueAt(ctx, c.Key); err == nil && ok {
+		v.NextStepAt = at
+	}
+	return v, nil
+}
+
+// View is one canary's view.
+func (s *Service) View(ctx context.Context, k Key) (CanaryView, error) {
+	c, err := s.d.Workloads.GetCanary(ctx, k)
+	if err != nil {
+		return CanaryView{}, fmt.Errorf("get canary %s: %w", k, err)
+	}
+	return s.view(ctx, c)
+}
+
+// Views lists the canaries of a namespace ("" for all).
+func (s *Service) Views(ctx context.Context, namespace string) ([]CanaryView, error) {
+	if namespace == "" {
+		namespace = s.cfg.Namespace
+	}
+	cs, err := s.d.Workloads.ListCanaries(ctx, namespace)
+	if err != nil {
+		return nil, fmt.Errorf("list canaries: %w", err)
+	}
+	views := make([]CanaryView, len(cs))
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() { views[i], errs[i] = s.view(ctx, c) })
+	}
+	wg.Wait()
+	return views, errors.Join(errs...)
+}
+
+// DeploymentChanged steps, at once, every canary whose target is the Deployment (a Knative
+// ApiServerSource event), instead of waiting for the next tick.
+func (s *Service) DeploymentChanged(ctx context.Context, dep Key) ([]StepReport, error) {
+	cs, err := s.d.Workloads.ListCanaries(ctx, dep.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("list canaries in %s: %w", dep.Namespace, err)
+	}
+	var reps []StepReport
+	var errs []error
+	for _, c := range cs {
+		if c.Spec.TargetRef.Name != dep.Name {
+			continue
+		}
+		r, err := s.Advance(ctx, c.Key)
+		if errors.Is(err, ErrBusy) {
+			// A step is running; it sees the change itself.
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reps = append(reps, r)
+	}
+	return reps, errors.Join(errs...)
+}

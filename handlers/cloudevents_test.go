@@ -1,0 +1,133 @@
+package handlers
+
+import (
+	"bytes"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+type cloudEventGolden struct {
+	Inbound *Inbound `json:"inbound,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// The samples are whole HTTP requests, parsed the way the CloudEvents route parses them, in
+// binary mode (PingSource, Brokers, Eventarc) or structured mode (Harbor, Event Grid).
+func TestDecodeCloudEventGolden(t *testing.T) {
+	for _, s := range readSamples(t, "cloudevents") {
+		t.Run(s.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "/", bytes.NewReader(s.body))
+			req.Header = s.header
+			e, err := cehttp.NewEventFromHTTPRequest(req)
+			if err != nil {
+				t.Fatalf("sample is not a CloudEvent: %v", err)
+			}
+			in, err := DecodeCloudEvent(*e)
+			got := cloudEventGolden{Error: errorText(t, err)}
+			if err == nil {
+				got.Inbound = &in
+			}
+			compareGolden(t, s.golden, got)
+		})
+	}
+}
+
+func TestDecodeCloudEvent(t *testing.T) {
+	const digest = "sha256:7e2372f4115c43bac7248772d891df3dbc830a85aa27eeed933688f61c44226c"
+	newEvent := func(typ, contentType, data string) event.Event {
+		e := event.New()
+		e.SetID("42")
+		e.SetSource("/test")
+		e.SetType(typ)
+		if contentType != "" {
+			e.SetDataContentType(contentType)
+		}
+		e.DataEncoded = []byte(data)
+		return e
+	}
+	tests := []struct {
+		name    string
+		event   event.Event
+		want    Inbound
+		wantErr string
+	}{
+		{name: "no id", event: func() event.Event { e := newEvent(TypePing, "", ""); e.SetID(""); return e }(), wantErr: "cloudevent: id: id is required"},
+		{name: "ping without data", event: newEvent(TypePing, "", ""), want: Inbound{Kind: InboundTick, EventID: "ce:/test#42", Type: TypePing}},
+		{
+			name:  "neutral push with charset and without registry",
+			event: newEvent(TypeImagePushed, "application/json; charset=utf-8", `{"repository":"shop/cart","tag":"v3","digest":"`+digest+`"}`),
+			want: Inbound{Kind: InboundPush, EventID: "ce:/test#42", Type: TypeImagePushed, Pushes: []functions.ImagePush{
+				{EventID: "ce:/test#42", Source: "cloudevent", Repository: "shop/cart", Tag: "v3", Digest: digest}}},
+		},
+		{
+			name:    "neutral push of a blob",
+			event:   newEvent(TypeImagePushed, "application/json", `{"repository":"shop/cart","tag":"v3","mediaType":"application/vnd.oci.image.layer.v1.tar+gzip"}`),
+			wantErr: `data.mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" is not an OCI or Docker manifest or index media type`,
+		},
+		{
+			name:    "neutral push with a URL for a registry",
+			event:   newEvent(TypeImagePushed, "application/json", `{"registry":"https://r.example.com","repository":"shop/cart","tag":"v3"}`),
+			wantErr: `data.registry: "https://r.example.com" is not a registry host[:port]`,
+		},
+		{name: "neutral push without data", event: newEvent(TypeImagePushed, "", ""), wantErr: "data: empty"},
+		{name: "neutral push that is not an object", event: newEvent(TypeImagePushed, "", `["shop/cart"]`), wantErr: "data: expected object, got array"},
+		{
+			name:    "deployment with a bad namespace",
+			event:   newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Deployment","apiVersion":"apps/v1","namespace":"Team_A","name":"web"}`),
+			wantErr: `data.namespace: "Team_A" is not a namespace name`,
+		},
+		{
+			name:    "deployment resource without metadata",
+			event:   newEvent("dev.knative.apiserver.resource.add", "application/json", `{"kind":"Deployment","apiVersion":"apps/v1"}`),
+			wantErr: "data.metadata: missing, want an object",
+		},
+		{
+			name:  "deployment of another group",
+			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Deployment","apiVersion":"extensions/v1beta1","namespace":"a","name":"web"}`),
+			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update", Reason: "not an apps Deployment"},
+		},
+		{
+			name:  "unknown type with data that is not JSON",
+			event: newEvent("com.example.thing", "text/plain", "hello"),
+			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "com.example.thing", Reason: "type not handled"},
+		},
+		{
+			name:    "unknown type carrying a broken Alertmanager body",
+			event:   newEvent("io.prometheus.alertmanager.notification", "", `{"version":"4","status":"firing","alerts":"none"}`),
+			wantErr: "data.alerts: expected array, got string",
+		},
+		{
+			name: "harbor push of two tags",
+			event: newEvent("harbor.artifact.pushed", "application/json", `{"resources":[{"digest":"`+digest+`","tag":"v3"},{"digest":"`+digest+`","tag":"latest"}],`+
+				`"repository":{"repo_full_name":"shop/cart"}}`),
+			want: Inbound{Kind: InboundPush, EventID: "ce:/test#42", Type: "harbor.artifact.pushed", Pushes: []functions.ImagePush{
+				{EventID: "ce:/test#42/1", Source: "harbor", Repository: "shop/cart", Tag: "v3", Digest: digest},
+				{EventID: "ce:/test#42/2", Source: "harbor", Repository: "shop/cart", Tag: "latest", Digest: digest}}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := DecodeCloudEvent(tt.event)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, functions.ErrInvalid) {
+					t.Fatalf("got error %v, want an ErrInvalid containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("inbound (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,82 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/siskin-dev/siskin/functions"
+)
+
+func TestParse(t *testing.T) {
+	c := New(Options{Insecure: []string{"127.0.0.1:5000"}})
+	tests := []struct {
+		in   string
+		want functions.ImageRef
+	}{
+		{"nginx", functions.ImageRef{Registry: "index.docker.io", Repository: "library/nginx", Tag: "latest"}},
+		{"docker.io/library/nginx:1.27", functions.ImageRef{Registry: "index.docker.io", Repository: "library/nginx", Tag: "1.27"}},
+		{"registry-1.docker.io/acme/app:2", functions.ImageRef{Registry: "registry-1.docker.io", Repository: "acme/app", Tag: "2"}},
+		{"ghcr.io/Acme/App:1.0.0", functions.ImageRef{}},
+		{"127.0.0.1:5000/lab/podinfo:1.0.0@sha256:" + strings.Repeat("a", 64),
+			functions.ImageRef{Registry: "127.0.0.1:5000", Repository: "lab/podinfo", Tag: "1.0.0", Digest: "sha256:" + strings.Repeat("a", 64)}},
+		{"127.0.0.1:5000/lab/podinfo@sha256:" + strings.Repeat("b", 64),
+			functions.ImageRef{Registry: "127.0.0.1:5000", Repository: "lab/podinfo", Digest: "sha256:" + strings.Repeat("b", 64)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := c.Parse(tt.in)
+			if tt.want == (functions.ImageRef{}) {
+				if !errors.Is(err, functions.ErrInvalid) {
+					t.Errorf("got %+v, %v; want ErrInvalid (repositories are lowercase)", got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// The lab's end-to-end tests use the real docker-registry; this uses go-containerregistry's
+// in-process registry to cover the status mapping.
+func TestResolve(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(128, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := name.NewTag(host+"/lab/podinfo:1.0.0", name.Insecure)
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	c := New(Options{Insecure: []string{host}})
+	ctx := context.Background()
+	ref, _ := c.Parse(host + "/lab/podinfo:1.0.0")
+	if got, err := c.Resolve(ctx, ref); err != nil || got != want.String() {
+		t.Errorf("by tag: got %q, %v; want %s", got, err, want)
+	}
+	ref.Digest = want.String()
+	if got, err := c.Resolve(ctx, ref); err != nil || got != want.String() {
+		t.Errorf("by digest: got %q, %v", got, err)
+	}
+	ref.Digest = "sha256:" + strings.Repeat("0", 64)
+	if _, err := c.Resolve(ctx, ref); !errors.Is(err, functions.ErrNotFound) {
+		t.Errorf("forged digest: got %v, want ErrNotFound", err)
+	}
+	ref = functions.ImageRef{Registry: host, Repository: "lab/absent", Tag: "1"}
+	if _, err := c.Resolve(ctx, ref); !errors.Is(err, functions.ErrNotFound) {
+		t.Errorf("absent repo: got %v, want ErrNotFound", err)
+	}
+}
