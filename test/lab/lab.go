@@ -111,6 +111,10 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	}
 	defer func() {
 		if err != nil {
+			if l.dir == "" {
+				err = fmt.Errorf("start lab: %w", err)
+				return
+			}
 			l.keepDir = true // the logs explain the failure
 			if stopErr := l.Stop(); stopErr != nil {
 				err = errors.Join(err, stopErr)
@@ -326,8 +330,8 @@ func (l *Lab) warn(msg string) {
 func (l *Lab) waitFor(ctx context.Context, p *process, component string, check func(ctx context.Context) error) error {
 	deadline := time.Now().Add(l.timeout)
 	for {
-		if gone, how := p.exited(); gone {
-			return p.failure(fmt.Errorf("exited before ready: %w", how))
+		if gone, _ := p.exited(); gone {
+			return p.failure(errors.New("exited before ready"))
 		}
 		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := check(attempt)
