@@ -1,9 +1,63 @@
-# Lab targets (test/lab). The integrator merges these into the main Makefile.
+# Siskin. `make help` lists the targets.
 
-GO ?= go
-LABCTL := bin/labctl
+GO      ?= go
+LABCTL  := bin/labctl
+PKGS    := ./...
+FUZZTIME ?= 5s
+export GOTOOLCHAIN := local
 
-.PHONY: lab-build lab-up lab-down test-lab
+.DEFAULT_GOAL := help
+.PHONY: help build test unit e2e test-lab fuzz fuzz-long bench bench-e2e demo demo-short lab-build lab-up lab-down vet fmt tidy clean FORCE
+
+## help: list the targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
+
+## build: build bin/siskin
+build:
+	$(GO) build -o bin/siskin .
+
+## test: install what is missing, then run unit tests, short fuzzing, the lab tests and the end-to-end tests
+test: lab-build vet unit fuzz test-lab e2e
+
+## vet: go vet, with and without the e2e tag
+vet:
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./test/...
+
+## unit: unit tests (no lab needed)
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+## fuzz: run every decoder's fuzzer briefly (FUZZTIME, default 5s each)
+fuzz:
+	@for f in FuzzDecodeRegistryWebhook FuzzDecodeAlertmanager FuzzDecodeCloudEvent; do \
+		$(GO) test ./handlers -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
+
+## fuzz-long: run every decoder's fuzzer for 10 minutes
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=10m
+
+## e2e: end-to-end tests of Siskin against the lab
+e2e: lab-build
+	$(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
+
+## bench: benchmarks that need no lab
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./functions/... ./state/... ./handlers/... ./analysis/...
+
+## bench-e2e: benchmarks against the lab (step cost, abort and push latency)
+bench-e2e: lab-build
+	$(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
+
+## demo: the whole story on a fresh machine: lab, three releases, live progress, a report
+demo: lab-build
+	$(GO) run ./test/demo
+
+## demo-short: the demo, shortened, as CI runs it
+demo-short: lab-build
+	$(GO) run ./test/demo -short
 
 ## lab-build: install the lab's Debian packages and build (or find cached) its control plane
 lab-build:
@@ -25,5 +79,16 @@ lab-down: $(LABCTL)
 test-lab: lab-build
 	$(GO) test -tags e2e -count=1 ./test/labtest/...
 
-.PHONY: FORCE
+## fmt: gofmt everything
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## tidy: go mod tidy
+tidy:
+	$(GO) mod tidy
+
+## clean: remove build output
+clean:
+	rm -rf bin
+
 FORCE:

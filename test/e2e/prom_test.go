@@ -21,7 +21,7 @@ func promQuery(t testing.TB, url, q string) (float64, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, _, err := promv1.NewAPI(c).Query(ctx, q, time.Now())
+	v, _, _, err := promv1.NewAPI(c).Query(ctx, q, time.Now())
 	if err != nil {
 		return 0, false
 	}

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"io/fs"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/siskin-dev/siskin/knative"
 )
 
 const (
@@ -230,15 +234,21 @@ func (l *Lab) installCRDs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files := []string{istio}
-	flagger, _ := filepath.Glob(filepath.Join(l.root, "knative", "crds", "*.yaml"))
-	if len(flagger) == 0 {
-		l.warn("no flagger.app CRDs: knative/crds/*.yaml is missing")
+	data, err := os.ReadFile(istio)
+	if err != nil {
+		return fmt.Errorf("read Istio CRDs: %w", err)
 	}
-	files = append(files, flagger...)
-	var objs []*unstructured.Unstructured
-	for _, f := range files {
-		data, err := os.ReadFile(f)
+	objs, err := decodeManifest(data)
+	if err != nil {
+		return fmt.Errorf("read Istio CRDs %s: %w", istio, err)
+	}
+	// The project's own CRDs, exactly as `kubectl apply -k knative/` installs them.
+	flagger, err := fs.Glob(knative.Manifests, "crds/*.yaml")
+	if err != nil || len(flagger) == 0 {
+		return fmt.Errorf("no flagger.app CRDs in the knative bundle: %v", err)
+	}
+	for _, f := range flagger {
+		data, err := fs.ReadFile(knative.Manifests, f)
 		if err != nil {
 			return fmt.Errorf("read CRDs: %w", err)
 		}
@@ -291,18 +301,15 @@ func istioCRDFile(ctx context.Context, root string) (string, error) {
 	return filepath.Join(mod.Dir, "kubernetes", "customresourcedefinitions.gen.yaml"), nil
 }
 
-// installRBAC applies knative/rbac.yaml and binds the restricted identity to its ClusterRole.
+// installRBAC applies the knative bundle's rbac.yaml and binds the restricted identity to its
+// ClusterRole.
 func (l *Lab) installRBAC(ctx context.Context, kube kubernetes.Interface) error {
-	data, err := os.ReadFile(filepath.Join(l.root, "knative", "rbac.yaml"))
-	switch {
-	case os.IsNotExist(err):
-		l.warn("knative/rbac.yaml is missing: the restricted identity has no permissions")
-	case err != nil:
-		return fmt.Errorf("read RBAC: %w", err)
-	default:
-		if _, err := l.Apply(ctx, data); err != nil {
-			return fmt.Errorf("apply knative/rbac.yaml: %w", err)
-		}
+	data, err := fs.ReadFile(knative.Manifests, "rbac.yaml")
+	if err != nil {
+		return fmt.Errorf("read RBAC from the knative bundle: %w", err)
+	}
+	if _, err := l.Apply(ctx, data); err != nil {
+		return fmt.Errorf("apply knative rbac.yaml: %w", err)
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
@@ -319,9 +326,7 @@ func (l *Lab) installRBAC(ctx context.Context, kube kubernetes.Interface) error 
 	}
 	get, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := kube.RbacV1().ClusterRoles().Get(get, SiskinClusterRole, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		l.warn("ClusterRole " + SiskinClusterRole + " does not exist (knative/rbac.yaml): the restricted identity has no permissions")
-	} else if err != nil {
+	if _, err := kube.RbacV1().ClusterRoles().Get(get, SiskinClusterRole, metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("get ClusterRole %s: %w", SiskinClusterRole, err)
 	}
 	l.ready("RBAC")
