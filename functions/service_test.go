@@ -364,3 +364,25 @@ func TestHandlePushesVerifiesAndDedupes(t *testing.T) {
 		t.Errorf("got phase %s trigger %+v, want Progressing from push e1", st.Phase, st.Trigger)
 	}
 }
+
+func TestTickStepsOnlyItsNamespace(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	// Another Siskin scoped to team-b shares the Redis and has scheduled its canary.
+	f.store.due[theirs.Key] = t0
+	if _, err := f.svc.Tick(context.Background(), f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Load(context.Background(), theirs.Key); err == nil {
+		t.Error("a Siskin scoped to team-a stepped a canary of team-b")
+	}
+	if got := f.state(t, mine.Key).Steps; got != 1 {
+		t.Errorf("own canary: got %d steps, want 1", got)
+	}
+}

@@ -112,6 +112,10 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 		slots = make(chan struct{}, s.cfg.Parallelism)
 	)
 	for _, k := range due {
+		if s.cfg.Namespace != "" && k.Namespace != s.cfg.Namespace {
+			// Another Siskin, scoped to its own namespace, shares this Redis.
+			continue
+		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
