@@ -193,6 +193,10 @@ func (d *decider) decide() {
 		d.initialize()
 		return
 	}
+	if s.Phase == PhaseTerminating || s.Phase == PhaseTerminated {
+		// The deletion flow (revertOnDeletion) owns the canary now.
+		return
+	}
 	// From here on every step re-asserts the apex Service and the routes, so that a hand edit
 	// is corrected (Flagger reconciles them at the start of every tick).
 	d.out.Workloads.EnsureApex = true
@@ -248,7 +252,9 @@ func (d *decider) decide() {
 		return
 	}
 
-	if !w.Canary.Ready {
+	// In Finalising all traffic is back on the primary: the canary's pods no longer matter, and
+	// failing the release there (as Flagger would) would report a promoted revision as Failed.
+	if !w.Canary.Ready && s.Phase != PhaseFinalising {
 		d.canaryNotReady()
 		return
 	}
@@ -416,9 +422,12 @@ func (d *decider) muted(t HookType, name string) bool {
 // Deployment whose pods never start may never report ProgressDeadlineExceeded.
 func (d *decider) canaryNotReady() {
 	s, w := d.st(), d.in.Work
-	rb, ok := d.answered(HookRollback)
-	if !ok {
-		return
+	var rb []HookResult
+	if s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion {
+		var ok bool
+		if rb, ok = d.answered(HookRollback); !ok {
+			return
+		}
 	}
 	if rollbackRequested(rb) {
 		d.event("Rolling back %s manual webhook invoked", d.id())
