@@ -192,6 +192,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
+		TargetFinalizer: cluster, RouteFinalizer: router,
 	}, svcCfg, log)
 
 	opts := handlers.Options{

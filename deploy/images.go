@@ -65,3 +65,12 @@ func (c *Cluster) Review(ctx context.Context, token string, audiences []string) 
 	}
 	return tr.Status.User.Username, true, nil
 }
+
+// TargetReadiness is the target Deployment's readiness, with Flagger's rules.
+func (c *Cluster) TargetReadiness(ctx context.Context, cd functions.Canary) (functions.Readiness, error) {
+	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name)
+	if err != nil {
+		return functions.Readiness{}, err
+	}
+	return DeploymentReadiness(d, cd.Spec.ProgressDeadline(), cd.Spec.CanaryReadyThreshold(), time.Now()), nil
+}

@@ -321,3 +321,39 @@ func (r fakeRegistry) Resolve(_ context.Context, ref ImageRef) (string, error) {
 	}
 	return d, nil
 }
+
+func (f *fakeCluster) EnsureFinalizer(_ context.Context, c Canary, present bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cd := f.canaries[c.Key]
+	cd.Finalizers = nil
+	if present {
+		cd.Finalizers = []string{FinalizerName}
+	}
+	f.canaries[c.Key] = cd
+	f.applied = append(f.applied, fmt.Sprintf("%s finalizer %v", c.Key, present))
+	return nil
+}
+
+func (f *fakeCluster) Finalize(_ context.Context, c Canary) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = append(f.applied, fmt.Sprintf("%s workloads finalized", c.Key))
+	return nil
+}
+
+func (f *fakeCluster) TargetReadiness(_ context.Context, c Canary) (Readiness, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.work[c.Key].Canary, nil
+}
+
+// fakeRouteFinalizer records the VirtualService restore.
+type fakeRouteFinalizer struct{ f *fakeCluster }
+
+func (r fakeRouteFinalizer) Finalize(_ context.Context, c Canary) error {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	r.f.applied = append(r.f.applied, fmt.Sprintf("%s routes restored", c.Key))
+	return nil
+}

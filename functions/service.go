@@ -33,6 +33,10 @@ type Deps struct {
 	// Registry and Images serve push-started releases; without them pushes are refused.
 	Registry Registry
 	Images   Images
+	// TargetFinalizer and RouteFinalizer serve revertOnDeletion; without them a deleted
+	// canary is simply forgotten.
+	TargetFinalizer TargetFinalizer
+	RouteFinalizer  RouteFinalizer
 	// EventLog lists a canary's Events for the API; optional.
 	EventLog EventLog
 	// Observer is told about steps and aborts, for metrics; nil means nobody.
@@ -196,8 +200,10 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 	rep := StepReport{Key: k, From: st.Phase}
 	now := s.cfg.Now()
 	if c.Deleting {
-		rep.Skipped = "being deleted"
-		return rep, s.d.Store.Delete(ctx, k)
+		return s.finalize(ctx, c, st)
+	}
+	if err := s.syncFinalizer(ctx, c); err != nil {
+		return rep, err
 	}
 	if c.Spec.Suspend {
 		rep.Skipped = "suspended"

@@ -21,7 +21,8 @@ func newFixture(t *testing.T, cs ...Canary) *fixture {
 	f := &fixture{store: newMemStore(), cluster: newFakeCluster(cs...), now: t0}
 	an := fakeAnalysis{metrics: []MetricResult{{Name: "request-success-rate", Value: 100}, {Name: "request-duration", Value: 10}}}
 	f.svc = New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Metrics: an, Hooks: an,
-		Images: f.cluster, Registry: fakeRegistry{digests: map[string]string{}}},
+		Images: f.cluster, Registry: fakeRegistry{digests: map[string]string{}},
+		TargetFinalizer: f.cluster, RouteFinalizer: fakeRouteFinalizer{f.cluster}},
 		Config{MinInterval: time.Second, Now: f.clock}, nil)
 	return f
 }
@@ -384,5 +385,41 @@ func TestTickStepsOnlyItsNamespace(t *testing.T) {
 	}
 	if got := f.state(t, mine.Key).Steps; got != 1 {
 		t.Errorf("own canary: got %d steps, want 1", got)
+	}
+}
+
+func TestRevertOnDeletion(t *testing.T) {
+	c := seedCanary()
+	c.Spec.RevertOnDeletion = true
+	f := newFixture(t, c)
+	ctx := context.Background()
+	if _, err := f.svc.Advance(ctx, c.Key); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.cluster.canaries[c.Key].Finalizers; len(got) != 1 || got[0] != FinalizerName {
+		t.Fatalf("got finalizers %v, want %s", got, FinalizerName)
+	}
+	// Deleted: the target is restored first, then, once it is ready, the routes.
+	cd := f.cluster.canaries[c.Key]
+	cd.Deleting = true
+	f.cluster.canaries[c.Key] = cd
+	w := f.cluster.work[c.Key]
+	w.Canary = Readiness{Reason: "scaling up"}
+	f.cluster.work[c.Key] = w
+	rep, err := f.svc.Advance(ctx, c.Key)
+	if err != nil || rep.To != PhaseTerminating || f.cluster.count("workloads finalized") != 1 || f.cluster.count("routes restored") != 0 {
+		t.Fatalf("first deletion step: got %+v, %v, actions %v", rep, err, f.cluster.applied)
+	}
+	if _, err := f.svc.Advance(ctx, c.Key); err != nil || f.cluster.count("routes restored") != 0 {
+		t.Fatalf("target not ready: routes restored too early (%v)", err)
+	}
+	w.Canary = Readiness{Ready: true}
+	f.cluster.work[c.Key] = w
+	rep, err = f.svc.Advance(ctx, c.Key)
+	if err != nil || rep.To != PhaseTerminated || f.cluster.count("routes restored") != 1 || f.cluster.count("finalizer false") != 1 {
+		t.Fatalf("final step: got %+v, %v, actions %v", rep, err, f.cluster.applied)
+	}
+	if _, err := f.store.Load(ctx, c.Key); err == nil {
+		t.Error("state kept after finalization")
 	}
 }

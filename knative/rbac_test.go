@@ -115,6 +115,10 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, v := range []string{"delete", "deletecollection", "escalate", "bind", "impersonate"} {
+			// The one delete: a VirtualService Siskin created, on revertOnDeletion.
+			if v == "delete" && slices.Equal(r.Resources, []string{"virtualservices"}) {
+				continue
+			}
 			if slices.Contains(r.Verbs, v) {
 				t.Errorf("rule %+v: grants %s", r, v)
 			}
@@ -132,9 +136,9 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 		"/configmaps":                          readWrite,
 		"/secrets":                             readWrite,
 		"autoscaling/horizontalpodautoscalers": readWrite,
-		"/events":                              {"create", "patch"},
+		"/events":                              {"create", "get", "list", "patch", "update"},
 		"events.k8s.io/events":                 {"create", "patch"},
-		"networking.istio.io/virtualservices":  readWrite,
+		"networking.istio.io/virtualservices":  {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"networking.istio.io/destinationrules": readWrite,
 		"authentication.k8s.io/tokenreviews":   {"create"},
 	}
@@ -149,7 +153,7 @@ func TestClusterRoleRefusesWhatSiskinDoesNotDo(t *testing.T) {
 		{"delete", "apps/deployments"},
 		{"delete", "/secrets"},
 		{"delete", "/services"},
-		{"delete", "networking.istio.io/virtualservices"},
+		{"delete", "networking.istio.io/destinationrules"},
 		{"delete", "flagger.app/canaries"},
 		{"create", "flagger.app/canaries"},
 		{"update", "flagger.app/metrictemplates"},

@@ -1,0 +1,88 @@
+package functions
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// FinalizerName is Flagger's finalizer for revertOnDeletion.
+const FinalizerName = "finalizer.flagger.app"
+
+// TargetFinalizer reverts the workloads for revertOnDeletion (package deploy).
+type TargetFinalizer interface {
+	EnsureFinalizer(ctx context.Context, c Canary, present bool) error
+	// Finalize gives the target its replicas back and reverts an apex Service Siskin took
+	// over.
+	Finalize(ctx context.Context, c Canary) error
+	TargetReadiness(ctx context.Context, c Canary) (Readiness, error)
+}
+
+// RouteFinalizer restores the VirtualService Siskin took over, or removes its own (package
+// istio).
+type RouteFinalizer interface {
+	Finalize(ctx context.Context, c Canary) error
+}
+
+// finalizeWait bounds how long a deleted canary waits for its target to be ready before the
+// routes go back to it anyway (Flagger waits a few backoff steps).
+const finalizeWait = time.Minute
+
+// syncFinalizer adds Flagger's finalizer when revertOnDeletion is on, and removes it when off.
+func (s *Service) syncFinalizer(ctx context.Context, c Canary) error {
+	has := slices.Contains(c.Finalizers, FinalizerName)
+	if has == c.Spec.RevertOnDeletion || s.d.TargetFinalizer == nil {
+		return nil
+	}
+	if err := s.d.TargetFinalizer.EnsureFinalizer(ctx, c, c.Spec.RevertOnDeletion); err != nil {
+		return fmt.Errorf("finalizer of %s: %w", c.Key, err)
+	}
+	return nil
+}
+
+// finalize is the deletion of a canary with revertOnDeletion: the target is scaled back up,
+// and once it is ready (or after finalizeWait) the routes go back to what they were before
+// Siskin, the finalizer is removed and the state forgotten. Every call is one bounded step.
+func (s *Service) finalize(ctx context.Context, c Canary, st State) (StepReport, error) {
+	rep := StepReport{Key: c.Key, From: st.Phase}
+	if !slices.Contains(c.Finalizers, FinalizerName) || s.d.TargetFinalizer == nil || s.d.RouteFinalizer == nil {
+		rep.Skipped = "being deleted"
+		return rep, s.d.Store.Delete(ctx, c.Key)
+	}
+	now := s.cfg.Now()
+	if st.Phase != PhaseTerminating {
+		if err := s.d.TargetFinalizer.Finalize(ctx, c); err != nil {
+			return rep, fmt.Errorf("finalize workloads of %s: %w", c.Key, err)
+		}
+		st.Phase, st.LastTransitionTime = PhaseTerminating, now
+		st.Message = "Canary deleted: restoring the target and the original routes (revertOnDeletion)"
+		st.Steps++
+		st.LastStepAt = now
+		saved, err := s.d.Store.Save(ctx, c.Key, st)
+		if err != nil {
+			return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
+		}
+		s.after(ctx, c, st, saved, Step{State: saved, Next: time.Second,
+			Events: []Event{{Message: "Terminating canary " + c.Name + "." + c.Namespace}}})
+		rep.To = saved.Phase
+		return rep, nil
+	}
+	ready, err := s.d.TargetFinalizer.TargetReadiness(ctx, c)
+	if err != nil {
+		return rep, fmt.Errorf("target readiness of %s: %w", c.Key, err)
+	}
+	if !ready.Ready && now.Sub(st.LastTransitionTime) < finalizeWait {
+		rep.To, rep.Message = st.Phase, "waiting for the target: "+ready.Reason
+		return rep, s.d.Store.Schedule(ctx, c.Key, now.Add(time.Second), true)
+	}
+	if err := s.d.RouteFinalizer.Finalize(ctx, c); err != nil {
+		return rep, fmt.Errorf("restore routes of %s: %w", c.Key, err)
+	}
+	if err := s.d.TargetFinalizer.EnsureFinalizer(ctx, c, false); err != nil {
+		return rep, fmt.Errorf("remove finalizer of %s: %w", c.Key, err)
+	}
+	s.log.Info("canary finalized", "canary", c.Key.String())
+	rep.To = PhaseTerminated
+	return rep, s.d.Store.Delete(ctx, c.Key)
+}
