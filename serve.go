@@ -188,11 +188,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}
+	var emitter functions.Emitter
+	if sink := getenv("K_SINK"); sink != "" {
+		em, err := analysis.NewEmitter(sink, cfg.callTimeout, log)
+		if err != nil {
+			return err
+		}
+		emitter = em
+		log.Info("publishing transitions", "sink", sink)
+	}
 	svc := functions.New(functions.Deps{
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
-		TargetFinalizer: cluster, RouteFinalizer: router,
+		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter,
 	}, svcCfg, log)
 
 	opts := handlers.Options{

@@ -15,6 +15,11 @@ import (
 	"time"
 )
 
+// Emitter publishes a canary's phase transitions (package analysis, to K_SINK).
+type Emitter interface {
+	Transitioned(ctx context.Context, c Canary, before, after State)
+}
+
 // EventSink receives every Kubernetes Event a step records, for the canary's `event` webhooks
 // (package analysis). Optional.
 type EventSink interface {
@@ -37,6 +42,8 @@ type Deps struct {
 	// canary is simply forgotten.
 	TargetFinalizer TargetFinalizer
 	RouteFinalizer  RouteFinalizer
+	// Emitter publishes phase transitions (CloudEvents to K_SINK); optional.
+	Emitter Emitter
 	// EventLog lists a canary's Events for the API; optional.
 	EventLog EventLog
 	// Observer is told about steps and aborts, for metrics; nil means nobody.
@@ -379,6 +386,9 @@ func (s *Service) after(ctx context.Context, c Canary, before, saved State, out 
 	wg.Go(func() { s.writeStatus(ctx, c, saved) })
 	for _, e := range out.Events {
 		wg.Go(func() { s.recordEvent(ctx, c, e) })
+	}
+	if s.d.Emitter != nil && before.Phase != saved.Phase {
+		wg.Go(func() { s.d.Emitter.Transitioned(ctx, c, before, saved) })
 	}
 	if len(out.Alerts) > 0 && s.d.Alerts != nil {
 		wg.Go(func() { s.d.Alerts.SendAlerts(ctx, c, out.Alerts) })
