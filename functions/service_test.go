@@ -423,3 +423,22 @@ func TestRevertOnDeletion(t *testing.T) {
 		t.Error("state kept after finalization")
 	}
 }
+
+func TestTickDoesNotSpinOnAForeignDueCanary(t *testing.T) {
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	// team-b's canary is releasing and overdue, and its own Siskin is down.
+	f.store.due[theirs.Key], f.store.releasing[theirs.Key] = time.Now().Add(-time.Second), true
+	start := time.Now()
+	rep, err := f.svc.Tick(context.Background(), time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rounds != 1 {
+		t.Errorf("got %d rounds in %v, want 1: the tick must not wait for a canary it may not step", rep.Rounds, time.Since(start))
+	}
+}

@@ -32,6 +32,7 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 	}
 	for {
 		rep.Rounds++
+		roundStart := s.cfg.Now()
 		if err := s.stepDue(ctx, &rep); err != nil {
 			return rep, err
 		}
@@ -39,7 +40,10 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 		if err != nil {
 			return rep, fmt.Errorf("read schedule: %w", err)
 		}
-		if !ok || next.After(until) {
+		// Wait only for a step that falls due later in the window. One that was already due
+		// when this round began and is still due was not ours to take (another instance holds
+		// it, or another namespace's Siskin owns it): waiting for it would spin.
+		if !ok || next.After(until) || !next.After(roundStart) {
 			return rep, nil
 		}
 		wait := next.Sub(s.cfg.Now())
