@@ -64,6 +64,8 @@ type Config struct {
 	DueBatch int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Sleep waits for d or until ctx is done (a real sleep when nil); simulations replace both.
+	Sleep func(ctx context.Context, d time.Duration)
 	// AfterAct, when set, runs between acting and saving; an error abandons the step there.
 	// Tests use it to crash between act and save.
 	AfterAct func(Key) error
@@ -84,6 +86,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Sleep == nil {
+		c.Sleep = func(ctx context.Context, d time.Duration) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
 	}
 	return c
 }

@@ -46,12 +46,10 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 		if !ok || next.After(until) || !next.After(roundStart) {
 			return rep, nil
 		}
-		wait := next.Sub(s.cfg.Now())
-		if wait > 0 {
-			select {
-			case <-ctx.Done():
+		if wait := next.Sub(s.cfg.Now()); wait > 0 {
+			s.cfg.Sleep(ctx, wait)
+			if ctx.Err() != nil {
 				return rep, nil
-			case <-time.After(wait):
 			}
 		}
 	}
