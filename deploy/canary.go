@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -94,12 +95,12 @@ func CanaryFromUnstructured(u *unstructured.Unstructured) (functions.Canary, err
 	}
 	// Status first: a spec error below is reported in it.
 	if raw, ok := u.Object["status"]; ok {
-		_ = decodeJSON(raw, &cd.Status) // a status Siskin cannot read is rebuilt by the next write
+		_ = decodeJSON(raw, &cd.Status, "status") // a status Siskin cannot read is rebuilt by the next write
 	}
 	var spec specWithFallback
 	var specErr error
 	if raw, ok := u.Object["spec"]; ok {
-		specErr = decodeJSON(raw, &spec)
+		specErr = decodeJSON(raw, &spec, "spec")
 	} else {
 		specErr = fmt.Errorf("canary %s has no spec", cd.Key)
 	}
@@ -110,16 +111,32 @@ func CanaryFromUnstructured(u *unstructured.Unstructured) (functions.Canary, err
 	if specErr != nil {
 		specErr = fmt.Errorf("%w: canary %s spec: %w", functions.ErrInvalid, cd.Key, specErr)
 		cd.Status.SpecError = specErr.Error()
+		cd.DecodeError = specErr.Error()
 	}
 	return cd, specErr
 }
 
-func decodeJSON(in any, out any) error {
+// decodeJSON decodes in into out; path names in within the manifest, for error messages.
+func decodeJSON(in any, out any, path string) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(b, out)
+	err = json.Unmarshal(b, out)
+	// Say which field, in the manifest's own terms: "spec.analysis.stepWeight: got number 2.5,
+	// want int" rather than the Go struct path.
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		field := typeErr.Field
+		if _, rest, ok := strings.Cut(field, "."); ok && typeErr.Struct != "" {
+			field = rest // drop the Go type's name
+		}
+		if path != "" {
+			field = path + "." + field
+		}
+		return fmt.Errorf("%s: got %s, want %s", field, typeErr.Value, typeErr.Type)
+	}
+	return err
 }
 
 // WriteStatus writes the Canary's status subresource, only if it differs from the live status
@@ -137,7 +154,7 @@ func (c *Cluster) WriteStatus(ctx context.Context, cd functions.Canary, st funct
 		}
 		var live functions.Status
 		if raw, ok := u.Object["status"]; ok {
-			if err := decodeJSON(raw, &live); err != nil {
+			if err := decodeJSON(raw, &live, "status"); err != nil {
 				live = functions.Status{} // unreadable: overwrite it
 			}
 		}
