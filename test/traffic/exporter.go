@@ -53,7 +53,7 @@ func NewExporter(tick time.Duration) *Exporter {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
 			Help: "Requests, as Istio's sidecars count them."}, istioLabels),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
-			Help: "Request duration in milliseconds, as Istio's sidecars measure it.",
+			Help:    "Request duration in milliseconds, as Istio's sidecars measure it.",
 			Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}}, istioLabels),
 		reg:  prometheus.NewRegistry(),
 		stop: make(chan struct{}),
