@@ -79,6 +79,9 @@ func (d *decider) st() *State { return &d.out.State }
 
 func (d *decider) id() string { return d.c.Name + "." + d.c.Namespace }
 
+// targetID names the target Deployment as Flagger's messages do.
+func (d *decider) targetID() string { return d.spec.TargetRef.Name + "." + d.c.Namespace }
+
 func (d *decider) event(format string, args ...any) {
 	d.out.Events = append(d.out.Events, Event{Message: fmt.Sprintf(format, args...)})
 }
@@ -299,7 +302,7 @@ func (d *decider) decide() {
 		s.Routing = AllToPrimary
 		d.setPhase(PhaseSucceeded)
 		d.out.PostRollout = true
-		d.event("Promotion completed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		d.event("Promotion completed! Scaling down %s", d.targetID())
 		d.alert(SeverityInfo, false, "Canary analysis completed successfully, promotion finished.")
 		return
 	}
@@ -387,7 +390,7 @@ func (d *decider) startRelease() {
 		d.setPhase(PhaseWaiting)
 		return
 	}
-	d.event("New revision detected! Scaling up %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	d.event("New revision detected! Scaling up %s", d.targetID())
 	if t := s.PendingTrigger; t != nil {
 		s.Trigger = t
 		d.event("Release started by %s event %s: %s", t.Kind, t.EventID, t.Detail)
@@ -447,7 +450,7 @@ func (d *decider) canaryNotReady() {
 		return
 	}
 	s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.spec.TargetRef.Name, w.Canary.Reason)
-	d.event("Halt advancement %s waiting for rollout to finish: %s", d.spec.TargetRef.Name+"."+d.c.Namespace, w.Canary.Reason)
+	d.event("Halt advancement %s waiting for rollout to finish: %s", d.targetID(), w.Canary.Reason)
 }
 
 // analyse runs the pre-rollout hooks on the first step, else the rollout hooks and the
@@ -461,7 +464,7 @@ func (d *decider) analyse() bool {
 		if !ok {
 			return false
 		}
-		d.event("Starting canary analysis for %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		d.event("Starting canary analysis for %s", d.targetID())
 		if passed, failed := gatePassed(pre); !passed {
 			d.failCheck("Pre-rollout check %s failed %s", failed.Name, failed.Detail)
 			return false
@@ -551,16 +554,9 @@ func (d *decider) runCanary() {
 		}
 		d.event("Advance %s canary weight %d", d.id(), s.Routing.Canary)
 		s.Message = fmt.Sprintf("canary weight %d", s.Routing.Canary)
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
-	if !d.confirmPromotion() {
-		return
-	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.promoteOnceConfirmed()
 }
 
 func (d *decider) runAB() {
@@ -573,11 +569,7 @@ func (d *decider) runAB() {
 		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
 		return
 	}
-	if !d.confirmPromotion() {
-		return
-	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.promoteOnceConfirmed()
 }
 
 func (d *decider) runBlueGreen() {
@@ -592,9 +584,6 @@ func (d *decider) runBlueGreen() {
 		s.Iterations++
 		d.event("Advance %s canary iteration %d/%d", d.id(), s.Iterations, n)
 		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
 	if !d.confirmPromotion() {
@@ -609,13 +598,9 @@ func (d *decider) runBlueGreen() {
 		s.Routing = Routing{Primary: 0, Canary: 100}
 		s.Iterations++
 		s.Message = "all traffic on the canary"
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.copyToPrimary()
 }
 
 func (d *decider) confirmPromotion() bool {
@@ -635,6 +620,18 @@ func (d *decider) confirmPromotion() bool {
 		return false
 	}
 	return true
+}
+
+// promoteOnceConfirmed promotes when the confirm-promotion gate is open.
+func (d *decider) promoteOnceConfirmed() {
+	if d.confirmPromotion() {
+		d.copyToPrimary()
+	}
+}
+
+func (d *decider) copyToPrimary() {
+	d.event("Copying %s template spec to %s", d.targetID(), d.c.Names().Primary+"."+d.c.Namespace)
+	d.promote()
 }
 
 func (d *decider) promote() {
@@ -685,7 +682,7 @@ func (d *decider) failRelease() {
 	d.out.Route = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
 	d.out.Workloads.Promote = false
-	d.warn("Canary failed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	d.warn("Canary failed! Scaling down %s", d.targetID())
 	msg := s.Message
 	d.setPhase(PhaseFailed)
 	if msg != "" && msg != phaseMessages[PhaseProgressing] {

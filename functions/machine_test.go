@@ -530,3 +530,43 @@ func TestSpecDefaults(t *testing.T) {
 		t.Error("SkipsAnalysis")
 	}
 }
+
+func TestBlueGreenWaitsForPromotionWithoutFlapping(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis = &Analysis{Interval: "1m", Threshold: 2, Iterations: 2,
+		Webhooks: []Webhook{{Name: "gate", Type: HookConfirmPromotion, URL: "http://x"}}}
+	w := readyWorld("v2")
+	w.hooks = map[HookType][]HookResult{HookConfirmPromotion: {{Name: "gate"}}}
+	s := State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastPromotedSpec: "v1", Routing: AllToPrimary, Iterations: 2}
+	var halts int
+	for i := 0; i < 6; i++ {
+		out := w.step(c, s, t0)
+		if i > 0 && out.State.Phase != PhaseWaitingPromotion {
+			t.Fatalf("step %d: got %s, want WaitingPromotion while the gate is closed", i+1, out.State.Phase)
+		}
+		for _, e := range out.Events {
+			if strings.Contains(e.Message, "waiting for promotion approval") {
+				halts++
+			}
+		}
+		s = out.State
+	}
+	if halts != 1 {
+		t.Errorf("got %d 'waiting for promotion approval' events in 6 steps, want 1", halts)
+	}
+	// The gate opens: the release goes on to all traffic on the canary, then promotion.
+	w.hooks[HookConfirmPromotion] = []HookResult{{Name: "gate", OK: true}}
+	for _, want := range []Phase{PhaseWaitingPromotion, PhaseWaitingPromotion, PhasePromoting} {
+		out := w.step(c, s, t0)
+		s = out.State
+		if s.Phase != want && !(want == PhaseWaitingPromotion && s.Phase == PhasePromoting) {
+			t.Fatalf("got %s, want %s (routing %v)", s.Phase, want, s.Routing)
+		}
+		if s.Phase == PhasePromoting {
+			break
+		}
+	}
+	if s.Phase != PhasePromoting {
+		t.Errorf("never promoted: %s", s.Phase)
+	}
+}
