@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,6 +63,7 @@ func progressBar(done float64, width int, failed bool) string {
 // labHandler turns the lab's log records into the demo's progress lines.
 type labHandler struct {
 	out   *console
+	up    *atomic.Bool // the lab is ready: later readiness lines are restarts
 	attrs []slog.Attr
 }
 
@@ -78,7 +80,14 @@ func (h labHandler) Handle(_ context.Context, r slog.Record) error {
 	})
 	switch r.Message {
 	case "ready":
-		h.out.say("  lab: %-24s ready after %s", attrs["component"], attrs["after"])
+		switch {
+		case h.up.Load():
+			h.out.say("  lab: %s restarted", attrs["component"])
+		case attrs["component"] == "lab":
+			h.up.Store(true)
+		default:
+			h.out.say("  lab: %-24s ready after %s", attrs["component"], attrs["after"])
+		}
 	case "starting lab":
 		h.out.say("  lab: starting in %s", attrs["dir"])
 	case "lab stopped":
@@ -95,7 +104,7 @@ func (h labHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h labHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return labHandler{out: h.out, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+	return labHandler{out: h.out, up: h.up, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
 }
 
 func (h labHandler) WithGroup(string) slog.Handler { return h }

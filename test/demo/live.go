@@ -31,7 +31,7 @@ func (d *demo) onLog(ctx context.Context, l logLine) {
 		s.mu.Unlock()
 		s.addMark(l.Time, "abort", "aborted")
 		d.out.say("%-30s ABORTED by Siskin in %s: all traffic back on the primary, canary scaled to zero (%s)",
-			s.label(), took.Round(time.Millisecond), l.str("reason"))
+			s.label(), took.Round(time.Millisecond), withoutURL(l.str("reason")))
 	case "alert":
 		d.out.say("  Alertmanager -> Siskin: %d firing, %d resolved, %d canary aborted", l.num("firing"), l.num("resolved"), l.num("aborted"))
 	case "push":
@@ -51,12 +51,22 @@ func (d *demo) onStep(ctx context.Context, l logLine) {
 	}
 	from, to := functions.Phase(l.str("from")), functions.Phase(l.str("to"))
 	weight, checks := l.num("weight"), l.num("failedChecks")
+	if from == to && !from.Releasing() {
+		return // a canary at rest, stepped again: nothing to tell
+	}
 	s.mu.Lock()
 	prevWeight, prevChecks := s.lastWeight, s.lastFailed
 	s.lastWeight, s.lastFailed = weight, checks
 	pushed := !s.pushedAt.IsZero()
 	if pushed && (to == functions.PhaseSucceeded || to == functions.PhaseFailed) && s.endAt.IsZero() {
 		s.endAt, s.endPhase = l.Time, to
+	}
+	// The check that reaches the threshold rolls back in the same step, and the failed checks
+	// are reset with it.
+	rolledBack := from == functions.PhaseProgressing && to == functions.PhaseFailed && s.abortedAt.IsZero()
+	if rolledBack {
+		checks = prevChecks + 1
+		s.checksAtEnd = checks
 	}
 	s.mu.Unlock()
 
@@ -76,7 +86,7 @@ func (d *demo) onStep(ctx context.Context, l logLine) {
 	if from != to {
 		arrow = string(from) + " -> " + string(to)
 	}
-	d.out.say("%-30s %-27s weight %3d%%  checks %d/%d%s  %q", s.label(), arrow, weight, checks, d.maxChecks, verdict, l.str("message"))
+	d.out.say("%-30s %-27s weight %3d%%  checks %d/%d%s  %q", s.label(), arrow, weight, checks, d.maxChecks, verdict, withoutURL(l.str("message")))
 }
 
 // verdicts shows what the last metric checks measured, as Siskin exports them
@@ -126,7 +136,14 @@ func (d *demo) sample(ctx context.Context) {
 				s.view = v
 			}
 			s.viewErr = err
+			arrived := err == nil && v.Trigger != nil && v.Trigger.Kind == "alert" && s.alertArrived.IsZero()
+			if arrived {
+				s.alertArrived = v.Trigger.At
+			}
 			s.mu.Unlock()
+			if arrived {
+				s.addMark(v.Trigger.At, "alert", "alert -> Siskin")
+			}
 			s.record(d.sim.Take(s.namespace))
 		}
 	}
@@ -210,4 +227,16 @@ func (d *demo) alertActiveAt(ctx context.Context) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// withoutURL drops the generator URL Siskin appends to an alert's reason: long, and of no use
+// on screen.
+func withoutURL(s string) string {
+	if i := strings.Index(s, " http://"); i >= 0 {
+		return s[:i]
+	}
+	if i := strings.Index(s, " https://"); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

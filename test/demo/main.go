@@ -130,7 +130,7 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	out.say("  (the first run on a machine builds the control plane from the Go module proxy: lab-build lines say how long;")
 	out.say("   later runs find it cached in ~/.cache/siskin)")
 	t0 := time.Now()
-	d.lab, err = lab.Start(ctx, lab.Options{Logger: slog.New(labHandler{out: out})})
+	d.lab, err = lab.Start(ctx, lab.Options{Logger: slog.New(labHandler{out: out, up: &atomic.Bool{}})})
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,50 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		return fmt.Errorf("istio client: %w", err)
 	}
 
-	out.heading("2. Siskin: `siskin serve`, stateless, with the restricted identity of knative/rbac.yaml")
+	d.scenarios = []*scenario{
+		{key: "a", title: "good version", namespace: "demo-good", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0",
+			expect: "promoted: Succeeded", wantPhase: functions.PhaseSucceeded},
+		{key: "b", title: "bad version, alert rule", namespace: "demo-alert", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0-bad",
+			alertRule: true, expect: "aborted by the Alertmanager alert: Failed", wantPhase: functions.PhaseFailed},
+		{key: "c", title: "bad version, checks only", namespace: "demo-checks", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0-bad",
+			expect: "rolled back by failed metric checks: Failed", wantPhase: functions.PhaseFailed},
+	}
+	d.byNS = map[string]*scenario{}
+	var namespaces []string
+	for _, s := range d.scenarios {
+		d.byNS[s.namespace] = s
+		namespaces = append(namespaces, s.namespace)
+	}
+
+	out.heading("2. Traffic: a simulated Istio data plane")
+	d.sim, err = traffic.NewSimulator(d.kube, ic, traffic.SimulatorOptions{Namespaces: namespaces, RPS: o.rps})
+	if err != nil {
+		return err
+	}
+	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
+	var simWG sync.WaitGroup
+	simWG.Go(func() { d.sim.Run(simCtx) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		stopSim()
+		return err
+	}
+	srv := &http.Server{Handler: d.sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	teardown = append(teardown, func() {
+		_ = srv.Close()
+		stopSim()
+		simWG.Wait()
+		out.say("  traffic simulator: stopped")
+	})
+	// Prometheus picks the target up within seconds; Siskin builds meanwhile.
+	scraped := make(chan error, 1)
+	go func() { scraped <- d.lab.AddScrapeTarget(ctx, "istio-sidecars", ln.Addr().String()) }()
+	out.say("  %.0f requests/s to each podinfo, split as its live VirtualService says (read every 500 ms)", o.rps)
+	out.say("  each version answers by its image tag: \"bad\" fails 30%% with 500, \"slow\" takes 800 ms, others 0.2%% errors and ~40 ms")
+	out.say("  istio_requests_total and istio_request_duration_milliseconds exported with Istio's labels; Prometheus scrapes them every second")
+
+	out.heading("3. Siskin: `siskin serve`, stateless, with the restricted identity of knative/rbac.yaml")
 	binDir, err := os.MkdirTemp("", "siskin-demo-bin-")
 	if err != nil {
 		return err
@@ -198,50 +241,11 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	}
 	out.say("  the registry's notifications     -> %s/webhooks/registry (bearer token)", d.siskin.url)
 
-	d.scenarios = []*scenario{
-		{key: "a", title: "good version", namespace: "demo-good", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0",
-			expect: "promoted: Succeeded", wantPhase: functions.PhaseSucceeded},
-		{key: "b", title: "bad version, alert rule", namespace: "demo-alert", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0-bad",
-			alertRule: true, expect: "aborted by the Alertmanager alert: Failed", wantPhase: functions.PhaseFailed},
-		{key: "c", title: "bad version, checks only", namespace: "demo-checks", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0-bad",
-			expect: "rolled back by failed metric checks: Failed", wantPhase: functions.PhaseFailed},
-	}
-	d.byNS = map[string]*scenario{}
-	var namespaces []string
-	for _, s := range d.scenarios {
-		d.byNS[s.namespace] = s
-		namespaces = append(namespaces, s.namespace)
-	}
-
-	out.heading("3. Traffic: a simulated Istio data plane")
-	d.sim, err = traffic.NewSimulator(d.kube, ic, traffic.SimulatorOptions{Namespaces: namespaces, RPS: o.rps})
-	if err != nil {
-		return err
-	}
-	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
-	var simWG sync.WaitGroup
-	simWG.Go(func() { d.sim.Run(simCtx) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		stopSim()
-		return err
-	}
-	srv := &http.Server{Handler: d.sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	teardown = append(teardown, func() {
-		_ = srv.Close()
-		stopSim()
-		simWG.Wait()
-		out.say("  traffic simulator: stopped")
-	})
-	if err := d.lab.AddScrapeTarget(ctx, "istio-sidecars", ln.Addr().String()); err != nil {
-		return err
-	}
-	out.say("  %.0f requests/s to each podinfo, split as its live VirtualService says (read every 500 ms)", o.rps)
-	out.say("  each version answers by its image tag: \"bad\" fails 30%% with 500, \"slow\" takes 800 ms, others 0.2%% errors and ~40 ms")
-	out.say("  istio_requests_total and istio_request_duration_milliseconds exported with Istio's labels; Prometheus scrapes them every second")
-
 	out.heading("4. Three podinfo workloads, each with the seed Canary (knative/testdata/canary-seed.yaml)")
+	if err := <-scraped; err != nil {
+		return err
+	}
+	out.say("  Prometheus scrapes the simulated sidecars (job istio-sidecars)")
 	seed, err := os.ReadFile(filepath.Join(root, "knative", "testdata", "canary-seed.yaml"))
 	if err != nil {
 		return fmt.Errorf("read the seed canary: %w", err)

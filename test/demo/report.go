@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -71,7 +73,7 @@ func (d *demo) results() []result {
 			}
 		case "c":
 			r.Figure, r.Value = "time to roll back", seconds(sincePush)
-			r.Detail = fmt.Sprintf("push -> Failed through %d failed metric checks (threshold %d, interval %s), Flagger's way", v.Threshold, d.maxChecks, d.o.interval)
+			r.Detail = fmt.Sprintf("push -> Failed through %d failed metric checks (threshold %d, interval %s), Flagger's way", s.checksAtEnd, d.maxChecks, d.o.interval)
 		}
 		if s.endAt.IsZero() {
 			r.Value = "n/a"
@@ -136,6 +138,8 @@ func (d *demo) panels(s *scenario) []*plot.Plot {
 	weights := newPanel(fmt.Sprintf("%s: %s -> %s", s.label(), s.fromTag, s.toTag), "traffic weight (%)", from, to, -2, 105)
 	addSeries(weights, series(func(smp sample) float64 { return smp.primaryWeight }), primaryColor, "primary "+s.fromTag)
 	addSeries(weights, series(func(smp sample) float64 { return smp.canaryWeight }), canaryColor, "canary "+s.toTag)
+	// Before the push the left of the panel is empty between the two lines.
+	weights.Legend.Left, weights.Legend.YOffs, weights.Legend.XOffs = true, vg.Points(35), vg.Points(4)
 
 	rates := newPanel("", "success rate, last 5 s (%)", from, to, 50, 102)
 	addThreshold(rates, from, to, 99, "check: >= 99%")
@@ -151,8 +155,7 @@ func (d *demo) panels(s *scenario) []*plot.Plot {
 		latency.Y.Max = math.Max(latency.Y.Max, 1.1*math.Max(nanZero(smp.primaryP99), nanZero(smp.canaryP99)))
 	}
 
-	sort.Slice(marks, func(i, j int) bool { return marks[i].at.Before(marks[j].at) })
-	for _, m := range marks {
+	for _, m := range mergeMarks(marks, 0.025*(to-from)) {
 		mx := x(m.at)
 		if mx < from || mx > to {
 			continue
@@ -163,6 +166,23 @@ func (d *demo) panels(s *scenario) []*plot.Plot {
 		addMarkLabel(weights, mx, weights.Y.Max, m.label, markColors[m.kind])
 	}
 	return []*plot.Plot{weights, rates, latency}
+}
+
+// mergeMarks sorts the marks and joins those closer than within seconds into one, so that
+// their labels do not overlap; a joined mark takes the colour of its last event.
+func mergeMarks(marks []mark, within float64) []mark {
+	sorted := slices.Clone(marks)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].at.Before(sorted[j].at) })
+	var out []mark
+	for _, m := range sorted {
+		if n := len(out); n > 0 && m.at.Sub(out[n-1].at).Seconds() < within {
+			out[n-1].label += ", " + m.label
+			out[n-1].kind = m.kind
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func nanZero(v float64) float64 {
@@ -179,10 +199,24 @@ func newPanel(title, ylabel string, xmin, xmax, ymin, ymax float64) *plot.Plot {
 	p.Y.Label.Text = ylabel
 	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = xmin, xmax, ymin, ymax
 	p.Add(plotter.NewGrid())
+	p.Y.Tick.Marker = plainTicks{}
 	p.Legend.Top = false
 	p.Legend.Left = false
 	p.Legend.TextStyle.Font.Size = vg.Points(8)
 	return p
+}
+
+// plainTicks are the default ticks labelled without trailing zeros ("100", not "100.00").
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
+		}
+	}
+	return ticks
 }
 
 // addSeries draws a line, broken where the value is unknown (NaN).
@@ -251,7 +285,7 @@ func addMarkLabel(p *plot.Plot, x, y float64, label string, c color.Color) {
 		st.YAlign = draw.YBottom
 		labels.TextStyle[i] = st
 	}
-	labels.Offset = vg.Point{X: vg.Points(-1), Y: 0}
+	labels.Offset = vg.Point{X: vg.Points(4), Y: -vg.Points(2)}
 	p.Add(labels)
 }
 

@@ -49,6 +49,7 @@ type scenario struct {
 	alertArrived time.Time // Siskin: the alert trigger's time (HandleAlerts received it)
 	abortedAt    time.Time // Siskin's "aborted" log line: traffic back on the primary, state saved
 	abortTook    time.Duration
+	checksAtEnd  int // failed checks when the analysis rolled the release back
 	samples      []sample
 	marks        []mark
 	rolling      []traffic.Snapshot
@@ -319,8 +320,11 @@ func (s *scenario) verify(ctx context.Context, kube kubernetes.Interface, v func
 			errs = append(errs, errors.New("siskin logged no abort"))
 		}
 	case "c":
-		if !strings.Contains(v.Message, "failed checks threshold") && !strings.Contains(strings.ToLower(v.Message), "rolling back") {
-			errs = append(errs, fmt.Errorf("not rolled back by failed checks: %q", v.Message))
+		s.mu.Lock()
+		checks := s.checksAtEnd
+		s.mu.Unlock()
+		if checks < v.Threshold || !strings.HasPrefix(v.Message, "Canary analysis failed") {
+			errs = append(errs, fmt.Errorf("not rolled back by failed checks (%d of %d): %q", checks, v.Threshold, v.Message))
 		}
 		if v.Trigger != nil && v.Trigger.Kind == "alert" {
 			errs = append(errs, errors.New("aborted by an alert, but it has no alert rule"))
