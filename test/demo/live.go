@@ -51,7 +51,7 @@ func (d *demo) onStep(ctx context.Context, l logLine) {
 	}
 	from, to := functions.Phase(l.str("from")), functions.Phase(l.str("to"))
 	weight, checks := l.num("weight"), l.num("failedChecks")
-	if from == to && !from.Releasing() {
+	if from == to && (from == functions.PhaseInitialized || from == functions.PhaseSucceeded || from == functions.PhaseFailed) {
 		return // a canary at rest, stepped again: nothing to tell
 	}
 	s.mu.Lock()

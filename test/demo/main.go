@@ -119,17 +119,32 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	}
 	var teardown []func()
 	defer func() {
-		// Stop on a fresh context: Ctrl-C cancelled ctx, and the servers must still go.
+		// Runs after a failure and after Ctrl-C too: nothing below depends on ctx.
 		out.heading("Teardown")
 		for i := len(teardown) - 1; i >= 0; i-- {
 			teardown[i]()
 		}
 	}()
 
+	out.heading("0. Siskin's binary")
+	binDir, err := os.MkdirTemp("", "siskin-demo-bin-")
+	if err != nil {
+		return err
+	}
+	teardown = append(teardown, func() { os.RemoveAll(binDir) })
+	out.say("  compiling siskin (go build; seconds once Go's build cache is warm) ...")
+	t0 := time.Now()
+	bin, err := buildSiskin(ctx, root, binDir)
+	if err != nil {
+		return err
+	}
+	d.buildTook = time.Since(t0)
+	out.say("  compiled in %s", d.buildTook.Round(100*time.Millisecond))
+
 	out.heading("1. The lab: a real Kubernetes control plane, Redis, Prometheus, Alertmanager, a registry")
 	out.say("  (the first run on a machine builds the control plane from the Go module proxy: lab-build lines say how long;")
 	out.say("   later runs find it cached in ~/.cache/siskin)")
-	t0 := time.Now()
+	t0 = time.Now()
 	d.lab, err = lab.Start(ctx, lab.Options{Logger: slog.New(labHandler{out: out, up: &atomic.Bool{}})})
 	if err != nil {
 		return err
@@ -204,19 +219,6 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	out.say("  istio_requests_total and istio_request_duration_milliseconds exported with Istio's labels; Prometheus scrapes them every second")
 
 	out.heading("3. Siskin: `siskin serve`, stateless, with the restricted identity of knative/rbac.yaml")
-	binDir, err := os.MkdirTemp("", "siskin-demo-bin-")
-	if err != nil {
-		return err
-	}
-	teardown = append(teardown, func() { os.RemoveAll(binDir) })
-	out.say("  building siskin (go build) ...")
-	t0 = time.Now()
-	bin, err := buildSiskin(ctx, root, binDir)
-	if err != nil {
-		return err
-	}
-	d.buildTook = time.Since(t0)
-	out.say("  built in %s", d.buildTook.Round(100*time.Millisecond))
 	token := randomToken()
 	d.siskin, err = startSiskin(ctx, siskinConfig{bin: bin, lab: d.lab, token: token, minInterval: time.Second,
 		tickWindow: o.tickWindow, logPath: filepath.Join(o.out, "siskin.log")})
