@@ -117,6 +117,7 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", o.out, err)
 	}
+	_ = os.RemoveAll(filepath.Join(o.out, "lab-logs")) // a previous failure's
 	var teardown []func()
 	defer func() {
 		// Runs after a failure and after Ctrl-C too: nothing below depends on ctx.

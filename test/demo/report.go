@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -84,9 +86,21 @@ func (d *demo) results() []result {
 	return out
 }
 
+// machine names the cores and the load the figures were measured under.
+func machine() string {
+	load := "unknown"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			load = f[0]
+		}
+	}
+	return fmt.Sprintf("%d cores, load average %s", runtime.NumCPU(), load)
+}
+
 // summary is the printed table.
 func (d *demo) summary() []string {
 	lines := []string{
+		"  measured on " + machine(),
 		fmt.Sprintf("  %-30s %-20s %-10s %-18s %s", "scenario", "version", "outcome", "figure", ""),
 	}
 	for _, r := range d.results() {
@@ -370,7 +384,10 @@ func (d *demo) writeReport(rows []string, problems []error) (string, string, err
 		return "", "", err
 	}
 	if svg, err := renderDot(dotPath, "svg"); err == nil {
-		diagram = template.HTML(svg) // produced by Graphviz from our own labels, escaped by processDot
+		if i := bytes.Index(svg, []byte("<svg")); i >= 0 {
+			svg = svg[i:] // inline: without the XML declaration and doctype
+		}
+		diagram = template.HTML(svg) // Graphviz's output from our own labels, escaped by processDot
 	}
 
 	var problemText []string
@@ -384,6 +401,7 @@ func (d *demo) writeReport(rows []string, problems []error) (string, string, err
 		"MaxWeight": d.maxWeight, "StepWeight": d.stepWeight, "Ping": d.o.pingEvery.String(), "Window": d.o.tickWindow.String(),
 		"Results": d.results(), "Combined": template.URL(combinedURI), "Sections": sections, "Diagram": diagram,
 		"Problems": problemText, "LabTook": seconds(d.labTook.Round(100 * time.Millisecond)),
+		"Machine": machine(),
 	})
 	if err != nil {
 		return "", "", fmt.Errorf("render report: %w", err)
@@ -430,7 +448,7 @@ img { max-width: 100%; }
 </style></head><body>
 <h1>Siskin demo: three releases, side by side</h1>
 <p class="note">Generated {{.Generated}}{{if .Short}} by the short demo (CI){{end}}. A real Kubernetes control plane
-(pods simulated by kwok), real Redis, Prometheus, Alertmanager and registry, started in {{.LabTook}}; Siskin ran as
+(pods simulated by kwok), real Redis, Prometheus, Alertmanager and registry, started in {{.LabTook}} on {{.Machine}}; Siskin ran as
 <code>siskin serve</code> with the restricted identity. Traffic is simulated: requests are split as each live
 VirtualService says, and each version answers as its image tag says.</p>
 <p class="note">The seed Canary's analysis interval was shortened from 1m to {{.Interval}}; maxWeight {{.MaxWeight}},

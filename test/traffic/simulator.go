@@ -72,13 +72,18 @@ type SimulatorOptions struct {
 	Seed uint64
 }
 
+// maxWindowLatencies bounds the latencies a Window keeps, for a simulator whose windows are
+// never taken.
+const maxWindowLatencies = 100_000
+
 // Window is what one workload handled since the last Take.
 type Window struct {
 	Workload string
 	Version  string
 	// Requests counts served and mirrored requests; Mirrored counts the copies among them.
 	Requests, Mirrored, Errors int
-	LatenciesMs                []float64
+	// LatenciesMs are the requests' latencies (the first maxWindowLatencies of them).
+	LatenciesMs []float64
 }
 
 // Snapshot is one namespace's traffic since the last Take, and the routes in force now.
@@ -355,7 +360,9 @@ func (s *Simulator) send(dt float64) {
 						code = 500
 					}
 					latency := b.Behaviour.LatencyMs * (0.8 + 0.4*s.rng.Float64())
-					w.LatenciesMs = append(w.LatenciesMs, latency)
+					if len(w.LatenciesMs) < maxWindowLatencies {
+						w.LatenciesMs = append(w.LatenciesMs, latency)
+					}
 					s.m.observe(Sample{Reporter: "destination", Namespace: ns, Workload: workload,
 						Service: t.Service, Version: b.Version, Code: code, LatencyMs: latency})
 				}
