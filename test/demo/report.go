@@ -182,8 +182,11 @@ func (d *demo) panels(s *scenario) []*plot.Plot {
 	return []*plot.Plot{weights, rates, latency}
 }
 
+// markWeight orders the kinds of marks by what a reader must not miss.
+var markWeight = map[string]int{"phase": 0, "push": 1, "alert": 2, "check": 3, "abort": 4}
+
 // mergeMarks sorts the marks and joins those closer than within seconds into one, so that
-// their labels do not overlap; a joined mark takes the colour of its last event.
+// their labels do not overlap; a joined mark takes the colour of its weightiest event.
 func mergeMarks(marks []mark, within float64) []mark {
 	sorted := slices.Clone(marks)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].at.Before(sorted[j].at) })
@@ -191,7 +194,9 @@ func mergeMarks(marks []mark, within float64) []mark {
 	for _, m := range sorted {
 		if n := len(out); n > 0 && m.at.Sub(out[n-1].at).Seconds() < within {
 			out[n-1].label += ", " + m.label
-			out[n-1].kind = m.kind
+			if markWeight[m.kind] > markWeight[out[n-1].kind] {
+				out[n-1].kind = m.kind
+			}
 			continue
 		}
 		out = append(out, m)

@@ -90,9 +90,10 @@ func TestReportIsWrittenFromTheRecordedReleases(t *testing.T) {
 func TestMergeMarks(t *testing.T) {
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return base.Add(time.Duration(s * float64(time.Second))) }
-	got := mergeMarks([]mark{{at(0), "push", "push"}, {at(0.3), "Progressing", "phase"}, {at(5), "alert fires", "alert"},
-		{at(6.3), "alert -> Siskin", "alert"}, {at(6.5), "aborted", "abort"}}, 0.5)
-	want := []string{"push, Progressing", "alert fires", "alert -> Siskin, aborted"}
+	got := mergeMarks([]mark{{at(6.3), "alert -> Siskin", "alert"}, {at(0), "push", "push"}, {at(0.3), "Progressing", "phase"},
+		{at(5), "alert fires", "alert"}, {at(6.5), "aborted", "abort"}, {at(9), "check failed 5/5", "check"}, {at(9.1), "Failed", "phase"}}, 0.5)
+	want := []string{"push, Progressing", "alert fires", "alert -> Siskin, aborted", "check failed 5/5, Failed"}
+	wantKinds := []string{"push", "alert", "abort", "check"}
 	if len(got) != len(want) {
 		t.Fatalf("got %d marks %v, want %v", len(got), got, want)
 	}
@@ -101,7 +102,9 @@ func TestMergeMarks(t *testing.T) {
 			t.Errorf("mark %d: got %q, want %q", i, got[i].label, want[i])
 		}
 	}
-	if got[2].kind != "abort" {
-		t.Errorf("a merged mark takes the last kind: got %s, want abort", got[2].kind)
+	for i := range wantKinds {
+		if got[i].kind != wantKinds[i] {
+			t.Errorf("mark %d (%s) is drawn as %s, want %s", i, got[i].label, got[i].kind, wantKinds[i])
+		}
 	}
 }
