@@ -37,8 +37,10 @@ func (d *demo) onLog(ctx context.Context, l logLine) {
 	case "push":
 		d.out.say("  registry -> Siskin: %d tagged push, %d release started", l.num("pushes"), l.num("started"))
 	default:
-		if lvl := l.str("level"); lvl == "WARN" || lvl == "ERROR" {
-			d.out.say("  siskin %s: %s %s", strings.ToLower(lvl), l.Msg, l.str("err"))
+		// Stopping Siskin cancels the steps in flight: their errors are expected then.
+		if lvl := l.str("level"); (lvl == "WARN" || lvl == "ERROR") && !d.stopping.Load() {
+			first, _, _ := strings.Cut(l.str("err"), "\n")
+			d.out.say("  siskin %s: %s %s", strings.ToLower(lvl), l.Msg, first)
 		}
 	}
 }

@@ -95,6 +95,7 @@ type demo struct {
 	maxWeight  int
 	stepWeight int
 	alertName  string
+	stopping   atomic.Bool // the teardown has begun
 	started    time.Time
 	labTook    time.Duration
 	buildTook  time.Duration
@@ -121,6 +122,7 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	var teardown []func()
 	defer func() {
 		// Runs after a failure and after Ctrl-C too: nothing below depends on ctx.
+		d.stopping.Store(true)
 		out.heading("Teardown")
 		for i := len(teardown) - 1; i >= 0; i-- {
 			teardown[i]()
