@@ -26,7 +26,7 @@ func (d *demo) onLog(ctx context.Context, l logLine) {
 		took := time.Duration(l.num("took"))
 		s.mu.Lock()
 		s.abortedAt, s.abortTook = l.Time, took
-		s.endAt, s.endPhase = l.Time, functions.PhaseFailed
+		s.endAt = l.Time
 		s.lastWeight = 0
 		s.mu.Unlock()
 		s.addMark(l.Time, "abort", "aborted")
@@ -61,7 +61,7 @@ func (d *demo) onStep(ctx context.Context, l logLine) {
 	s.lastWeight, s.lastFailed = weight, checks
 	pushed := !s.pushedAt.IsZero()
 	if pushed && (to == functions.PhaseSucceeded || to == functions.PhaseFailed) && s.endAt.IsZero() {
-		s.endAt, s.endPhase = l.Time, to
+		s.endAt = l.Time
 	}
 	// The check that reaches the threshold rolls back in the same step, and the failed checks
 	// are reset with it.
@@ -137,7 +137,6 @@ func (d *demo) sample(ctx context.Context) {
 			if err == nil {
 				s.view = v
 			}
-			s.viewErr = err
 			arrived := err == nil && v.Trigger != nil && v.Trigger.Kind == "alert" && s.alertArrived.IsZero()
 			if arrived {
 				s.alertArrived = v.Trigger.At

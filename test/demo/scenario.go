@@ -39,12 +39,10 @@ type scenario struct {
 
 	mu           sync.Mutex
 	view         functions.CanaryView
-	viewErr      error
 	lastWeight   int
 	lastFailed   int
 	pushedAt     time.Time
 	endAt        time.Time // the step (or abort) that reached a final phase, from Siskin's log
-	endPhase     functions.Phase
 	alertFiring  time.Time // Prometheus: the alert's activeAt
 	alertArrived time.Time // Siskin: the alert trigger's time (HandleAlerts received it)
 	abortedAt    time.Time // Siskin's "aborted" log line: traffic back on the primary, state saved
@@ -53,7 +51,6 @@ type scenario struct {
 	samples      []sample
 	marks        []mark
 	rolling      []traffic.Snapshot
-	problems     []string
 }
 
 // sample is the canary's state at one moment: the live routes, and how each version answered
@@ -85,12 +82,6 @@ func (s *scenario) addMark(at time.Time, kind, label string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.marks = append(s.marks, mark{at: at, kind: kind, label: label})
-}
-
-func (s *scenario) problem(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.problems = append(s.problems, fmt.Sprintf(format, args...))
 }
 
 // canaryManifest is the seed Canary for a scenario: its namespace and names changed, its
@@ -276,7 +267,7 @@ func (s *scenario) waitPhase(ctx context.Context, sk *siskin, timeout time.Durat
 		if err == nil {
 			last = v
 			s.mu.Lock()
-			s.view, s.viewErr = v, nil
+			s.view = v
 			s.mu.Unlock()
 			if slices.Contains(phases, v.Phase) {
 				return v, nil
