@@ -17,8 +17,8 @@ help:
 build:
 	$(GO) build -o bin/siskin .
 
-## test: install what is missing, then run unit tests, short fuzzing, the lab tests and the end-to-end tests
-test: lab-build vet unit fuzz test-lab e2e
+## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests and the short demo
+test: lab-build vet unit fuzz test-lab e2e demo-short
 
 ## vet: go vet, with and without the e2e tag
 vet:
