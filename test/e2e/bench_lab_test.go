@@ -299,7 +299,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64)
+}
 
 // latencies are named samples, printed as a Markdown table the README can quote.
 type latencies struct {
@@ -317,7 +319,9 @@ func (l *latencies) add(name string, d time.Duration) {
 	l.samples[name] = append(l.samples[name], d)
 }
 
-func (l *latencies) p(name string, pct float64) time.Duration { return percentile(l.samples[name], pct) }
+func (l *latencies) p(name string, pct float64) time.Duration {
+	return percentile(l.samples[name], pct)
+}
 
 func (l *latencies) table(title string) string {
 	var b strings.Builder
