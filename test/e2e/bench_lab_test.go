@@ -57,11 +57,25 @@ func newLabNS(tb testing.TB, ns string) *labNS {
 		kube:  kubernetes.NewForConfigOrDie(cfg),
 		dyn:   dynamic.NewForConfigOrDie(cfg),
 		istio: istioclient.NewForConfigOrDie(cfg)}
+	n.create(ns)
+	return n
+}
+
+// create creates a namespace, deleted again when the test or benchmark ends.
+func (n *labNS) create(ns string) {
+	n.tb.Helper()
 	_, err := n.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil {
-		tb.Fatalf("create namespace %s: %v", ns, err)
+		n.tb.Fatalf("create namespace %s: %v", ns, err)
 	}
-	return n
+	n.tb.Cleanup(func() { _ = n.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+}
+
+// at is the same clients in another namespace.
+func (n *labNS) at(ns string) *labNS {
+	c := *n
+	c.ns = ns
+	return &c
 }
 
 func (n *labNS) createDeployment(name, image string, replicas int32) {

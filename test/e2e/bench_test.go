@@ -50,41 +50,68 @@ var benchRun atomic.Int32
 // benchNamespace is unique per call, so -count=2 in one lab does not collide.
 func benchNamespace(prefix string) string { return fmt.Sprintf("%s-%d", prefix, benchRun.Add(1)) }
 
-// fleet is a set of canaries in one namespace, stepped by one Siskin.
+// fleet is a set of canaries, stepped by one Siskin.
 type fleet struct {
-	tb    testing.TB
-	n     *labNS
-	s     *siskin
-	rdb   *redis.Client
-	names []string
+	tb   testing.TB
+	n    *labNS // the first namespace; its clients serve all
+	s    *siskin
+	rdb  *redis.Client
+	keys []functions.Key
+	// scope is the namespace Siskin is limited to; "" when the fleet spans namespaces.
+	scope string
 }
 
 // newFleet creates count targets and canaries (analysis interval 30 s, so that nothing but the
-// benchmark steps them), starts Siskin on the namespace and initializes every canary.
-func newFleet(tb testing.TB, ns, prefix string, count int, image func(i int) string, edit func(string) string) *fleet {
+// benchmark steps them), perNamespace in each namespace, starts Siskin and initializes every
+// canary. A fleet in one namespace is named ns and has a Siskin limited to it; a fleet over
+// several has namespaces ns-0, ns-1… and a Siskin for the whole cluster.
+func newFleet(tb testing.TB, ns, prefix string, count, perNamespace int, image func(i int) string, edit func(string) string) *fleet {
 	tb.Helper()
-	f := &fleet{tb: tb, n: newLabNS(tb, ns), rdb: redis.NewClient(&redis.Options{Addr: lab.Require(tb).RedisAddr()})}
+	f := &fleet{tb: tb, rdb: redis.NewClient(&redis.Options{Addr: lab.Require(tb).RedisAddr()})}
 	tb.Cleanup(func() { _ = f.rdb.Close() })
-	var manifests []string
+	manifests := map[string][]string{}
+	var order []string
 	for i := range count {
-		name := fmt.Sprintf("%s%02d", prefix, i)
-		f.names = append(f.names, name)
-		f.n.createDeployment(name, image(i), 1)
-		manifests = append(manifests, string(canaryManifest(tb, ns, name, "30s", edit)))
+		nsi := ns
+		if perNamespace < count {
+			nsi = fmt.Sprintf("%s-%d", ns, i/perNamespace)
+		}
+		if _, ok := manifests[nsi]; !ok {
+			order = append(order, nsi)
+			if f.n == nil {
+				f.n = newLabNS(tb, nsi)
+			} else {
+				f.n.create(nsi)
+			}
+			manifests[nsi] = nil
+		}
+		k := functions.Key{Namespace: nsi, Name: fmt.Sprintf("%s%02d", prefix, i)}
+		f.keys = append(f.keys, k)
+		f.n.at(nsi).createDeployment(k.Name, image(i), 1)
+		manifests[nsi] = append(manifests[nsi], string(canaryManifest(tb, nsi, k.Name, "30s", edit)))
 	}
-	f.n.apply([]byte(strings.Join(manifests, "\n---\n")))
-	f.s = startSiskin(tb, f.n.lab, siskinOpts{namespace: ns})
-	f.advance(functions.PhaseInitialized, 3*time.Minute)
+	for _, nsi := range order {
+		f.n.apply([]byte(strings.Join(manifests[nsi], "\n---\n")))
+	}
+	if len(order) == 1 {
+		f.scope = ns
+	}
+	f.s = startSiskin(tb, f.n.lab, siskinOpts{namespace: f.scope})
+	f.advance(functions.PhaseInitialized, 5*time.Minute)
 	return f
 }
 
 // views is every canary of the fleet as Siskin's API shows it.
-func (f *fleet) views() map[string]functions.CanaryView {
+func (f *fleet) views() map[functions.Key]functions.CanaryView {
 	var vs []functions.CanaryView
-	f.s.get("/api/v1/canaries/"+f.n.ns, &vs)
-	out := map[string]functions.CanaryView{}
+	if f.scope != "" {
+		f.s.get("/api/v1/canaries/"+f.scope, &vs)
+	} else {
+		f.s.get("/api/v1/canaries", &vs)
+	}
+	out := map[functions.Key]functions.CanaryView{}
 	for _, v := range vs {
-		out[v.Name] = v
+		out[v.Key] = v
 	}
 	return out
 }
@@ -94,11 +121,11 @@ func (f *fleet) advance(phase functions.Phase, timeout time.Duration) {
 	f.tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for try := 0; ; try++ {
-		var behind []string
+		var behind []functions.Key
 		views := f.views()
-		for _, n := range f.names {
-			if views[n].Phase != phase {
-				behind = append(behind, n)
+		for _, k := range f.keys {
+			if views[k].Phase != phase {
+				behind = append(behind, k)
 			}
 		}
 		if len(behind) == 0 {
@@ -107,7 +134,9 @@ func (f *fleet) advance(phase functions.Phase, timeout time.Duration) {
 		if time.Now().After(deadline) {
 			f.tb.Fatalf("%d canaries never reached %s, e.g. %s is %s", len(behind), phase, behind[0], views[behind[0]].Phase)
 		}
-		makeDue(f.tb, f.rdb, f.n.ns, behind...)
+		for _, k := range behind {
+			makeDue(f.tb, f.rdb, k.Namespace, k.Name)
+		}
 		if code, body := f.s.tick(fmt.Sprintf("%s-advance-%s-%d", f.n.ns, phase, try)); code != http.StatusOK {
 			f.tb.Logf("tick: %d %s", code, body)
 		}
@@ -119,21 +148,21 @@ func (f *fleet) advance(phase functions.Phase, timeout time.Duration) {
 func (f *fleet) release(image func(i int) string) {
 	f.tb.Helper()
 	ctx := context.Background()
-	for i, n := range f.names {
+	for i, k := range f.keys {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			d, err := f.n.kube.AppsV1().Deployments(f.n.ns).Get(ctx, n, metav1.GetOptions{})
+			d, err := f.n.kube.AppsV1().Deployments(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
 			d.Spec.Template.Spec.Containers[0].Image = image(i)
-			_, err = f.n.kube.AppsV1().Deployments(f.n.ns).Update(ctx, d, metav1.UpdateOptions{})
+			_, err = f.n.kube.AppsV1().Deployments(k.Namespace).Update(ctx, d, metav1.UpdateOptions{})
 			return err
 		})
 		if err != nil {
 			f.tb.Fatal(err)
 		}
 	}
-	f.advance(functions.PhaseProgressing, 3*time.Minute)
+	f.advance(functions.PhaseProgressing, 5*time.Minute)
 }
 
 // rawProbe times the dependency calls Siskin makes, one of each per sample, with Siskin's own
@@ -147,9 +176,10 @@ type rawProbe struct {
 	istio    istioclient.Interface
 	rdb      *redis.Client
 	prom     promv1.API
-	promQL   string // the built-in success-rate query of the probed canary; "" skips it
-	image    string // an image reference to HEAD at the registry; "" skips it
-	canary   string // a canary of the benchmark, read as Siskin reads it
+	promQL   string   // the built-in success-rate query of the probed canary; "" skips it
+	image    string   // an image reference to HEAD at the registry; "" skips it
+	fanout   []string // targets whose Deployments are all read, as a push does; nil skips it
+	canary   string   // a canary of the benchmark, read as Siskin reads it
 	n        int
 	vs       *networkingv1.VirtualService
 	status   *unstructured.Unstructured
@@ -180,7 +210,10 @@ func newRawProbe(tb testing.TB, n *labNS, canary string) *rawProbe {
 
 	scratch := newLabNS(tb, p.raw)
 	scratch.createDeployment("scratch", n.lab.Registry()+"/lab/scratch:1.0.0", 0)
-	scratch.apply(canaryManifest(tb, p.raw, "scratch", "30s", nil))
+	// Suspended: a Siskin for the whole cluster leaves it alone.
+	scratch.apply(canaryManifest(tb, p.raw, "scratch", "30s", func(s string) string {
+		return strings.Replace(s, "spec:\n  targetRef:", "spec:\n  suspend: true\n  targetRef:", 1)
+	}))
 	scratch.apply([]byte(fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -239,6 +272,7 @@ const (
 	rawObserve = "raw ∥ observe: GET 2 Deployments ∥ GET 2 Services (OBSERVE)"
 	rawRoutes  = "raw ∥ routes: GET 2 DestinationRules ∥ GET, UPDATE VirtualService (ROUTES)"
 	rawAfter   = "raw ∥ after: Redis MULTI ∥ GET, UPDATE Canary status ∥ CREATE Event (AFTER)"
+	rawFanout  = "raw ∥ every target Deployment GET, 16 at a time, as a push reads them (FAN)"
 )
 
 // together runs fns concurrently and returns their first error.
@@ -396,6 +430,21 @@ func (p *rawProbe) sample(l *latencies) {
 			return err
 		})
 	}
+	if len(p.fanout) > 0 {
+		p.timed(l, rawFanout, func(ctx context.Context) error {
+			slots := make(chan struct{}, 16)
+			fns := make([]func(ctx context.Context) error, len(p.fanout))
+			for j, n := range p.fanout {
+				get := getDeploy(n)
+				fns[j] = func(ctx context.Context) error {
+					slots <- struct{}{}
+					defer func() { <-slots }()
+					return get(ctx)
+				}
+			}
+			return together(ctx, fns...)
+		})
+	}
 	if p.image != "" {
 		p.timed(l, rawRegistryHd, func(ctx context.Context) error {
 			ref, err := name.ParseReference(p.image, name.Insecure)
@@ -442,7 +491,7 @@ var rawSymbols = map[string]string{
 	"R": rawRedisGet, "Rs": rawRedisEval, "G": rawGetDeploy, "Gc": rawGetCanary, "Gv": rawGetVS,
 	"L": rawListCanary, "U": rawUpdateVS, "Us": rawUpdateStat, "Pd": rawPatchDeploy, "C": rawCreateEvent,
 	"P": rawPromQuery, "H": rawRegistryHd,
-	"LOAD": rawLoad, "OBSERVE": rawObserve, "ROUTES": rawRoutes, "AFTER": rawAfter,
+	"LOAD": rawLoad, "OBSERVE": rawObserve, "ROUTES": rawRoutes, "AFTER": rawAfter, "FAN": rawFanout,
 }
 
 func (cp criticalPath) estimate(tb testing.TB, l *latencies) time.Duration {
@@ -469,33 +518,42 @@ func (cp criticalPath) estimate(tb testing.TB, l *latencies) time.Duration {
 // 100/0 and the state saved Failed. Siskin answers only after both (functions.Service.abort
 // acts and saves before it returns, and runAlerts writes the reply after HandleAlerts), which
 // the loop checks after every request; the figure is the request's round trip over loopback.
+//
+// It runs twice: with all the canaries in one namespace (Siskin lists a namespace's canaries to
+// match an alert, so this is the worst case for that list), and with one canary per namespace.
 func BenchmarkAbortLatency(b *testing.B) {
 	const aborts = 60
+	for _, perNamespace := range []int{aborts, 1} {
+		b.Run(fmt.Sprintf("canaries-per-namespace=%d", perNamespace), func(b *testing.B) { benchAbort(b, aborts, perNamespace) })
+	}
+}
+
+func benchAbort(b *testing.B, aborts, perNamespace int) {
 	ns := benchNamespace("bench-abort")
 	reg := lab.Require(b).Registry()
-	f := newFleet(b, ns, "a", aborts, func(int) string { return reg + "/lab/bench:1.0.0" }, nil)
+	f := newFleet(b, ns, "a", aborts, perNamespace, func(int) string { return reg + "/lab/bench:1.0.0" }, nil)
 	f.release(func(int) string { return reg + "/lab/bench:2.0.0" })
-	probe := newRawProbe(b, f.n, f.names[0])
+	probe := newRawProbe(b, f.n.at(f.keys[0].Namespace), f.keys[0].Name)
 	var l latencies
 	const request, server = "abort request, POST to reply (client)", "abort() inside Siskin (StepReport.duration)"
 	b.ResetTimer()
 	for range b.N {
-		for i, name := range f.names {
+		for i, k := range f.keys {
 			body := alertmanagerBody(b, "firing", fmt.Sprintf("%016x", i+1), map[string]string{
-				"alertname": "BenchCanary5xx", "namespace": ns, "canary": name, "severity": "critical"})
+				"alertname": "BenchCanary5xx", "namespace": k.Namespace, "canary": k.Name, "severity": "critical"})
 			start := time.Now()
 			code, reply := f.s.post("/webhooks/alertmanager", map[string]string{"Content-Type": "application/json", "User-Agent": "Alertmanager/0.25.0"}, body)
 			took := time.Since(start)
 			var rep functions.AbortReport
 			if err := json.Unmarshal(reply, &rep); code != http.StatusOK || err != nil || len(rep.Aborted) != 1 {
-				b.Fatalf("abort of %s: %d %s", name, code, reply)
+				b.Fatalf("abort of %s: %d %s", k, code, reply)
 			}
 			// What the reply promises must already hold, without waiting.
-			if p, c := f.n.routes(name); p != 100 || c != 0 {
-				b.Fatalf("abort of %s answered but the VirtualService reads %d/%d", name, p, c)
+			if p, c := f.n.at(k.Namespace).routes(k.Name); p != 100 || c != 0 {
+				b.Fatalf("abort of %s answered but the VirtualService reads %d/%d", k, p, c)
 			}
-			if v := f.s.view(ns, name); v.Phase != functions.PhaseFailed {
-				b.Fatalf("abort of %s answered but the state is %s", name, v.Phase)
+			if v := f.s.view(k.Namespace, k.Name); v.Phase != functions.PhaseFailed {
+				b.Fatalf("abort of %s answered but the state is %s", k, v.Phase)
 			}
 			l.add(request, took)
 			l.add(server, rep.Aborted[0].Duration)
@@ -503,7 +561,7 @@ func BenchmarkAbortLatency(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	report(b, fmt.Sprintf("BenchmarkAbortLatency: %d aborts, one canary each, %d canaries in the namespace", aborts, aborts), request, &l, []criticalPath{
+	report(b, fmt.Sprintf("BenchmarkAbortLatency: %d aborts, one canary each, %d canaries per namespace", aborts, perNamespace), request, &l, []criticalPath{
 		// HandleAlerts lists the namespace's canaries (L), then abort(): load (GET Canary ∥
 		// Redis GET), then act (ApplyRoutes: 2 DestinationRule GETs ∥ VirtualService GET and
 		// UPDATE; then the scale-to-zero PATCH) ∥ save (EVALSHA), then after (schedule MULTI ∥
@@ -529,13 +587,17 @@ func BenchmarkPushToRelease(b *testing.B) {
 	ns := benchNamespace("bench-push")
 	reg := l0.Registry()
 	repo := func(i int) string { return fmt.Sprintf("lab/%s-p%02d", ns, i) }
-	f := newFleet(b, ns, "p", pushes, func(i int) string { return reg + "/" + repo(i) + ":1.0.0" }, nil)
-	probe := newRawProbe(b, f.n, f.names[0])
+	f := newFleet(b, ns, "p", pushes, pushes, func(i int) string { return reg + "/" + repo(i) + ":1.0.0" }, nil)
+	probe := newRawProbe(b, f.n, f.keys[0].Name)
+	for _, k := range f.keys {
+		probe.fanout = append(probe.fanout, k.Name)
+	}
 	var l latencies
 	const request = "push request, POST to reply (client)"
 	b.ResetTimer()
 	for range b.N {
-		for i, name := range f.names {
+		for i, k := range f.keys {
+			name := k.Name
 			b.StopTimer()
 			_, digest := pushImage(b, reg, repo(i), "1.1.0")
 			probe.image = reg + "/" + repo(i) + "@" + digest
@@ -570,6 +632,8 @@ func BenchmarkPushToRelease(b *testing.B) {
 			formula: "L → H → R → G → Gc ∥ R → Rs → G + Pd → Rs → Gc ∥ R → G → G + G + Pd ∥ Gv → Rs → R ∥ Gc + Us ∥ C → Rs"},
 		{name: "push, overlapping groups as measured", measured: request,
 			formula: "L → H → R → G → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
+		{name: "push, as above with the other targets' GETs first (FAN)", measured: request,
+			formula: "L → H → R → FAN → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
 	})
 }
 
@@ -601,8 +665,8 @@ func BenchmarkStep(b *testing.B) {
 	edit := func(s string) string {
 		return strings.Replace(s, "maxWeight: 50\n    stepWeight: 5", "maxWeight: 99\n    stepWeight: 1", 1)
 	}
-	f := newFleet(b, ns, "s", 1, func(int) string { return reg + "/lab/step:1.0.0" }, edit)
-	name := f.names[0]
+	f := newFleet(b, ns, "s", 1, 1, func(int) string { return reg + "/lab/step:1.0.0" }, edit)
+	name := f.keys[0].Name
 	probe := newRawProbe(b, f.n, name)
 	q, _, err := analysis.BuiltinQuery(functions.Canary{Key: functions.Key{Namespace: ns, Name: name},
 		Spec: functions.Spec{TargetRef: functions.TargetRef{Name: name}}}, functions.Metric{Name: analysis.MetricRequestSuccessRate, Interval: "1m"})
