@@ -39,19 +39,24 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 		if err != nil {
 			return rep, fmt.Errorf("read schedule: %w", err)
 		}
-		if !ok || next.After(until) {
+		now := s.cfg.Now()
+		if !ok || next.After(until) || !now.Before(until) {
 			return rep, nil
 		}
-		wait := next.Sub(s.cfg.Now())
-		if wait > 0 {
-			select {
-			case <-ctx.Done():
-				return rep, nil
-			case <-time.After(wait):
-			}
+		// A release still due after a round is one this instance cannot step now: another
+		// namespace's, or one whose lease another instance holds. Look again at a gentle pace
+		// instead of spinning on the schedule.
+		wait := max(next.Sub(now), overdueRetry)
+		select {
+		case <-ctx.Done():
+			return rep, nil
+		case <-time.After(wait):
 		}
 	}
 }
+
+// overdueRetry paces a tick's rounds while the next release due is one it cannot step.
+const overdueRetry = 100 * time.Millisecond
 
 // discover schedules every Canary that has no schedule yet: new canaries, and all of them
 // after Redis lost its data.
