@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -602,6 +603,7 @@ func BenchmarkPushToRelease(b *testing.B) {
 	}
 	var l latencies
 	const request = "push request, POST to reply (client)"
+	starts := map[string]time.Time{}
 	b.ResetTimer()
 	for range b.N {
 		for i, k := range f.keys {
@@ -614,6 +616,7 @@ func BenchmarkPushToRelease(b *testing.B) {
 			start := time.Now()
 			code, reply := f.s.post("/webhooks/registry", distributionHeaders, body)
 			took := time.Since(start)
+			starts[k.String()] = start
 			var rep functions.PushReport
 			if err := json.Unmarshal(reply, &rep); code != http.StatusOK || err != nil || len(rep.Pushes) != 1 || rep.Pushes[0].Outcome != "started" {
 				b.Fatalf("push for %s: %d %s", name, code, reply)
@@ -630,6 +633,7 @@ func BenchmarkPushToRelease(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	pushPhases(b, f.s.Logs(), starts, &l)
 	report(b, fmt.Sprintf("BenchmarkPushToRelease: %d pushes, one canary each, %d canaries in the namespace", pushes, pushes), request, &l, []criticalPath{
 		// HandlePushes lists the canaries (L), HEADs the manifest (H), dedupes (SET NX); then,
 		// for the canary that takes it: TargetImages (GET), the pending trigger (load, save),
@@ -643,6 +647,32 @@ func BenchmarkPushToRelease(b *testing.B) {
 		{name: "push, as above with the other targets' GETs first (FAN)", measured: request,
 			formula: "L → H → R → FAN → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
 	})
+}
+
+// pushPhases splits each push's time by what Siskin logs along the way (text logs, millisecond
+// times): the target's image set (deploy.Cluster.SetImage) and the release's first step.
+func pushPhases(tb testing.TB, logs string, starts map[string]time.Time, l *latencies) {
+	tb.Helper()
+	imageSet := regexp.MustCompile(`time=(\S+) .*msg="image set" deployment=(\S+)`)
+	stepped := regexp.MustCompile(`time=(\S+) .*msg=step canary=(\S+) from=Initialized to=Progressing`)
+	at := func(re *regexp.Regexp) map[string]time.Time {
+		out := map[string]time.Time{}
+		for _, m := range re.FindAllStringSubmatch(logs, -1) {
+			if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+				out[m[2]] = t
+			}
+		}
+		return out
+	}
+	set, step := at(imageSet), at(stepped)
+	for k, start := range starts {
+		if set[k].IsZero() || step[k].IsZero() {
+			tb.Logf("push for %s: no image-set or step log line", k)
+			continue
+		}
+		l.add("push phase: arrival → image set (list, HEAD, dedupe, target GETs, trigger, SetImage)", set[k].Sub(start))
+		l.add("push phase: image set → first step logged (Advance: claim … after)", step[k].Sub(set[k]))
+	}
 }
 
 // BenchmarkStep (issue 3): one analysis step of a canary in Progressing (a weight step: the
