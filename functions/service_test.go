@@ -388,6 +388,52 @@ func TestTickStepsOnlyItsNamespace(t *testing.T) {
 	}
 }
 
+// A release due but not steppable by this instance (another namespace's, or one whose lease
+// another instance holds) must not keep a tick looping past its window.
+func TestTickEndsWithItsWindowWhenAReleaseStaysDue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(f *fixture, mine, theirs Canary)
+	}{
+		{"another namespace's release is overdue", func(f *fixture, _, theirs Canary) {
+			f.store.due[theirs.Key], f.store.releasing[theirs.Key] = t0.Add(-time.Minute), true
+		}},
+		{"own release is overdue and its lease held elsewhere", func(f *fixture, mine, _ Canary) {
+			f.store.states[mine.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+			f.store.due[mine.Key], f.store.releasing[mine.Key] = t0.Add(-time.Minute), true
+			f.store.leases[mine.Key] = 99
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mine := seedCanary()
+			mine.Namespace = "team-a"
+			mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+			theirs := seedCanary()
+			theirs.Namespace = "team-b"
+			theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+			f := newFixture(t, mine, theirs)
+			f.svc.cfg.Namespace = "team-a"
+			tc.setup(f, mine, theirs)
+			done := make(chan error, 1)
+			go func() {
+				_, err := f.svc.Tick(context.Background(), f.clock().Add(300*time.Millisecond))
+				done <- err
+			}()
+			// The fixture's clock stands still: the window is over only when the tick moves it.
+			time.Sleep(50 * time.Millisecond)
+			f.advanceClock(time.Second)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the tick was still looping 5 s after its window ended")
+			}
+		})
+	}
+}
+
 func TestRevertOnDeletion(t *testing.T) {
 	c := seedCanary()
 	c.Spec.RevertOnDeletion = true

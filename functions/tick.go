@@ -43,7 +43,7 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 		// Wait only for a step that falls due later in the window. One that was already due
 		// when this round began and is still due was not ours to take (another instance holds
 		// it, or another namespace's Siskin owns it): waiting for it would spin.
-		if !ok || next.After(until) || !next.After(roundStart) {
+		if !ok || next.After(until) || !next.After(roundStart) || !s.cfg.Now().Before(until) {
 			return rep, nil
 		}
 		if wait := next.Sub(s.cfg.Now()); wait > 0 {
