@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/siskin-dev/siskin/functions"
@@ -143,33 +144,26 @@ func decodeJSON(in any, out any, path string) error {
 // (compared as functions.Status, with times compared as instants and nil equal to empty), and
 // re-reads and retries on conflict.
 func (c *Cluster) WriteStatus(ctx context.Context, cd functions.Canary, st functions.Status) error {
+	// The step has just read the Canary: compare with that, and skip the write when nothing
+	// changed, rather than reading it again.
+	if StatusEqual(cd.Status, st) {
+		return nil
+	}
 	desired, err := statusObject(st)
 	if err != nil {
 		return fmt.Errorf("%w: encode status of canary %s: %w", functions.ErrInvalid, cd.Key, err)
 	}
-	attempt := func() error {
-		u, err := c.getCanaryObject(ctx, cd.Key)
-		if err != nil {
-			return err
-		}
-		var live functions.Status
-		if raw, ok := u.Object["status"]; ok {
-			if err := decodeJSON(raw, &live, "status"); err != nil {
-				live = functions.Status{} // unreadable: overwrite it
-			}
-		}
-		if StatusEqual(live, st) {
-			return nil
-		}
-		next := u.DeepCopy()
-		next.Object["status"] = desired
-		cctx, cancel := c.call(ctx)
-		defer cancel()
-		_, err = c.dyn.Resource(CanaryGVR).Namespace(cd.Namespace).UpdateStatus(cctx, next,
-			metav1.UpdateOptions{FieldManager: fieldManager})
-		return apiError(err, "update status of", "Canary", cd.Namespace, cd.Name)
+	// One JSON patch replaces the whole status: no read, no conflict to retry, and no stale
+	// field left behind (a merge patch would keep fields the new status omits).
+	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": desired}})
+	if err != nil {
+		return fmt.Errorf("%w: encode status patch of canary %s: %w", functions.ErrInvalid, cd.Key, err)
 	}
-	return retry.OnError(retry.DefaultRetry, isConflict, attempt)
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err = c.dyn.Resource(CanaryGVR).Namespace(cd.Namespace).Patch(cctx, cd.Name, types.JSONPatchType, patch,
+		metav1.PatchOptions{FieldManager: fieldManager}, "status")
+	return apiError(err, "patch status of", "Canary", cd.Namespace, cd.Name)
 }
 
 // StatusEqual compares two statuses semantically: times as instants, nil maps and slices equal

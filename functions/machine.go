@@ -459,7 +459,7 @@ func (d *decider) canaryNotReady() {
 func (d *decider) analyse() bool {
 	s := d.st()
 	a := d.spec.analysis()
-	if s.Routing.Canary == 0 && s.Iterations == 0 && !(a.Mirror && s.Routing.Mirrored) {
+	if !s.analysing(d.spec) {
 		pre, ok := d.answered(HookPreRollout)
 		if !ok {
 			return false
@@ -503,6 +503,20 @@ func (d *decider) failCheck(format string, args ...any) {
 	if s.FailedChecks >= d.spec.Threshold() {
 		d.rollback("")
 	}
+}
+
+// analysing reports whether a step of a release in analysis runs the rollout hooks and the
+// metrics (rather than the pre-rollout hooks of its first step).
+func (s State) analysing(spec Spec) bool {
+	a := spec.analysis()
+	return s.Routing.Canary != 0 || s.Iterations != 0 || (a.Mirror && s.Routing.Mirrored)
+}
+
+// WillQueryMetrics reports whether a step from this state is likely to ask for metrics, so the
+// shell can query them alongside the workload reads instead of after them.
+func (s State) WillQueryMetrics(spec Spec) bool {
+	return (s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion) && !spec.SkipsAnalysis() &&
+		len(spec.analysis().Metrics) > 0 && s.analysing(spec)
 }
 
 // nextStepWeight is Flagger's: stepWeight, or the distance to the next rung of stepWeights.

@@ -488,3 +488,88 @@ func TestTickDoesNotSpinOnAForeignDueCanary(t *testing.T) {
 		t.Errorf("got %d rounds in %v, want 1: the tick must not wait for a canary it may not step", rep.Rounds, time.Since(start))
 	}
 }
+
+// countingMetrics counts the queries of a step.
+type countingMetrics struct {
+	fakeAnalysis
+	mu    sync.Mutex
+	calls int
+}
+
+func (m *countingMetrics) QueryMetrics(ctx context.Context, c Canary) []MetricResult {
+	m.mu.Lock()
+	m.calls++
+	m.mu.Unlock()
+	return m.fakeAnalysis.QueryMetrics(ctx, c)
+}
+
+func TestAnalysisStepQueriesMetricsOnceAlongsideTheWorkloads(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	m := &countingMetrics{fakeAnalysis: fakeAnalysis{metrics: []MetricResult{{Name: "request-success-rate", Value: 100}, {Name: "request-duration", Value: 10}}}}
+	f.svc.d.Metrics = m
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false}}
+	if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != 1 || f.state(t, c.Key).Routing != (Routing{85, 15, false}) {
+		t.Errorf("got %d queries and routing %v, want 1 query and 85/15", m.calls, f.state(t, c.Key).Routing)
+	}
+	// The first step of a release runs the pre-rollout hooks, not the metrics.
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: AllToPrimary, Version: f.state(t, c.Key).Version}
+	m.calls = 0
+	if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != 0 {
+		t.Errorf("first step: got %d metric queries, want 0", m.calls)
+	}
+}
+
+// blockingHooks holds every call until released.
+type blockingHooks struct {
+	fakeAnalysis
+	release chan struct{}
+	called  chan HookType
+}
+
+func (b blockingHooks) CallHooks(ctx context.Context, c Canary, hooks []Webhook, call HookCall, stop bool) []HookResult {
+	b.called <- hooks[0].EffectiveType()
+	<-b.release
+	return b.fakeAnalysis.CallHooks(ctx, c, hooks, call, stop)
+}
+
+func TestAbortDoesNotWaitForItsNotifications(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{{Name: "notify", Type: HookPostRollout, URL: "http://x"}}
+	f := newFixture(t, c)
+	hooks := blockingHooks{release: make(chan struct{}), called: make(chan HookType, 1)}
+	f.svc.d.Hooks = hooks
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", Routing: Routing{70, 30, false}}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := f.svc.Abort(context.Background(), c.Key, "manual")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the abort waited for its post-rollout hook")
+	}
+	if got := f.state(t, c.Key).Phase; got != PhaseFailed {
+		t.Fatalf("got %s, want Failed when the abort answers", got)
+	}
+	if got := <-hooks.called; got != HookPostRollout {
+		t.Errorf("got a %s hook, want post-rollout", got)
+	}
+	close(hooks.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f.svc.Drain(ctx)
+	if ctx.Err() != nil {
+		t.Error("Drain did not return once the hook finished")
+	}
+}

@@ -635,17 +635,15 @@ func BenchmarkPushToRelease(b *testing.B) {
 	b.StopTimer()
 	pushPhases(b, f.s.Logs(), starts, &l)
 	report(b, fmt.Sprintf("BenchmarkPushToRelease: %d pushes, one canary each, %d canaries in the namespace", pushes, pushes), request, &l, []criticalPath{
-		// HandlePushes lists the canaries (L), HEADs the manifest (H), dedupes (SET NX); then,
-		// for the canary that takes it: TargetImages (GET), the pending trigger (load, save),
-		// SetImage (GET, PATCH), and Advance: claim, load, observe (4 GETs), act (routes: 3
-		// GETs ∥ scale up: GET target, GET primary, PATCH, in sequence), save, after, and the
-		// lease release. The other canaries' TargetImages GETs run alongside, 16 at a time.
+		// HandlePushes lists the canaries and then the namespace's Deployments (L, L: one LIST
+		// whatever the number of canaries) while it HEADs the manifest (H) and dedupes (SET NX);
+		// then, for the canary that takes it: the pending trigger (load, save), SetImage (GET,
+		// PATCH), and Advance: claim, load, observe (4 GETs), act (routes: 3 GETs ∥ scale up:
+		// GET target, GET primary, PATCH, in sequence), save, after, and the lease release.
 		{name: "push, ideal overlap", measured: request,
-			formula: "L → H → R → G → Gc ∥ R → Rs → G + Pd → Rs → Gc ∥ R → G → G + G + Pd ∥ Gv → Rs → R ∥ Gc + Us ∥ C → Rs"},
+			formula: "L + L ∥ H + R → Gc ∥ R → Rs → G + Pd → Rs → Gc ∥ R → G → G + G + Pd ∥ Gv → Rs → R ∥ Gc + Us ∥ C → Rs"},
 		{name: "push, overlapping groups as measured", measured: request,
-			formula: "L → H → R → G → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
-		{name: "push, as above with the other targets' GETs first (FAN)", measured: request,
-			formula: "L → H → R → FAN → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
+			formula: "L + L ∥ H + R → LOAD → Rs → G + Pd → Rs → LOAD → OBSERVE → G + G + Pd → Rs → AFTER → Rs"},
 	})
 }
 
