@@ -154,6 +154,15 @@ func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger
 		if !ok {
 			return rep, false, nil
 		}
+		if st.Phase == PhaseWaiting {
+			// The revision that was waiting is the one aborted: record it, or the next step
+			// would start it again.
+			work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+			if err != nil {
+				return rep, false, fmt.Errorf("abort %s: observe workloads: %w", k, err)
+			}
+			recordRejectedRevision(&out.State, work)
+		}
 		var (
 			wg            sync.WaitGroup
 			actErr, svErr error

@@ -681,6 +681,9 @@ func (d *decider) rollback(reason string) {
 
 func (d *decider) failRelease() {
 	s := d.st()
+	if s.Phase == PhaseWaiting {
+		recordRejectedRevision(s, d.in.Work)
+	}
 	s.Routing = AllToPrimary
 	d.out.Route = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
@@ -695,6 +698,18 @@ func (d *decider) failRelease() {
 	s.CanaryNotReadySince = time.Time{}
 	s.PromoteRequested = false
 	d.out.PostRollout = true
+}
+
+// recordRejectedRevision records, for a release failed while Waiting, the revision that was
+// waiting as the last applied one. A Waiting release has not recorded it yet (Flagger never
+// fails a Waiting canary), and without it the next step would take the revision just rolled
+// back or aborted for a new one and start it again. Only a newer revision, or a resume,
+// starts another release. An observation without the target changes nothing.
+func recordRejectedRevision(s *State, w WorkloadObservation) {
+	if !w.TargetFound {
+		return
+	}
+	s.LastAppliedSpec, s.TrackedConfigs = w.TemplateHash, w.TrackedConfigs
 }
 
 // failedPromotion is Flagger's handleFailedPromotion: the primary broke while taking the new

@@ -530,3 +530,41 @@ func TestSpecDefaults(t *testing.T) {
 		t.Error("SkipsAnalysis")
 	}
 }
+
+// Regression: a canary rolled back while Waiting had never recorded the waiting revision, so the
+// next step took it for a new one and started it again (Waiting or Progressing, then rolled back
+// again, and so on).
+func TestRollbackWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{
+		{Name: "gate", Type: HookConfirmRollout, URL: "http://gate"},
+		{Name: "rollback", Type: HookRollback, URL: "http://rollback"},
+	}
+	w := readyWorld("v2")
+	w.hooks = map[HookType][]HookResult{
+		HookConfirmRollout: {{Name: "gate", Detail: "closed"}},
+		HookRollback:       {{Name: "rollback", OK: true}},
+	}
+	s := State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	out := w.step(c, s, t0)
+	if out.State.Phase != PhaseFailed || out.State.LastAppliedSpec != "v2" {
+		t.Fatalf("got %s lastAppliedSpec %q, want Failed with the rejected revision v2 recorded", out.State.Phase, out.State.LastAppliedSpec)
+	}
+	for name, hooks := range map[string]map[HookType][]HookResult{
+		"gate still closed": w.hooks,
+		"gate opened":       {HookConfirmRollout: {{Name: "gate", OK: true}}, HookRollback: {{Name: "rollback", Detail: "no"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w.hooks = hooks
+			next := w.step(c, out.State, t0.Add(time.Minute))
+			if next.State.Phase != PhaseFailed || next.State.Routing != AllToPrimary || next.Workloads.ScaleTarget != ScaleNone {
+				t.Errorf("got %s %+v scale %v, want the rolled-back revision left alone", next.State.Phase, next.State.Routing, next.Workloads.ScaleTarget)
+			}
+		})
+	}
+	w.work.TemplateHash = "v3"
+	w.hooks = map[HookType][]HookResult{HookConfirmRollout: {{Name: "gate", OK: true}}}
+	if next := w.step(c, out.State, t0.Add(time.Minute)); next.State.Phase != PhaseProgressing {
+		t.Errorf("a newer revision after the rollback: got %s, want Progressing", next.State.Phase)
+	}
+}

@@ -423,3 +423,30 @@ func TestRevertOnDeletion(t *testing.T) {
 		t.Error("state kept after finalization")
 	}
 }
+
+// Regression: aborting a Waiting canary did not record the waiting revision, so the next tick
+// started the aborted revision again.
+func TestAbortWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	f.cluster.work[c.Key] = readyWorld("v2").work
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Schedule(ctx, c.Key, f.clock().Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, aborted, err := f.svc.Abort(ctx, c.Key, "not this one"); err != nil || !aborted {
+		t.Fatalf("abort: aborted %v err %v", aborted, err)
+	}
+	for range 3 {
+		f.advanceClock(time.Minute)
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.state(t, c.Key); st.Phase != PhaseFailed || st.LastAppliedSpec != "v2" {
+			t.Fatalf("after the abort: got %s lastAppliedSpec %q, want Failed with v2 recorded", st.Phase, st.LastAppliedSpec)
+		}
+	}
+}
