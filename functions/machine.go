@@ -277,9 +277,7 @@ func (d *decider) decide() {
 			return
 		}
 		if rollbackRequested(rb) {
-			d.event("Rolling back %s manual webhook invoked", d.id())
-			d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-			d.rollback("")
+			d.manualRollback()
 			return
 		}
 		if s.PromoteRequested {
@@ -372,9 +370,7 @@ func (d *decider) startRelease() {
 		return
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
@@ -430,9 +426,7 @@ func (d *decider) canaryNotReady() {
 		}
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if w.Canary.Failed {
@@ -662,6 +656,13 @@ func (d *decider) promotionTrafficShift() {
 	s.Message = fmt.Sprintf("promoting: primary weight %d", primary)
 }
 
+// manualRollback is Flagger's answer to a rollback hook: a Warning event "Rolling back <canary>
+// manual webhook invoked", a warn alert, and the rollback.
+func (d *decider) manualRollback() {
+	d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+	d.rollback("manual webhook invoked")
+}
+
 // rollback is Flagger's: all traffic to the primary, the canary scaled to zero, phase Failed.
 // The primary is not touched: it still runs the last promoted revision.
 func (d *decider) rollback(reason string) {
@@ -675,6 +676,10 @@ func (d *decider) rollback(reason string) {
 		d.alert(SeverityError, false, "Progress deadline exceeded %s", strings.TrimSpace(strings.TrimPrefix(reason, "progress deadline exceeded")))
 	} else if reason != "" {
 		d.warn("Rolling back %s %s", d.id(), reason)
+	}
+	if reason != "" {
+		// The status says why, not what the step before was doing.
+		d.st().Message = reason
 	}
 	d.failRelease()
 }
