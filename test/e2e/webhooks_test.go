@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -441,4 +442,150 @@ analysis:
 		t.Errorf("slow canary: %s", d)
 	}
 	t.Logf("slow canary after the tick: %s", got2.message)
+}
+
+// alertSeen is one alert as a receiver got it, without its timestamp.
+type alertSeen struct {
+	Severity, Message string
+	Fields            map[string]any
+}
+
+// alertsOn checks every alert body posted to path (Siskin's generic JSON webhook: name,
+// namespace, severity, message, fields, timestamp) and returns them in order.
+func alertsOn(t *testing.T, calls []hookCall, path, ns, name string, start time.Time) []alertSeen {
+	t.Helper()
+	var out []alertSeen
+	for _, c := range onPath(calls, path) {
+		ts, _ := c.Body["timestamp"].(string)
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(start.Add(-time.Second)) || at.After(time.Now()) {
+			t.Errorf("%s: timestamp %q is not RFC 3339 of this test", path, ts)
+		}
+		fields, _ := c.Body["fields"].(map[string]any)
+		want := map[string]any{"name": name, "namespace": ns, "severity": c.Body["severity"], "message": c.Body["message"],
+			"fields": fields, "timestamp": ts}
+		if d := cmp.Diff(want, c.Body); d != "" || fields == nil {
+			t.Errorf("%s: alert body (-want +got):\n%s\nraw: %s", path, d, c.Raw)
+		}
+		out = append(out, alertSeen{Severity: fmt.Sprint(c.Body["severity"]), Message: fmt.Sprint(c.Body["message"]), Fields: fields})
+	}
+	return out
+}
+
+func TestAlertProvidersReceiveFlaggersAlertsBySeverity(t *testing.T) {
+	e := newEnv(t, "hooks-alerts")
+	ctx := context.Background()
+	start := time.Now()
+	hooks, alerts := newHookRecorder(t), newHookRecorder(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "on-call-url", Namespace: e.ns},
+		StringData: map[string]string{"address": alerts.url("/error")}}
+	if _, err := e.kube.CoreV1().Secrets(e.ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.apply([]byte(fmt.Sprintf(`apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata:
+  name: team
+  namespace: %[1]s
+spec:
+  type: webhook
+  address: %[2]s/info
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata:
+  name: ops
+  namespace: %[1]s
+spec:
+  type: webhook
+  address: %[2]s/warn
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata:
+  name: on-call
+  namespace: %[1]s
+spec:
+  type: webhook
+  secretRef:
+    name: on-call-url
+`, e.ns, alerts.srv.URL)))
+	e.createDeployment("alerted", e.lab.Registry()+"/lab/alerted:1.0.0", 1)
+	e.apply(canaryManifest(e.ns, "alerted", fmt.Sprintf(`service:
+  port: 9898
+analysis:
+  interval: 10s
+  threshold: 1
+  stepWeight: 50
+  maxWeight: 50
+  alerts:
+    - name: everything
+      severity: info
+      providerRef:
+        name: team
+    - name: warnings
+      severity: warn
+      providerRef:
+        name: ops
+    - name: pager
+      severity: error
+      providerRef:
+        name: on-call
+        namespace: %[2]s
+  webhooks:
+    - name: gate
+      type: confirm-rollout
+      url: %[1]s/confirm-rollout
+    - name: load
+      type: rollout
+      url: %[1]s/rollout
+`, hooks.srv.URL, e.ns)))
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	r := newRel(t, e, s, "alerted")
+	r.initialize(weighted("alerted", 100, 0))
+
+	// A release that waits for approval, then succeeds.
+	hooks.set("/confirm-rollout", http.StatusForbidden)
+	e.setImage("alerted", e.lab.Registry()+"/lab/alerted:2.0.0")
+	r.steps([]stage{{Phase: "Initialized", Routes: weighted("alerted", 100, 0)}, {Phase: "Waiting", Routes: weighted("alerted", 100, 0)}}, 10)
+	hooks.set("/confirm-rollout", http.StatusOK)
+	r.steps([]stage{
+		{Phase: "Waiting", Routes: weighted("alerted", 100, 0)},
+		{Phase: "Progressing", Routes: weighted("alerted", 100, 0)},
+		{Phase: "Progressing", Weight: 50, Routes: weighted("alerted", 50, 50)},
+		{Phase: "Promoting", Weight: 50, Routes: weighted("alerted", 50, 50)},
+		{Phase: "Finalising", Routes: weighted("alerted", 100, 0)},
+		{Phase: "Succeeded", Routes: weighted("alerted", 100, 0)},
+	}, 40)
+	// A release whose rollout hook fails: threshold 1 rolls it back.
+	hooks.set("/rollout", http.StatusInternalServerError)
+	e.setImage("alerted", e.lab.Registry()+"/lab/alerted:3.0.0")
+	r.steps([]stage{
+		{Phase: "Succeeded", Routes: weighted("alerted", 100, 0)},
+		{Phase: "Progressing", Routes: weighted("alerted", 100, 0)},
+		{Phase: "Progressing", Weight: 50, Routes: weighted("alerted", 50, 50)},
+		{Phase: "Failed", Routes: weighted("alerted", 100, 0)},
+	}, 40)
+
+	calls := alerts.take()
+	meta := map[string]any{"Target": "Deployment/alerted." + e.ns, "Failed checks threshold": "1",
+		"Progress deadline": "600s", "Traffic routing": "Weight step: 50 max: 50"}
+	none := map[string]any{}
+	initialized := alertSeen{"info", "New Deployment detected, initialization completed.", meta}
+	waiting := alertSeen{"warn", "Canary is waiting for approval.", none}
+	started := alertSeen{"info", "New revision detected, progressing canary analysis.", meta}
+	succeeded := alertSeen{"info", "Canary analysis completed successfully, promotion finished.", none}
+	failed := alertSeen{"error", "Failed checks threshold reached 1", none}
+	for path, want := range map[string][]alertSeen{
+		"/info":  {initialized, waiting, started, succeeded, started, failed},
+		"/warn":  {waiting, failed},
+		"/error": {failed},
+	} {
+		if d := cmp.Diff(want, alertsOn(t, calls, path, e.ns, "alerted", start)); d != "" {
+			t.Errorf("alerts on %s (-want +got):\n%s", path, d)
+		}
+	}
+	if other := slices.DeleteFunc(paths(calls), func(p string) bool { return p == "/info" || p == "/warn" || p == "/error" }); len(other) > 0 {
+		t.Errorf("alerts posted elsewhere: %v", other)
+	}
 }
