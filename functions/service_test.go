@@ -450,3 +450,49 @@ func TestAbortWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
 		}
 	}
 }
+
+// Regression: a namespace-scoped Siskin whose shared schedule held another namespace's overdue
+// releasing canary (whose own Siskin is gone) spun in its tick forever: that canary was always
+// the next due, and never its to step.
+func TestTickIgnoresOtherNamespacesOverdueReleases(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Analysis.Interval = "1s"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	now := time.Now()
+	f.store.states[theirs.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[theirs.Key], f.store.releasing[theirs.Key] = now.Add(-time.Minute), true
+	f.store.states[mine.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[mine.Key], f.store.releasing[mine.Key] = now, true
+
+	type result struct {
+		rep TickReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := f.svc.Tick(context.Background(), now.Add(1500*time.Millisecond))
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		// Its own releasing canary still gets the window: a step now and one a second later.
+		if got := f.state(t, mine.Key).Steps; got != 2 || r.rep.Rounds != 2 {
+			t.Errorf("own canary: %d steps in %d rounds, want 2 in 2", got, r.rep.Rounds)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick never returned: it spins on another namespace's overdue canary")
+	}
+	if st := f.state(t, theirs.Key); st.Steps != 0 {
+		t.Errorf("stepped team-b's canary %d times", st.Steps)
+	}
+}

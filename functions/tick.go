@@ -35,11 +35,11 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 		if err := s.stepDue(ctx, &rep); err != nil {
 			return rep, err
 		}
-		_, next, ok, err := s.d.Store.NextDue(ctx, true)
+		next, ok, err := s.nextReleasingDue(ctx, until)
 		if err != nil {
 			return rep, fmt.Errorf("read schedule: %w", err)
 		}
-		if !ok || next.After(until) {
+		if !ok {
 			return rep, nil
 		}
 		wait := next.Sub(s.cfg.Now())
@@ -51,6 +51,44 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 			}
 		}
 	}
+}
+
+// nextReleasingDue is when the next step of a releasing canary this Siskin serves falls due,
+// if it does by until. A namespace-scoped Siskin shares the schedule with others: their
+// canaries come first when overdue (their Siskin is gone, say), and waiting for a step it will
+// never take would spin the tick forever; it looks past them for its own.
+func (s *Service) nextReleasingDue(ctx context.Context, until time.Time) (time.Time, bool, error) {
+	k, next, ok, err := s.d.Store.NextDue(ctx, true)
+	if err != nil || !ok || next.After(until) {
+		return next, false, err
+	}
+	if s.cfg.Namespace == "" || k.Namespace == s.cfg.Namespace {
+		return next, true, nil
+	}
+	due, err := s.d.Store.Due(ctx, until, s.cfg.DueBatch)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	for _, k := range due { // earliest first
+		if k.Namespace != s.cfg.Namespace {
+			continue
+		}
+		st, err := s.d.Store.Load(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if !st.Phase.Releasing() {
+			continue
+		}
+		at, ok, err := s.d.Store.DueAt(ctx, k)
+		if err != nil || ok {
+			return at, ok, err
+		}
+	}
+	return time.Time{}, false, nil
 }
 
 // discover schedules every Canary that has no schedule yet: new canaries, and all of them

@@ -355,9 +355,9 @@ analysis:
 `))
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
 	r := newRel(t, e, s, "revert")
-	hosts := []string{"revert.example.com", "revert"}
-	r.stepsWith([]stage{{Routes: func(snap) []*istioapi.HTTPRoute { return userVS.Spec.Http }}, {Phase: "Initializing", Routes: func(snap) []*istioapi.HTTPRoute { return userVS.Spec.Http }},
-		{Phase: "Initialized", Routes: weighted("revert", 100, 0)}}, 30, hosts, []string{"mesh"})
+	r.hosts = []string{"revert.example.com", "revert"}
+	r.steps([]stage{{Routes: func(snap) []*istioapi.HTTPRoute { return userVS.Spec.Http }}, {Phase: "Initializing", Routes: func(snap) []*istioapi.HTTPRoute { return userVS.Spec.Http }},
+		{Phase: "Initialized", Routes: weighted("revert", 100, 0)}}, 30)
 	cd, err := e.dyn.Resource(canaryGVR).Namespace(e.ns).Get(ctx, "revert", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -377,11 +377,11 @@ analysis:
 	}
 
 	e.setImage("revert", e.lab.Registry()+"/lab/revert:2.0.0")
-	r.stepsWith([]stage{
+	r.steps([]stage{
 		{Phase: "Initialized", Routes: weighted("revert", 100, 0)},
 		{Phase: "Progressing", Routes: weighted("revert", 100, 0)},
 		{Phase: "Progressing", Weight: 10, Routes: weighted("revert", 90, 10)},
-	}, 30, hosts, []string{"mesh"})
+	}, 30)
 
 	if err := e.dyn.Resource(canaryGVR).Namespace(e.ns).Delete(ctx, "revert", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

@@ -47,11 +47,13 @@ type rel struct {
 	name string
 	// trafficPolicy is what both DestinationRules must carry (nil: none).
 	trafficPolicy *istioapi.TrafficPolicy
-	ticks         int
+	// hosts and gateways the VirtualService must carry (default: the apex name, mesh).
+	hosts, gateways []string
+	ticks           int
 }
 
 func newRel(t *testing.T, e *env, s *siskin, name string) *rel {
-	return &rel{t: t, e: e, s: s, name: name}
+	return &rel{t: t, e: e, s: s, name: name, hosts: []string{name}, gateways: []string{"mesh"}}
 }
 
 // snap is what a user sees after a step: the Canary's status, the VirtualService and the
@@ -202,14 +204,14 @@ func (st stage) diff(got snap) string {
 
 // checkInvariants asserts what holds after every step once the routing objects exist: the
 // VirtualService's hosts and gateways, and both DestinationRules.
-func (r *rel) checkInvariants(step int, got snap, hosts, gateways []string) {
+func (r *rel) checkInvariants(step int, got snap) {
 	r.t.Helper()
 	if !got.VSFound || got.Phase == "" || got.Phase == "Initializing" {
 		// Until initialized there may be only the user's VirtualService.
 		return
 	}
-	if !slices.Equal(got.Hosts, hosts) || !slices.Equal(got.Gateways, gateways) {
-		r.t.Errorf("step %d: VirtualService hosts %v gateways %v, want %v %v", step, got.Hosts, got.Gateways, hosts, gateways)
+	if !slices.Equal(got.Hosts, r.hosts) || !slices.Equal(got.Gateways, r.gateways) {
+		r.t.Errorf("step %d: VirtualService hosts %v gateways %v, want %v %v", step, got.Hosts, got.Gateways, r.hosts, r.gateways)
 	}
 	for _, dr := range []struct {
 		name  string
@@ -232,11 +234,6 @@ func (r *rel) checkInvariants(step int, got snap, hosts, gateways []string) {
 // pods, a rollout, a gate); anything else fails. It returns the snapshot of each stage.
 func (r *rel) steps(want []stage, maxSteps int) []snap {
 	r.t.Helper()
-	return r.stepsWith(want, maxSteps, []string{r.name}, []string{"mesh"})
-}
-
-func (r *rel) stepsWith(want []stage, maxSteps int, hosts, gateways []string) []snap {
-	r.t.Helper()
 	prev := r.snap()
 	if d := want[0].diff(prev); d != "" {
 		r.t.Fatalf("before the first step:\n%s", d)
@@ -258,7 +255,7 @@ func (r *rel) stepsWith(want []stage, maxSteps int, hosts, gateways []string) []
 			next := want[min(i+1, len(want)-1)]
 			r.t.Fatalf("step %d (stepped=%v): got %v\nwant %v:\n%s\nor still %v:\n%s", step, stepped, got, next, next.diff(got), want[i], want[i].diff(got))
 		}
-		r.checkInvariants(step, got, hosts, gateways)
+		r.checkInvariants(step, got)
 		r.t.Logf("step %d: %v", step, got)
 		prev = got
 		if i == len(want)-1 {
@@ -332,6 +329,8 @@ type hookRecorder struct {
 	mu  sync.Mutex
 	// status per path; absent: 200.
 	status map[string]int
+	// script per path: the statuses of the next calls, before status applies.
+	script map[string][]int
 	// hold per path: the handler blocks until the request is cancelled or the channel closes.
 	hold  map[string]chan struct{}
 	calls []hookCall
@@ -349,7 +348,7 @@ type hookCall struct {
 }
 
 func newHookRecorder(t *testing.T) *hookRecorder {
-	h := &hookRecorder{status: map[string]int{}, hold: map[string]chan struct{}{}}
+	h := &hookRecorder{status: map[string]int{}, script: map[string][]int{}, hold: map[string]chan struct{}{}}
 	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(func() {
 		h.mu.Lock()
@@ -375,6 +374,9 @@ func (h *hookRecorder) serve(w http.ResponseWriter, req *http.Request) {
 	code, ok := h.status[req.URL.Path]
 	if !ok {
 		code = http.StatusOK
+	}
+	if next := h.script[req.URL.Path]; len(next) > 0 {
+		code, h.script[req.URL.Path] = next[0], next[1:]
 	}
 	hold := h.hold[req.URL.Path]
 	onCall, onDone := h.onCall, h.onDone
@@ -410,6 +412,13 @@ func (h *hookRecorder) holdCalls(path string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hold[path] = make(chan struct{})
+}
+
+// answer makes the next calls on path answer codes, in order.
+func (h *hookRecorder) answer(path string, codes ...int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.script[path] = codes
 }
 
 func (h *hookRecorder) set(path string, code int) {

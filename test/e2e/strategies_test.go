@@ -15,9 +15,12 @@ import (
 // Flagger user reads in Flagger's documentation.
 
 // startRelease brings a fresh canary through initialization and changes its target's image.
-func startRelease(t *testing.T, e *env, s *siskin, name string, routesAtRest func(snap) []*istioapi.HTTPRoute) *rel {
+func startRelease(t *testing.T, e *env, s *siskin, name string, routesAtRest func(snap) []*istioapi.HTTPRoute, setup ...func(*rel)) *rel {
 	t.Helper()
 	r := newRel(t, e, s, name)
+	for _, f := range setup {
+		f(r)
+	}
 	r.initialize(routesAtRest)
 	if _, replicas := e.deployment(name); replicas != 0 {
 		t.Errorf("after initialization the target has %d replicas, want 0", replicas)
@@ -93,6 +96,13 @@ func TestABTestingRoutesMatchingRequestsToTheCanary(t *testing.T) {
 	e.createDeployment("abtest", e.lab.Registry()+"/lab/abtest:1.0.0", 1)
 	e.apply(canaryManifest(e.ns, "abtest", `service:
   port: 9898
+  hosts: [app.example.com]
+  gateways: [public-gateway.istio-system.svc.cluster.local, mesh]
+  trafficPolicy:
+    tls:
+      mode: ISTIO_MUTUAL
+    loadBalancer:
+      simple: LEAST_REQUEST
   match:
     - uri:
         prefix: /api
@@ -109,7 +119,15 @@ analysis:
           regex: "^(.*?;)?(canary=always)(;.*)?$"
 `))
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
-	r := startRelease(t, e, s, "abtest", abRoutes("abtest", 100, 0))
+	// Behind a gateway, with a traffic policy that both DestinationRules carry.
+	r := startRelease(t, e, s, "abtest", abRoutes("abtest", 100, 0), func(r *rel) {
+		r.hosts = []string{"app.example.com", "abtest"}
+		r.gateways = []string{"public-gateway.istio-system.svc.cluster.local", "mesh"}
+		r.trafficPolicy = &istioapi.TrafficPolicy{
+			Tls:          &istioapi.ClientTLSSettings{Mode: istioapi.ClientTLSSettings_ISTIO_MUTUAL},
+			LoadBalancer: &istioapi.LoadBalancerSettings{LbPolicy: &istioapi.LoadBalancerSettings_Simple{Simple: istioapi.LoadBalancerSettings_LEAST_REQUEST}},
+		}
+	})
 	want := []stage{
 		{Phase: "Initialized", Routes: abRoutes("abtest", 100, 0)},
 		{Phase: "Progressing", Routes: abRoutes("abtest", 100, 0)},
