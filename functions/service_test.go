@@ -496,3 +496,45 @@ func TestTickIgnoresOtherNamespacesOverdueReleases(t *testing.T) {
 		t.Errorf("stepped team-b's canary %d times", st.Steps)
 	}
 }
+
+// rescheduledStore answers DueAt as if every canary had just been stepped and rescheduled an
+// hour later by another instance, between the tick's listing and its reading.
+type rescheduledStore struct{ *memStore }
+
+func (r rescheduledStore) DueAt(_ context.Context, _ Key) (time.Time, bool, error) {
+	return time.Now().Add(time.Hour), true, nil
+}
+
+// Regression: looking past another namespace's overdue release, a tick took its own canary's
+// new schedule, an interval away, for a step due in its window and waited for it.
+func TestTickDoesNotWaitPastItsWindow(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	f.svc.d.Store = rescheduledStore{f.store}
+	now := time.Now()
+	for _, k := range []Key{mine.Key, theirs.Key} {
+		f.store.states[k] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+		f.store.releasing[k] = true
+	}
+	f.store.due[theirs.Key], f.store.due[mine.Key] = now.Add(-time.Minute), now
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Tick(context.Background(), now.Add(time.Second))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick waits for a step due after its window")
+	}
+}

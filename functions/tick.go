@@ -84,8 +84,12 @@ func (s *Service) nextReleasingDue(ctx context.Context, until time.Time) (time.T
 			continue
 		}
 		at, ok, err := s.d.Store.DueAt(ctx, k)
-		if err != nil || ok {
-			return at, ok, err
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if ok && !at.After(until) {
+			// (Stepped and rescheduled since it was listed: it is no longer due by until.)
+			return at, true, nil
 		}
 	}
 	return time.Time{}, false, nil
