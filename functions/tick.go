@@ -87,8 +87,8 @@ func (s *Service) nextReleasingDue(ctx context.Context, until time.Time) (time.T
 		if err != nil {
 			return time.Time{}, false, err
 		}
+		// One stepped and rescheduled since it was listed is no longer due by until.
 		if ok && !at.After(until) {
-			// (Stepped and rescheduled since it was listed: it is no longer due by until.)
 			return at, true, nil
 		}
 	}
