@@ -191,6 +191,15 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		if !ok {
 			return rep, false, nil
 		}
+		if st.Phase == PhaseWaiting {
+			// The revision that was waiting is the one aborted: record it, or the next step
+			// would start it again.
+			work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+			if err != nil {
+				return rep, false, fmt.Errorf("abort %s: observe workloads: %w", k, err)
+			}
+			recordRejectedRevision(&out.State, work)
+		}
 		// Traffic back to the primary and the state Failed are the abort; the status and the
 		// Events go alongside, since they say the same thing. Should the save lose a race, the
 		// next attempt writes them again from the fresh state.

@@ -280,9 +280,7 @@ func (d *decider) decide() {
 			return
 		}
 		if rollbackRequested(rb) {
-			d.event("Rolling back %s manual webhook invoked", d.id())
-			d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-			d.rollback("")
+			d.manualRollback()
 			return
 		}
 		if s.PromoteRequested {
@@ -375,9 +373,7 @@ func (d *decider) startRelease() {
 		return
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
@@ -433,9 +429,7 @@ func (d *decider) canaryNotReady() {
 		}
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if w.Canary.Failed {
@@ -673,6 +667,13 @@ func (d *decider) promotionTrafficShift() {
 	s.Message = fmt.Sprintf("promoting: primary weight %d", primary)
 }
 
+// manualRollback is Flagger's answer to a rollback hook: a Warning event "Rolling back <canary>
+// manual webhook invoked", a warn alert, and the rollback.
+func (d *decider) manualRollback() {
+	d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+	d.rollback("manual webhook invoked")
+}
+
 // rollback is Flagger's: all traffic to the primary, the canary scaled to zero, phase Failed.
 // The primary is not touched: it still runs the last promoted revision.
 func (d *decider) rollback(reason string) {
@@ -687,11 +688,18 @@ func (d *decider) rollback(reason string) {
 	} else if reason != "" {
 		d.warn("Rolling back %s %s", d.id(), reason)
 	}
+	if reason != "" {
+		// The status says why, not what the step before was doing.
+		d.st().Message = reason
+	}
 	d.failRelease()
 }
 
 func (d *decider) failRelease() {
 	s := d.st()
+	if s.Phase == PhaseWaiting {
+		recordRejectedRevision(s, d.in.Work)
+	}
 	s.Routing = AllToPrimary
 	d.out.Route = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
@@ -706,6 +714,18 @@ func (d *decider) failRelease() {
 	s.CanaryNotReadySince = time.Time{}
 	s.PromoteRequested = false
 	d.out.PostRollout = true
+}
+
+// recordRejectedRevision records, for a release failed while Waiting, the revision that was
+// waiting as the last applied one. A Waiting release has not recorded it yet (Flagger never
+// fails a Waiting canary), and without it the next step would take the revision just rolled
+// back or aborted for a new one and start it again. Only a newer revision, or a resume,
+// starts another release. An observation without the target changes nothing.
+func recordRejectedRevision(s *State, w WorkloadObservation) {
+	if !w.TargetFound {
+		return
+	}
+	s.LastAppliedSpec, s.TrackedConfigs = w.TemplateHash, w.TrackedConfigs
 }
 
 // failedPromotion is Flagger's handleFailedPromotion: the primary broke while taking the new

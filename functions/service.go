@@ -493,6 +493,10 @@ func (s *Service) writeStatus(ctx context.Context, c Canary, st State) {
 
 // Checksum is Flagger's webhook checksum: a hash of the applied spec and tracked configs.
 func Checksum(st State) string {
+	if len(st.TrackedConfigs) == 0 {
+		// No tracked configs, however they were decoded (Redis, the Canary's status).
+		st.TrackedConfigs = nil
+	}
 	b, _ := json.Marshal(struct {
 		TrackedConfigs  map[string]string
 		LastAppliedSpec string

@@ -573,3 +573,118 @@ func TestAbortDoesNotWaitForItsNotifications(t *testing.T) {
 		t.Error("Drain did not return once the hook finished")
 	}
 }
+
+// Regression: aborting a Waiting canary did not record the waiting revision, so the next tick
+// started the aborted revision again.
+func TestAbortWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	f.cluster.work[c.Key] = readyWorld("v2").work
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Schedule(ctx, c.Key, f.clock().Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, aborted, err := f.svc.Abort(ctx, c.Key, "not this one"); err != nil || !aborted {
+		t.Fatalf("abort: aborted %v err %v", aborted, err)
+	}
+	for range 3 {
+		f.advanceClock(time.Minute)
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.state(t, c.Key); st.Phase != PhaseFailed || st.LastAppliedSpec != "v2" {
+			t.Fatalf("after the abort: got %s lastAppliedSpec %q, want Failed with v2 recorded", st.Phase, st.LastAppliedSpec)
+		}
+	}
+}
+
+// Regression: a namespace-scoped Siskin whose shared schedule held another namespace's overdue
+// releasing canary (whose own Siskin is gone) spun in its tick forever: that canary was always
+// the next due, and never its to step.
+func TestTickIgnoresOtherNamespacesOverdueReleases(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Analysis.Interval = "1s"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	now := time.Now()
+	f.store.states[theirs.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[theirs.Key], f.store.releasing[theirs.Key] = now.Add(-time.Minute), true
+	f.store.states[mine.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[mine.Key], f.store.releasing[mine.Key] = now, true
+
+	type result struct {
+		rep TickReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := f.svc.Tick(context.Background(), now.Add(1500*time.Millisecond))
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		// Its own releasing canary still gets the window: a step now and one a second later.
+		if got := f.state(t, mine.Key).Steps; got != 2 || r.rep.Rounds != 2 {
+			t.Errorf("own canary: %d steps in %d rounds, want 2 in 2", got, r.rep.Rounds)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick never returned: it spins on another namespace's overdue canary")
+	}
+	if st := f.state(t, theirs.Key); st.Steps != 0 {
+		t.Errorf("stepped team-b's canary %d times", st.Steps)
+	}
+}
+
+// rescheduledStore answers DueAt as if every canary had just been stepped and rescheduled an
+// hour later by another instance, between the tick's listing and its reading.
+type rescheduledStore struct{ *memStore }
+
+func (r rescheduledStore) DueAt(_ context.Context, _ Key) (time.Time, bool, error) {
+	return time.Now().Add(time.Hour), true, nil
+}
+
+// Regression: looking past another namespace's overdue release, a tick took its own canary's
+// new schedule, an interval away, for a step due in its window and waited for it.
+func TestTickDoesNotWaitPastItsWindow(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	f.svc.d.Store = rescheduledStore{f.store}
+	now := time.Now()
+	for _, k := range []Key{mine.Key, theirs.Key} {
+		f.store.states[k] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+		f.store.releasing[k] = true
+	}
+	f.store.due[theirs.Key], f.store.due[mine.Key] = now.Add(-time.Minute), now
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Tick(context.Background(), now.Add(time.Second))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick waits for a step due after its window")
+	}
+}
