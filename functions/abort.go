@@ -200,9 +200,8 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 			}
 			recordRejectedRevision(&out.State, work)
 		}
-		// Traffic back to the primary and the state Failed are the abort; the status and the
-		// Events go alongside, since they say the same thing. Should the save lose a race, the
-		// next attempt writes them again from the fresh state.
+		// Traffic back to the primary and the state Failed are the abort, acted and saved
+		// together; the Kubernetes Events say so alongside.
 		var (
 			wg            sync.WaitGroup
 			actErr, svErr error
@@ -210,7 +209,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		)
 		wg.Go(func() { actErr = s.act(ctx, c, out) })
 		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State) })
-		wg.Go(func() { s.record(ctx, c, out.State, out) })
+		wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
 		wg.Wait()
 		if errors.Is(svErr, ErrConflict) && attempt < 3 {
 			continue
@@ -221,7 +220,10 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 		rep.Duration = s.cfg.Now().Sub(start)
 		s.d.Observer.Aborted(c, rep.Duration)
-		s.schedule(ctx, c, saved, out)
+		// The status says Failed only once it is true: after the act and the save.
+		wg.Go(func() { s.writeStatus(ctx, c, saved) })
+		wg.Go(func() { s.schedule(ctx, c, saved, out) })
+		wg.Wait()
 		// Alerts, post-rollout hooks and webhooks may take their own timeouts: the abort does
 		// not wait for them.
 		s.inBackground(ctx, func(ctx context.Context) { s.notify(ctx, c, st, saved, out) })

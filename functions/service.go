@@ -429,7 +429,13 @@ func (s *Service) schedule(ctx context.Context, c Canary, saved State, out Step)
 func (s *Service) record(ctx context.Context, c Canary, saved State, out Step) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.writeStatus(ctx, c, saved) })
-	for _, e := range out.Events {
+	wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
+	wg.Wait()
+}
+
+func (s *Service) recordEvents(ctx context.Context, c Canary, events []Event) {
+	var wg sync.WaitGroup
+	for _, e := range events {
 		wg.Go(func() {
 			if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
 				s.log.Warn("record event", "canary", c.Key.String(), "err", err)

@@ -89,7 +89,7 @@ func TestManualGatesOverHTTP(t *testing.T) {
 	e := newEnv(t, "gates-http")
 	h := newHookRecorder(t)
 	e.createDeployment("gated", e.lab.Registry()+"/lab/gated:1.0.0", 2)
-	e.apply(canaryManifest(e.ns, "gated", fmt.Sprintf(`service:
+	e.apply(specCanary(e.ns, "gated", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
@@ -230,7 +230,7 @@ analysis:
 func TestSkipAnalysisPromotesWithoutAnalysis(t *testing.T) {
 	e := newEnv(t, "gates-skip")
 	e.createDeployment("skip", e.lab.Registry()+"/lab/skip:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "skip", skipSpec))
+	e.apply(specCanary(e.ns, "skip", skipSpec))
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
 	r := startRelease(t, e, s, "skip", weighted("skip", 100, 0))
 	// No weight ever goes to the canary: it is scaled up, then promoted at once.
@@ -245,7 +245,7 @@ func TestSkipAnalysisPromotesWithoutAnalysis(t *testing.T) {
 func TestSuspendedCanaryTakesNoStep(t *testing.T) {
 	e := newEnv(t, "gates-suspend")
 	e.createDeployment("susp", e.lab.Registry()+"/lab/susp:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "susp", `service:
+	e.apply(specCanary(e.ns, "susp", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -280,7 +280,7 @@ analysis:
 func TestProgressDeadlineRollsBackACanaryThatNeverStarts(t *testing.T) {
 	e := newEnv(t, "gates-deadline")
 	e.createDeployment("stuck", e.lab.Registry()+"/lab/stuck:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "stuck", `progressDeadlineSeconds: 3
+	e.apply(specCanary(e.ns, "stuck", `progressDeadlineSeconds: 3
 service:
   port: 9898
 analysis:
@@ -344,7 +344,7 @@ func TestRevertOnDeletionRestoresWhatSiskinTookOver(t *testing.T) {
 	if _, err := e.istio.NetworkingV1().VirtualServices(e.ns).Create(ctx, userVS, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.apply(canaryManifest(e.ns, "revert", `revertOnDeletion: true
+	e.apply(specCanary(e.ns, "revert", `revertOnDeletion: true
 service:
   port: 9898
   hosts: [revert.example.com]
@@ -448,7 +448,7 @@ func TestAutoscalerRefGetsAPrimaryHPA(t *testing.T) {
 	if _, err := e.kube.AutoscalingV2().HorizontalPodAutoscalers(e.ns).Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.apply(canaryManifest(e.ns, "scaled", `autoscalerRef:
+	e.apply(specCanary(e.ns, "scaled", `autoscalerRef:
   apiVersion: autoscaling/v2
   kind: HorizontalPodAutoscaler
   name: scaled-hpa
@@ -519,7 +519,7 @@ func TestTrackedConfigsAreCopiedAndStartReleases(t *testing.T) {
 	if _, err := e.kube.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.apply(canaryManifest(e.ns, "conf", `service:
+	e.apply(specCanary(e.ns, "conf", `service:
   port: 9898
 analysis:
   interval: 10s

@@ -26,9 +26,9 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-// canaryManifest is a Canary whose target is a Deployment of the same name; spec is the rest of
+// specCanary is a Canary whose target is a Deployment of the same name; spec is the rest of
 // spec (service, analysis, ...) written from column 0.
-func canaryManifest(ns, name, spec string) []byte {
+func specCanary(ns, name, spec string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n", name, ns)
 	fmt.Fprintf(&b, "  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: %s\n", name)

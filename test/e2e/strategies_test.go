@@ -44,7 +44,7 @@ func checkPromoted(t *testing.T, e *env, name string) {
 func TestCanaryStepWeightsLadder(t *testing.T) {
 	e := newEnv(t, "strat-ladder")
 	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 2)
-	e.apply(canaryManifest(e.ns, "podinfo", `service:
+	e.apply(specCanary(e.ns, "podinfo", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -94,7 +94,7 @@ func abRoutes(name string, primary, canary int32) func(snap) []*istioapi.HTTPRou
 func TestABTestingRoutesMatchingRequestsToTheCanary(t *testing.T) {
 	e := newEnv(t, "strat-ab")
 	e.createDeployment("abtest", e.lab.Registry()+"/lab/abtest:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "abtest", `service:
+	e.apply(specCanary(e.ns, "abtest", `service:
   port: 9898
   hosts: [app.example.com]
   gateways: [public-gateway.istio-system.svc.cluster.local, mesh]
@@ -147,7 +147,7 @@ analysis:
 func TestBlueGreenKeepsTrafficOnPrimaryThroughTheIterations(t *testing.T) {
 	e := newEnv(t, "strat-bluegreen")
 	e.createDeployment("bg", e.lab.Registry()+"/lab/bg:1.0.0", 2)
-	e.apply(canaryManifest(e.ns, "bg", `service:
+	e.apply(specCanary(e.ns, "bg", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -177,7 +177,7 @@ analysis:
 func TestMirroringCanaryMirrorsBeforeShiftingWeight(t *testing.T) {
 	e := newEnv(t, "strat-mirror")
 	e.createDeployment("mirror", e.lab.Registry()+"/lab/mirror:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "mirror", `service:
+	e.apply(specCanary(e.ns, "mirror", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -207,7 +207,7 @@ analysis:
 func TestMirroringBlueGreenMirrorsThroughTheIterations(t *testing.T) {
 	e := newEnv(t, "strat-bg-mirror")
 	e.createDeployment("bgm", e.lab.Registry()+"/lab/bgm:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "bgm", `service:
+	e.apply(specCanary(e.ns, "bgm", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -293,7 +293,7 @@ func expiringRoutes(name string) func(snap) []*istioapi.HTTPRoute {
 func TestSessionAffinityCookies(t *testing.T) {
 	e := newEnv(t, "strat-sticky")
 	e.createDeployment("sticky", e.lab.Registry()+"/lab/sticky:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "sticky", stickySpec))
+	e.apply(specCanary(e.ns, "sticky", stickySpec))
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
 	r := startRelease(t, e, s, "sticky", weighted("sticky", 100, 0))
 	seen := r.steps([]stage{

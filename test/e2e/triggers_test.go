@@ -214,9 +214,10 @@ annotations:
 	if v.Steps != stepsBefore+1 {
 		t.Errorf("the canary took %d steps after the rule was added, want exactly 1 (the abort; no tick was sent)", v.Steps-stepsBefore)
 	}
-	if got := eventCount(t, s, "alert", "ok") - alerts; got < 1 {
-		t.Errorf("Siskin counted %v Alertmanager notifications, want at least 1", got)
-	}
+	// The metric is counted as the request ends, just after the status is written.
+	waitUntil(t, 10*time.Second, "Siskin to count the Alertmanager notification", func() bool {
+		return eventCount(t, s, "alert", "ok")-alerts >= 1
+	})
 	events, err := e.kube.CoreV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=app,involvedObject.kind=Canary"})
 	if err != nil {
 		t.Fatal(err)

@@ -165,7 +165,7 @@ func TestWebhooksEveryTypeThroughAReleaseAndARollback(t *testing.T) {
 	var events []hookCall
 	start := time.Now()
 	e.createDeployment("hooks", e.lab.Registry()+"/lab/hooks:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "hooks", fmt.Sprintf(hooksSpec, h.srv.URL)))
+	e.apply(specCanary(e.ns, "hooks", fmt.Sprintf(hooksSpec, h.srv.URL)))
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
 	r := newRel(t, e, s, "hooks")
 	r.initialize(weighted("hooks", 100, 0))
@@ -286,7 +286,7 @@ func TestRollbackHookRollsBackAWaitingCanary(t *testing.T) {
 	e := newEnv(t, "hooks-waiting")
 	h := newHookRecorder(t)
 	e.createDeployment("waiter", e.lab.Registry()+"/lab/waiter:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "waiter", fmt.Sprintf(`service:
+	e.apply(specCanary(e.ns, "waiter", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
@@ -350,7 +350,7 @@ func TestSlowWebhookHoldsUpOnlyItsCanary(t *testing.T) {
 	for _, n := range []string{"slow", "fast"} {
 		e.createDeployment(n, e.lab.Registry()+"/lab/"+n+":1.0.0", 1)
 	}
-	e.apply(canaryManifest(e.ns, "slow", fmt.Sprintf(`service:
+	e.apply(specCanary(e.ns, "slow", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
@@ -362,7 +362,7 @@ analysis:
       url: %s/slow
       timeout: 5s
 `, h.srv.URL)))
-	e.apply(canaryManifest(e.ns, "fast", `service:
+	e.apply(specCanary(e.ns, "fast", `service:
   port: 9898
 analysis:
   interval: 10s
@@ -511,7 +511,7 @@ spec:
     name: on-call-url
 `, e.ns, alerts.srv.URL)))
 	e.createDeployment("alerted", e.lab.Registry()+"/lab/alerted:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "alerted", fmt.Sprintf(`service:
+	e.apply(specCanary(e.ns, "alerted", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
@@ -596,7 +596,7 @@ func TestWebhookRetriesAndSuccessCodes(t *testing.T) {
 	e := newEnv(t, "hooks-retries")
 	h := newHookRecorder(t)
 	e.createDeployment("retried", e.lab.Registry()+"/lab/retried:1.0.0", 1)
-	e.apply(canaryManifest(e.ns, "retried", fmt.Sprintf(`service:
+	e.apply(specCanary(e.ns, "retried", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
