@@ -41,7 +41,7 @@ fuzz-long:
 
 ## e2e: end-to-end tests of Siskin against the lab
 e2e: lab-build
-	$(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/...
+	$(GO) test -tags e2e -count=1 -parallel 8 -timeout 30m ./test/e2e/...
 
 ## bench: benchmarks that need no lab
 bench:

@@ -44,6 +44,7 @@ func seedSetup(t *testing.T, ns, interval string, extraEnv ...string) (*env, *tr
 }
 
 func TestFailingSuccessRateRollsBack(t *testing.T) {
+	t.Parallel()
 	e, ex, s := seedSetup(t, "failing", "1s")
 	releaseTo(t, e, s, "podinfo", 5)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40, ErrorRate: 0.6})
@@ -82,6 +83,7 @@ func waitForRate(t *testing.T, e *env, workload string, pct float64) {
 }
 
 func TestNewRevisionDuringAnalysisRestartsAtZero(t *testing.T) {
+	t.Parallel()
 	e, _, s := seedSetup(t, "revision", "1s")
 	releaseTo(t, e, s, "podinfo", 15)
 	e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:3.0.0")
@@ -111,6 +113,7 @@ func (s *siskin) view(ns, name string) functions.CanaryView {
 }
 
 func TestConcurrentTicksAdvanceEachCanaryOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "concurrent")
 	ex := startExporter(t, e)
 	var names []string
@@ -182,6 +185,7 @@ func TestConcurrentTicksAdvanceEachCanaryOnce(t *testing.T) {
 }
 
 func TestCrashBetweenActAndSave(t *testing.T) {
+	t.Parallel()
 	crashFile := filepath.Join(t.TempDir(), "crash-now")
 	e, _, s := seedSetup(t, "crash", "1s", "SISKIN_TEST_CRASH_FILE="+crashFile)
 	releaseTo(t, e, s, "podinfo", 10)
@@ -223,6 +227,7 @@ func TestCrashBetweenActAndSave(t *testing.T) {
 }
 
 func TestRedisLosesEverythingMidRelease(t *testing.T) {
+	t.Parallel()
 	e, _, s := seedSetup(t, "flushall", "1s")
 	releaseTo(t, e, s, "podinfo", 15)
 

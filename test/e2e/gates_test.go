@@ -86,6 +86,7 @@ func mustGate(t *testing.T, s *siskin, ns, name, gate string, want int) map[stri
 }
 
 func TestManualGatesOverHTTP(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-http")
 	h := newHookRecorder(t)
 	e.createDeployment("gated", e.lab.Registry()+"/lab/gated:1.0.0", 2)
@@ -228,6 +229,7 @@ analysis:
 `
 
 func TestSkipAnalysisPromotesWithoutAnalysis(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-skip")
 	e.createDeployment("skip", e.lab.Registry()+"/lab/skip:1.0.0", 1)
 	e.apply(specCanary(e.ns, "skip", skipSpec))
@@ -243,6 +245,7 @@ func TestSkipAnalysisPromotesWithoutAnalysis(t *testing.T) {
 }
 
 func TestSuspendedCanaryTakesNoStep(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-suspend")
 	e.createDeployment("susp", e.lab.Registry()+"/lab/susp:1.0.0", 1)
 	e.apply(specCanary(e.ns, "susp", `service:
@@ -278,6 +281,7 @@ analysis:
 }
 
 func TestProgressDeadlineRollsBackACanaryThatNeverStarts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-deadline")
 	e.createDeployment("stuck", e.lab.Registry()+"/lab/stuck:1.0.0", 1)
 	e.apply(specCanary(e.ns, "stuck", `progressDeadlineSeconds: 3
@@ -319,6 +323,7 @@ analysis:
 }
 
 func TestRevertOnDeletionRestoresWhatSiskinTookOver(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-revert")
 	ctx := context.Background()
 	e.createDeployment("revert", e.lab.Registry()+"/lab/revert:1.0.0", 2)
@@ -433,6 +438,7 @@ analysis:
 }
 
 func TestAutoscalerRefGetsAPrimaryHPA(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-hpa")
 	ctx := context.Background()
 	e.createDeployment("scaled", e.lab.Registry()+"/lab/scaled:1.0.0", 1)
@@ -501,6 +507,7 @@ analysis:
 }
 
 func TestTrackedConfigsAreCopiedAndStartReleases(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "gates-configs")
 	ctx := context.Background()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app-config", Namespace: e.ns}, Data: map[string]string{"color": "blue"}}

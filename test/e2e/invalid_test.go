@@ -17,6 +17,7 @@ import (
 // An invalid Canary is reported on its status (a condition and an Event), and never stops the
 // canaries next to it.
 func TestInvalidSpecIsReportedAndBlocksNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "invalid")
 	ex := startExporter(t, e)
 	ex.Set(e.ns, "good", traffic.Behaviour{RPS: 20, LatencyMs: 30})

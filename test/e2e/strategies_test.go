@@ -42,6 +42,7 @@ func checkPromoted(t *testing.T, e *env, name string) {
 }
 
 func TestCanaryStepWeightsLadder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-ladder")
 	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 2)
 	e.apply(specCanary(e.ns, "podinfo", `service:
@@ -92,6 +93,7 @@ func abRoutes(name string, primary, canary int32) func(snap) []*istioapi.HTTPRou
 }
 
 func TestABTestingRoutesMatchingRequestsToTheCanary(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-ab")
 	e.createDeployment("abtest", e.lab.Registry()+"/lab/abtest:1.0.0", 1)
 	e.apply(specCanary(e.ns, "abtest", `service:
@@ -145,6 +147,7 @@ analysis:
 }
 
 func TestBlueGreenKeepsTrafficOnPrimaryThroughTheIterations(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-bluegreen")
 	e.createDeployment("bg", e.lab.Registry()+"/lab/bg:1.0.0", 2)
 	e.apply(specCanary(e.ns, "bg", `service:
@@ -175,6 +178,7 @@ analysis:
 }
 
 func TestMirroringCanaryMirrorsBeforeShiftingWeight(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-mirror")
 	e.createDeployment("mirror", e.lab.Registry()+"/lab/mirror:1.0.0", 1)
 	e.apply(specCanary(e.ns, "mirror", `service:
@@ -205,6 +209,7 @@ analysis:
 }
 
 func TestMirroringBlueGreenMirrorsThroughTheIterations(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-bg-mirror")
 	e.createDeployment("bgm", e.lab.Registry()+"/lab/bgm:1.0.0", 1)
 	e.apply(specCanary(e.ns, "bgm", `service:
@@ -291,6 +296,7 @@ func expiringRoutes(name string) func(snap) []*istioapi.HTTPRoute {
 }
 
 func TestSessionAffinityCookies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "strat-sticky")
 	e.createDeployment("sticky", e.lab.Registry()+"/lab/sticky:1.0.0", 1)
 	e.apply(specCanary(e.ns, "sticky", stickySpec))

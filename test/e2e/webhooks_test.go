@@ -160,6 +160,7 @@ func sameChecksum(t *testing.T, what string, sums map[string]string, want string
 }
 
 func TestWebhooksEveryTypeThroughAReleaseAndARollback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "hooks-all")
 	h := newHookRecorder(t)
 	var events []hookCall
@@ -283,6 +284,7 @@ func checkEventHook(t *testing.T, e *env, name string, events []hookCall, start 
 }
 
 func TestRollbackHookRollsBackAWaitingCanary(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "hooks-waiting")
 	h := newHookRecorder(t)
 	e.createDeployment("waiter", e.lab.Registry()+"/lab/waiter:1.0.0", 1)
@@ -345,12 +347,14 @@ func (e *env) waitReady(name string) {
 // the same tick; the fast one's step is saved while the slow one's hook is still waiting for its
 // answer, before its timeout.
 func TestSlowWebhookHoldsUpOnlyItsCanary(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "hooks-slow")
 	h := newHookRecorder(t)
 	for _, n := range []string{"slow", "fast"} {
 		e.createDeployment(n, e.lab.Registry()+"/lab/"+n+":1.0.0", 1)
 	}
-	e.apply(specCanary(e.ns, "slow", fmt.Sprintf(`service:
+	manifests := map[string][]byte{}
+	manifests["slow"] = specCanary(e.ns, "slow", fmt.Sprintf(`service:
   port: 9898
 analysis:
   interval: 10s
@@ -361,17 +365,20 @@ analysis:
       type: confirm-traffic-increase
       url: %s/slow
       timeout: 5s
-`, h.srv.URL)))
-	e.apply(specCanary(e.ns, "fast", `service:
+`, h.srv.URL))
+	manifests["fast"] = specCanary(e.ns, "fast", `service:
   port: 9898
 analysis:
   interval: 10s
   threshold: 2
   stepWeight: 10
-`))
+`)
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
 	slow, fast := newRel(t, e, s, "slow"), newRel(t, e, s, "fast")
 	for _, r := range []*rel{slow, fast} {
+		// One at a time: a tick steps every due canary of the namespace, and each is checked
+		// from its very first step.
+		e.apply(manifests[r.name])
 		r.initialize(weighted(r.name, 100, 0))
 		e.setImage(r.name, e.lab.Registry()+"/lab/"+r.name+":2.0.0")
 		r.steps([]stage{{Phase: "Initialized", Routes: weighted(r.name, 100, 0)}, {Phase: "Progressing", Routes: weighted(r.name, 100, 0)}}, 5)
@@ -473,6 +480,7 @@ func alertsOn(t *testing.T, calls []hookCall, path, ns, name string, start time.
 }
 
 func TestAlertProvidersReceiveFlaggersAlertsBySeverity(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "hooks-alerts")
 	ctx := context.Background()
 	start := time.Now()
@@ -593,6 +601,7 @@ analysis:
 // Success is a status up to 202; a hook with retries is retried on 5xx and 429 (not on 501 or
 // 4xx), within the step.
 func TestWebhookRetriesAndSuccessCodes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "hooks-retries")
 	h := newHookRecorder(t)
 	e.createDeployment("retried", e.lab.Registry()+"/lab/retried:1.0.0", 1)
