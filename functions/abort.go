@@ -172,7 +172,7 @@ func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger
 		rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 		rep.Duration = s.cfg.Now().Sub(start)
 		s.d.Observer.Aborted(c, rep.Duration)
-		s.log.Warn("aborted", "canary", k.String(), "reason", reason, "took", rep.Duration)
+		s.log.WarnContext(ctx, "aborted", "canary", k.String(), "namespace", k.Namespace, "reason", reason, "took", rep.Duration)
 		return rep, true, nil
 	}
 }
