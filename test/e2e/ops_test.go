@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -230,6 +232,12 @@ func TestOpsMetricsAndLogs(t *testing.T) {
 	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraArgs: []string{"--log-format", "json"}})
 	k := newOpsTicker(t, s)
 	key := map[string]string{"name": "podinfo", "namespace": e.ns}
+	// Prometheus scrapes Siskin, so that the dashboard's queries run on real series at the end.
+	job := "ops-siskin-" + e.ns
+	if err := e.lab.AddScrapeTarget(context.Background(), job, strings.TrimPrefix(s.url, "http://")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.lab.RemoveScrapeTarget(context.Background(), job, strings.TrimPrefix(s.url, "http://")) })
 
 	k.until(e, "podinfo", time.Second, 20, func(o observed) bool { return o.Phase == "Initialized" })
 	e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:1.1.0")
@@ -353,6 +361,54 @@ func TestOpsMetricsAndLogs(t *testing.T) {
 	}
 
 	checkStepLogs(t, s.Logs(), e.ns, "podinfo", k.sent)
+	checkDashboardQueries(t, e, job)
+}
+
+// checkDashboardQueries runs every query of knative/grafana/siskin.json against the lab's
+// Prometheus, which has been scraping Siskin: each parses and runs, and the canary panels have
+// series for the canary.
+func checkDashboardQueries(t *testing.T, e *env, job string) {
+	t.Helper()
+	raw, err := os.ReadFile(opsRepoRoot() + "/knative/grafana/siskin.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	c, err := promapi.NewClient(promapi.Config{Address: e.lab.PrometheusURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := promv1.NewAPI(c)
+	vars := strings.NewReplacer("$namespace", e.ns, "$target", "podinfo", "$__rate_interval", "1m")
+	mustHaveData := map[string]bool{"Canary weight": true, "Canary status": true, "Analysis metrics": true, "Step duration p50 / p99": true, "Events by kind and outcome": true}
+	queried := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			q := vars.Replace(tg.Expr)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			v, _, _, err := api.Query(ctx, q, time.Now())
+			cancel()
+			queried++
+			if err != nil {
+				t.Errorf("panel %q: %s: %v", p.Title, q, err)
+				continue
+			}
+			if vec, ok := v.(model.Vector); mustHaveData[p.Title] && (!ok || len(vec) == 0) {
+				t.Errorf("panel %q: %s: no data after a release scraped by Prometheus (job %s)", p.Title, q, job)
+			}
+		}
+	}
+	t.Logf("dashboard: %d queries ran against Prometheus", queried)
 }
 
 // checkStepLogs reads Siskin's JSON logs: every step record names the canary, its namespace,
