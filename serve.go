@@ -248,6 +248,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := srv.Shutdown(shutdown); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	// Notifications an abort left running (alerts, post-rollout hooks) finish before exit.
+	svc.Drain(shutdown)
 	return nil
 }
 

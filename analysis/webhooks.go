@@ -3,10 +3,8 @@ package analysis
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,15 +163,12 @@ func (h *Hooks) SendEvent(ctx context.Context, c functions.Canary, e functions.E
 }
 
 // Checksum identifies a canary's revision for webhooks as Flagger's canaryChecksum does: a hash
-// of status.trackedConfigs and status.lastAppliedSpec. (The value differs from Flagger's, which
-// hashes Go's printed form with FNV; receivers only compare checksums with each other.)
+// of status.trackedConfigs and status.lastAppliedSpec. It is functions.Checksum of the same
+// fields, so an event webhook is told the same checksum as the other webhooks for a revision.
+// (The value differs from Flagger's, which hashes Go's printed form with FNV; receivers only
+// compare checksums with each other.)
 func Checksum(st functions.Status) string {
-	b, _ := json.Marshal(struct {
-		TrackedConfigs  map[string]string `json:"trackedConfigs"`
-		LastAppliedSpec string            `json:"lastAppliedSpec"`
-	}{st.TrackedConfigs, st.LastAppliedSpec}) // maps marshal with sorted keys: stable
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+	return functions.Checksum(functions.State{TrackedConfigs: st.TrackedConfigs, LastAppliedSpec: st.LastAppliedSpec})
 }
 
 // call POSTs the payload with the hook's timeout on every attempt and retries as Flagger's

@@ -418,6 +418,27 @@ func TestChecksum(t *testing.T) {
 	}
 }
 
+// Regression: event webhooks were told a checksum computed differently from the one the other
+// webhooks get, so a receiver could not match an event to the revision its hooks saw.
+func TestEventChecksumIsTheHooksChecksum(t *testing.T) {
+	for name, st := range map[string]functions.Status{
+		"configs":      {LastAppliedSpec: "abc", TrackedConfigs: map[string]string{"configmap/a": "1", "secret/b": "2"}},
+		"no configs":   {LastAppliedSpec: "abc"},
+		"empty map":    {LastAppliedSpec: "abc", TrackedConfigs: map[string]string{}},
+		"empty status": {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hooks := functions.Checksum(functions.State{Phase: functions.PhaseProgressing, LastAppliedSpec: st.LastAppliedSpec, TrackedConfigs: st.TrackedConfigs})
+			if got := Checksum(st); got != hooks {
+				t.Errorf("event checksum %s, want the hooks' %s", got, hooks)
+			}
+		})
+	}
+	if Checksum(functions.Status{LastAppliedSpec: "abc", TrackedConfigs: map[string]string{}}) != Checksum(functions.Status{LastAppliedSpec: "abc"}) {
+		t.Error("an empty trackedConfigs map and none give different checksums")
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	h := NewHooks(HooksConfig{RetryWaitMin: 100 * time.Millisecond, RetryWaitMax: time.Second}, nil)
 	tests := []struct {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/siskin-dev/siskin/functions"
@@ -94,12 +96,12 @@ func CanaryFromUnstructured(u *unstructured.Unstructured) (functions.Canary, err
 	}
 	// Status first: a spec error below is reported in it.
 	if raw, ok := u.Object["status"]; ok {
-		_ = decodeJSON(raw, &cd.Status) // a status Siskin cannot read is rebuilt by the next write
+		_ = decodeJSON(raw, &cd.Status, "status") // a status Siskin cannot read is rebuilt by the next write
 	}
 	var spec specWithFallback
 	var specErr error
 	if raw, ok := u.Object["spec"]; ok {
-		specErr = decodeJSON(raw, &spec)
+		specErr = decodeJSON(raw, &spec, "spec")
 	} else {
 		specErr = fmt.Errorf("canary %s has no spec", cd.Key)
 	}
@@ -110,49 +112,58 @@ func CanaryFromUnstructured(u *unstructured.Unstructured) (functions.Canary, err
 	if specErr != nil {
 		specErr = fmt.Errorf("%w: canary %s spec: %w", functions.ErrInvalid, cd.Key, specErr)
 		cd.Status.SpecError = specErr.Error()
+		cd.DecodeError = specErr.Error()
 	}
 	return cd, specErr
 }
 
-func decodeJSON(in any, out any) error {
+// decodeJSON decodes in into out; path names in within the manifest, for error messages.
+func decodeJSON(in any, out any, path string) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(b, out)
+	err = json.Unmarshal(b, out)
+	// Say which field, in the manifest's own terms: "spec.analysis.stepWeight: got number 2.5,
+	// want int" rather than the Go struct path.
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		field := typeErr.Field
+		if _, rest, ok := strings.Cut(field, "."); ok && typeErr.Struct != "" {
+			field = rest // drop the Go type's name
+		}
+		if path != "" {
+			field = path + "." + field
+		}
+		return fmt.Errorf("%s: got %s, want %s", field, typeErr.Value, typeErr.Type)
+	}
+	return err
 }
 
 // WriteStatus writes the Canary's status subresource, only if it differs from the live status
 // (compared as functions.Status, with times compared as instants and nil equal to empty), and
 // re-reads and retries on conflict.
 func (c *Cluster) WriteStatus(ctx context.Context, cd functions.Canary, st functions.Status) error {
+	// The step has just read the Canary: compare with that, and skip the write when nothing
+	// changed, rather than reading it again.
+	if StatusEqual(cd.Status, st) {
+		return nil
+	}
 	desired, err := statusObject(st)
 	if err != nil {
 		return fmt.Errorf("%w: encode status of canary %s: %w", functions.ErrInvalid, cd.Key, err)
 	}
-	attempt := func() error {
-		u, err := c.getCanaryObject(ctx, cd.Key)
-		if err != nil {
-			return err
-		}
-		var live functions.Status
-		if raw, ok := u.Object["status"]; ok {
-			if err := decodeJSON(raw, &live); err != nil {
-				live = functions.Status{} // unreadable: overwrite it
-			}
-		}
-		if StatusEqual(live, st) {
-			return nil
-		}
-		next := u.DeepCopy()
-		next.Object["status"] = desired
-		cctx, cancel := c.call(ctx)
-		defer cancel()
-		_, err = c.dyn.Resource(CanaryGVR).Namespace(cd.Namespace).UpdateStatus(cctx, next,
-			metav1.UpdateOptions{FieldManager: fieldManager})
-		return apiError(err, "update status of", "Canary", cd.Namespace, cd.Name)
+	// One JSON patch replaces the whole status: no read, no conflict to retry, and no stale
+	// field left behind (a merge patch would keep fields the new status omits).
+	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": desired}})
+	if err != nil {
+		return fmt.Errorf("%w: encode status patch of canary %s: %w", functions.ErrInvalid, cd.Key, err)
 	}
-	return retry.OnError(retry.DefaultRetry, isConflict, attempt)
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err = c.dyn.Resource(CanaryGVR).Namespace(cd.Namespace).Patch(cctx, cd.Name, types.JSONPatchType, patch,
+		metav1.PatchOptions{FieldManager: fieldManager}, "status")
+	return apiError(err, "patch status of", "Canary", cd.Namespace, cd.Name)
 }
 
 // StatusEqual compares two statuses semantically: times as instants, nil maps and slices equal

@@ -11,8 +11,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/siskin-dev/siskin/functions"
 )
@@ -195,7 +193,7 @@ spec: {targetRef: {name: x}, service: {port: "not a number"}}`)
 func statusUpdates(f *fixture) int {
 	n := 0
 	for _, a := range f.dyn.Actions() {
-		if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
 			n++
 		}
 	}
@@ -228,7 +226,9 @@ func TestWriteStatusOnlyIfChanged(t *testing.T) {
 		t.Errorf("got a nil trigger written: %v", status["trigger"])
 	}
 
-	// The same status, with times in another zone and an empty map for nil: no write.
+	// The same status as the step read, with times in another zone and an empty map for nil:
+	// no write.
+	cd.Status = st
 	same := st
 	same.LastTransitionTime = at.UTC()
 	if err := f.c.WriteStatus(ctx, cd, same); err != nil {
@@ -248,31 +248,25 @@ func TestWriteStatusOnlyIfChanged(t *testing.T) {
 	}
 }
 
-func TestWriteStatusRetriesConflicts(t *testing.T) {
+func TestWriteStatusReplacesTheWholeStatus(t *testing.T) {
 	f := newFixture(t, nil, seed(t))
-	conflicts := 0
-	f.dyn.PrependReactor("update", "canaries", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetSubresource() == "status" && conflicts < 2 {
-			conflicts++
-			return true, nil, conflictErr("canaries", "podinfo")
-		}
-		return false, nil, nil
-	})
-	st := functions.Status{Phase: functions.PhaseInitialized}
-	if err := f.c.WriteStatus(context.Background(), seedDomain(t), st); err != nil {
-		t.Fatalf("WriteStatus: %v", err)
+	ctx := context.Background()
+	cd := seedDomain(t)
+	aborted := functions.State{Phase: functions.PhaseFailed, Message: "Canary aborted: alert X",
+		Trigger: &functions.Trigger{Kind: "alert", Detail: "X"}}.Status()
+	if err := f.c.WriteStatus(ctx, cd, aborted); err != nil {
+		t.Fatal(err)
 	}
-	if conflicts != 2 {
-		t.Errorf("got %d conflicts, want 2 retried", conflicts)
+	cd.Status = aborted
+	// The next release has no trigger yet: the old one must not linger.
+	next := functions.State{Phase: functions.PhaseProgressing}.Status()
+	if err := f.c.WriteStatus(ctx, cd, next); err != nil {
+		t.Fatal(err)
 	}
-
-	// Conflicts that never end are ErrConflict.
-	f.dyn.PrependReactor("update", "canaries", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, conflictErr("canaries", "podinfo")
-	})
-	err := f.c.WriteStatus(context.Background(), seedDomain(t), functions.Status{Phase: functions.PhaseFailed})
-	if !errors.Is(err, functions.ErrConflict) {
-		t.Errorf("got %v, want ErrConflict", err)
+	u, _ := f.dyn.Resource(CanaryGVR).Namespace("default").Get(ctx, "podinfo", metav1.GetOptions{})
+	status, _, _ := unstructured.NestedMap(u.Object, "status")
+	if _, ok := status["trigger"]; ok || status["phase"] != "Progressing" {
+		t.Errorf("got status %v, want phase Progressing and no trigger", status)
 	}
 }
 

@@ -13,15 +13,22 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-// TargetImages reads the images of the canary's target Deployment, container name -> reference.
-func (c *Cluster) TargetImages(ctx context.Context, cd functions.Canary) (map[string]string, error) {
-	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name)
+// DeploymentImages lists a namespace's Deployments with their container images: name ->
+// container -> image. One LIST answers a push for every canary of the namespace.
+func (c *Cluster) DeploymentImages(ctx context.Context, namespace string) (map[string]map[string]string, error) {
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	list, err := c.kube.AppsV1().Deployments(namespace).List(cctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, err
+		return nil, apiError(err, "list", "Deployments", namespace, "")
 	}
-	out := make(map[string]string, len(d.Spec.Template.Spec.Containers))
-	for _, ctr := range d.Spec.Template.Spec.Containers {
-		out[ctr.Name] = ctr.Image
+	out := make(map[string]map[string]string, len(list.Items))
+	for _, d := range list.Items {
+		images := make(map[string]string, len(d.Spec.Template.Spec.Containers))
+		for _, ctr := range d.Spec.Template.Spec.Containers {
+			images[ctr.Name] = ctr.Image
+		}
+		out[d.Name] = images
 	}
 	return out, nil
 }

@@ -121,7 +121,7 @@ func (c *Cluster) getFlaggerObject(ctx context.Context, gvr schema.GroupVersionR
 	if err != nil {
 		return apiError(err, "get", kind, namespace, name)
 	}
-	if err := decodeJSON(u.Object, out); err != nil {
+	if err := decodeJSON(u.Object, out, ""); err != nil {
 		return fmt.Errorf("%w: decode %s %s/%s: %w", functions.ErrInvalid, kind, namespace, name, err)
 	}
 	return nil

@@ -88,14 +88,39 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 		a Alert
 	}
 	var targets []target
+	seen := map[Key]bool{}
 	for ns, alerts := range byNamespace {
+		// An alert that names its canary needs one GET; only the others need a LIST of the
+		// namespace (it costs tens of milliseconds with many canaries, on the abort's path).
+		var unnamed []Alert
+		for _, a := range alerts {
+			k := Key{Namespace: ns, Name: a.Labels["canary"]}
+			if k.Name == "" {
+				unnamed = append(unnamed, a)
+				continue
+			}
+			c, err := s.d.Workloads.GetCanary(ctx, k)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				unnamed = append(unnamed, a) // "canary" may name a workload: match by labels
+			case err != nil:
+				return rep, fmt.Errorf("get canary %s: %w", k, err)
+			case AlertMatches(c, a.Labels) && !seen[k]:
+				seen[k] = true
+				targets = append(targets, target{c, a})
+			}
+		}
+		if len(unnamed) == 0 {
+			continue
+		}
 		canaries, err := s.d.Workloads.ListCanaries(ctx, ns)
 		if err != nil {
 			return rep, fmt.Errorf("list canaries in %s: %w", ns, err)
 		}
 		for _, c := range canaries {
-			for _, a := range alerts {
-				if AlertMatches(c, a.Labels) {
+			for _, a := range unnamed {
+				if AlertMatches(c, a.Labels) && !seen[c.Key] {
+					seen[c.Key] = true
 					targets = append(targets, target{c, a})
 					break
 				}
@@ -109,7 +134,7 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 	)
 	for _, t := range targets {
 		wg.Go(func() {
-			r, aborted, err := s.abort(ctx, t.c.Key, alertReason(t.a), &Trigger{Kind: "alert", EventID: eventID,
+			r, aborted, err := s.abort(ctx, t.c.Key, &t.c, alertReason(t.a), &Trigger{Kind: "alert", EventID: eventID,
 				Source: t.a.GeneratorURL, Detail: t.a.Labels["alertname"] + " " + t.a.Fingerprint, At: s.cfg.Now()})
 			mu.Lock()
 			defer mu.Unlock()
@@ -137,15 +162,27 @@ func alertReason(a Alert) string {
 
 // Abort fails a canary's release now (manual gate).
 func (s *Service) Abort(ctx context.Context, k Key, reason string) (StepReport, bool, error) {
-	return s.abort(ctx, k, reason, &Trigger{Kind: "manual", Detail: reason, At: s.cfg.Now()})
+	return s.abort(ctx, k, nil, reason, &Trigger{Kind: "manual", Detail: reason, At: s.cfg.Now()})
 }
 
 // abort pre-empts any step in flight: it takes no lease, acts at once and wins the save race
 // (a concurrent step then loses its compare-and-set and re-asserts the aborted state).
-func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger) (StepReport, bool, error) {
+//
+// read is the Canary when the caller just read it, for the first attempt; nil reads it.
+func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string, trig *Trigger) (StepReport, bool, error) {
 	start := s.cfg.Now()
 	for attempt := 0; ; attempt++ {
-		c, st, err := s.load(ctx, k)
+		var (
+			c   Canary
+			st  State
+			err error
+		)
+		if read != nil && attempt == 0 {
+			c = *read
+			st, err = s.loadState(ctx, c)
+		} else {
+			c, st, err = s.load(ctx, k)
+		}
 		if err != nil {
 			return StepReport{Key: k}, false, err
 		}
@@ -154,6 +191,17 @@ func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger
 		if !ok {
 			return rep, false, nil
 		}
+		if st.Phase == PhaseWaiting {
+			// The revision that was waiting is the one aborted: record it, or the next step
+			// would start it again.
+			work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+			if err != nil {
+				return rep, false, fmt.Errorf("abort %s: observe workloads: %w", k, err)
+			}
+			recordRejectedRevision(&out.State, work)
+		}
+		// Traffic back to the primary and the state Failed are the abort, acted and saved
+		// together; the Kubernetes Events say so alongside.
 		var (
 			wg            sync.WaitGroup
 			actErr, svErr error
@@ -161,6 +209,7 @@ func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger
 		)
 		wg.Go(func() { actErr = s.act(ctx, c, out) })
 		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State) })
+		wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
 		wg.Wait()
 		if errors.Is(svErr, ErrConflict) && attempt < 3 {
 			continue
@@ -168,10 +217,16 @@ func (s *Service) abort(ctx context.Context, k Key, reason string, trig *Trigger
 		if err := errors.Join(actErr, svErr); err != nil {
 			return rep, false, fmt.Errorf("abort %s: %w", k, err)
 		}
-		s.after(ctx, c, st, saved, out)
 		rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 		rep.Duration = s.cfg.Now().Sub(start)
 		s.d.Observer.Aborted(c, rep.Duration)
+		// The status says Failed only once it is true: after the act and the save.
+		wg.Go(func() { s.writeStatus(ctx, c, saved) })
+		wg.Go(func() { s.schedule(ctx, c, saved, out) })
+		wg.Wait()
+		// Alerts, post-rollout hooks and webhooks may take their own timeouts: the abort does
+		// not wait for them.
+		s.inBackground(ctx, func(ctx context.Context) { s.notify(ctx, c, st, saved, out) })
 		s.log.WarnContext(ctx, "aborted", "canary", k.String(), "namespace", k.Namespace, "reason", reason, "took", rep.Duration)
 		return rep, true, nil
 	}

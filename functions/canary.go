@@ -53,6 +53,8 @@ type Canary struct {
 	Annotations map[string]string
 	Deleting    bool // metadata.deletionTimestamp is set
 	Finalizers  []string
+	// DecodeError says why the spec could not be read as a whole (Spec holds what could).
+	DecodeError string
 	Spec        Spec
 	Status      Status
 }

@@ -246,10 +246,16 @@ func (f *fakeCluster) ObserveRoutes(_ context.Context, c Canary) (Routing, bool,
 	return r, ok, nil
 }
 
-func (f *fakeCluster) TargetImages(_ context.Context, c Canary) (map[string]string, error) {
+func (f *fakeCluster) DeploymentImages(_ context.Context, ns string) (map[string]map[string]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.images[c.Key], nil
+	out := map[string]map[string]string{}
+	for k, images := range f.images {
+		if c := f.canaries[k]; c.Namespace == ns {
+			out[c.Spec.TargetRef.Name] = images
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeCluster) SetImage(_ context.Context, dep Key, container, image string) error {

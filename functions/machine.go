@@ -79,6 +79,9 @@ func (d *decider) st() *State { return &d.out.State }
 
 func (d *decider) id() string { return d.c.Name + "." + d.c.Namespace }
 
+// targetID names the target Deployment as Flagger's messages do.
+func (d *decider) targetID() string { return d.spec.TargetRef.Name + "." + d.c.Namespace }
+
 func (d *decider) event(format string, args ...any) {
 	d.out.Events = append(d.out.Events, Event{Message: fmt.Sprintf(format, args...)})
 }
@@ -277,9 +280,7 @@ func (d *decider) decide() {
 			return
 		}
 		if rollbackRequested(rb) {
-			d.event("Rolling back %s manual webhook invoked", d.id())
-			d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-			d.rollback("")
+			d.manualRollback()
 			return
 		}
 		if s.PromoteRequested {
@@ -299,7 +300,7 @@ func (d *decider) decide() {
 		s.Routing = AllToPrimary
 		d.setPhase(PhaseSucceeded)
 		d.out.PostRollout = true
-		d.event("Promotion completed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		d.event("Promotion completed! Scaling down %s", d.targetID())
 		d.alert(SeverityInfo, false, "Canary analysis completed successfully, promotion finished.")
 		return
 	}
@@ -372,9 +373,7 @@ func (d *decider) startRelease() {
 		return
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
@@ -387,7 +386,7 @@ func (d *decider) startRelease() {
 		d.setPhase(PhaseWaiting)
 		return
 	}
-	d.event("New revision detected! Scaling up %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	d.event("New revision detected! Scaling up %s", d.targetID())
 	if t := s.PendingTrigger; t != nil {
 		s.Trigger = t
 		d.event("Release started by %s event %s: %s", t.Kind, t.EventID, t.Detail)
@@ -430,9 +429,7 @@ func (d *decider) canaryNotReady() {
 		}
 	}
 	if rollbackRequested(rb) {
-		d.event("Rolling back %s manual webhook invoked", d.id())
-		d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
-		d.rollback("")
+		d.manualRollback()
 		return
 	}
 	if w.Canary.Failed {
@@ -447,7 +444,7 @@ func (d *decider) canaryNotReady() {
 		return
 	}
 	s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.spec.TargetRef.Name, w.Canary.Reason)
-	d.event("Halt advancement %s waiting for rollout to finish: %s", d.spec.TargetRef.Name+"."+d.c.Namespace, w.Canary.Reason)
+	d.event("Halt advancement %s waiting for rollout to finish: %s", d.targetID(), w.Canary.Reason)
 }
 
 // analyse runs the pre-rollout hooks on the first step, else the rollout hooks and the
@@ -456,12 +453,12 @@ func (d *decider) canaryNotReady() {
 func (d *decider) analyse() bool {
 	s := d.st()
 	a := d.spec.analysis()
-	if s.Routing.Canary == 0 && s.Iterations == 0 && !(a.Mirror && s.Routing.Mirrored) {
+	if !s.analysing(d.spec) {
 		pre, ok := d.answered(HookPreRollout)
 		if !ok {
 			return false
 		}
-		d.event("Starting canary analysis for %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+		d.event("Starting canary analysis for %s", d.targetID())
 		if passed, failed := gatePassed(pre); !passed {
 			d.failCheck("Pre-rollout check %s failed %s", failed.Name, failed.Detail)
 			return false
@@ -500,6 +497,20 @@ func (d *decider) failCheck(format string, args ...any) {
 	if s.FailedChecks >= d.spec.Threshold() {
 		d.rollback("")
 	}
+}
+
+// analysing reports whether a step of a release in analysis runs the rollout hooks and the
+// metrics (rather than the pre-rollout hooks of its first step).
+func (s State) analysing(spec Spec) bool {
+	a := spec.analysis()
+	return s.Routing.Canary != 0 || s.Iterations != 0 || (a.Mirror && s.Routing.Mirrored)
+}
+
+// WillQueryMetrics reports whether a step from this state is likely to ask for metrics, so the
+// shell can query them alongside the workload reads instead of after them.
+func (s State) WillQueryMetrics(spec Spec) bool {
+	return (s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion) && !spec.SkipsAnalysis() &&
+		len(spec.analysis().Metrics) > 0 && s.analysing(spec)
 }
 
 // nextStepWeight is Flagger's: stepWeight, or the distance to the next rung of stepWeights.
@@ -551,16 +562,9 @@ func (d *decider) runCanary() {
 		}
 		d.event("Advance %s canary weight %d", d.id(), s.Routing.Canary)
 		s.Message = fmt.Sprintf("canary weight %d", s.Routing.Canary)
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
-	if !d.confirmPromotion() {
-		return
-	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.promoteOnceConfirmed()
 }
 
 func (d *decider) runAB() {
@@ -573,11 +577,7 @@ func (d *decider) runAB() {
 		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
 		return
 	}
-	if !d.confirmPromotion() {
-		return
-	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.promoteOnceConfirmed()
 }
 
 func (d *decider) runBlueGreen() {
@@ -592,9 +592,6 @@ func (d *decider) runBlueGreen() {
 		s.Iterations++
 		d.event("Advance %s canary iteration %d/%d", d.id(), s.Iterations, n)
 		s.Message = fmt.Sprintf("iteration %d/%d", s.Iterations, n)
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
 	if !d.confirmPromotion() {
@@ -609,13 +606,9 @@ func (d *decider) runBlueGreen() {
 		s.Routing = Routing{Primary: 0, Canary: 100}
 		s.Iterations++
 		s.Message = "all traffic on the canary"
-		if s.Phase == PhaseWaitingPromotion {
-			d.setPhase(PhaseProgressing)
-		}
 		return
 	}
-	d.event("Copying %s template spec to %s", d.spec.TargetRef.Name+"."+d.c.Namespace, d.c.Names().Primary+"."+d.c.Namespace)
-	d.promote()
+	d.copyToPrimary()
 }
 
 func (d *decider) confirmPromotion() bool {
@@ -635,6 +628,18 @@ func (d *decider) confirmPromotion() bool {
 		return false
 	}
 	return true
+}
+
+// promoteOnceConfirmed promotes when the confirm-promotion gate is open.
+func (d *decider) promoteOnceConfirmed() {
+	if d.confirmPromotion() {
+		d.copyToPrimary()
+	}
+}
+
+func (d *decider) copyToPrimary() {
+	d.event("Copying %s template spec to %s", d.targetID(), d.c.Names().Primary+"."+d.c.Namespace)
+	d.promote()
 }
 
 func (d *decider) promote() {
@@ -662,6 +667,13 @@ func (d *decider) promotionTrafficShift() {
 	s.Message = fmt.Sprintf("promoting: primary weight %d", primary)
 }
 
+// manualRollback is Flagger's answer to a rollback hook: a Warning event "Rolling back <canary>
+// manual webhook invoked", a warn alert, and the rollback.
+func (d *decider) manualRollback() {
+	d.alert(SeverityWarn, false, "Rolling back manual webhook invoked")
+	d.rollback("manual webhook invoked")
+}
+
 // rollback is Flagger's: all traffic to the primary, the canary scaled to zero, phase Failed.
 // The primary is not touched: it still runs the last promoted revision.
 func (d *decider) rollback(reason string) {
@@ -676,16 +688,23 @@ func (d *decider) rollback(reason string) {
 	} else if reason != "" {
 		d.warn("Rolling back %s %s", d.id(), reason)
 	}
+	if reason != "" {
+		// The status says why, not what the step before was doing.
+		d.st().Message = reason
+	}
 	d.failRelease()
 }
 
 func (d *decider) failRelease() {
 	s := d.st()
+	if s.Phase == PhaseWaiting {
+		recordRejectedRevision(s, d.in.Work)
+	}
 	s.Routing = AllToPrimary
 	d.out.Route = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
 	d.out.Workloads.Promote = false
-	d.warn("Canary failed! Scaling down %s", d.spec.TargetRef.Name+"."+d.c.Namespace)
+	d.warn("Canary failed! Scaling down %s", d.targetID())
 	msg := s.Message
 	d.setPhase(PhaseFailed)
 	if msg != "" && msg != phaseMessages[PhaseProgressing] {
@@ -695,6 +714,18 @@ func (d *decider) failRelease() {
 	s.CanaryNotReadySince = time.Time{}
 	s.PromoteRequested = false
 	d.out.PostRollout = true
+}
+
+// recordRejectedRevision records, for a release failed while Waiting, the revision that was
+// waiting as the last applied one. A Waiting release has not recorded it yet (Flagger never
+// fails a Waiting canary), and without it the next step would take the revision just rolled
+// back or aborted for a new one and start it again. Only a newer revision, or a resume,
+// starts another release. An observation without the target changes nothing.
+func recordRejectedRevision(s *State, w WorkloadObservation) {
+	if !w.TargetFound {
+		return
+	}
+	s.LastAppliedSpec, s.TrackedConfigs = w.TemplateHash, w.TrackedConfigs
 }
 
 // failedPromotion is Flagger's handleFailedPromotion: the primary broke while taking the new

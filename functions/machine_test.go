@@ -530,3 +530,130 @@ func TestSpecDefaults(t *testing.T) {
 		t.Error("SkipsAnalysis")
 	}
 }
+
+func TestBlueGreenWaitsForPromotionWithoutFlapping(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis = &Analysis{Interval: "1m", Threshold: 2, Iterations: 2,
+		Webhooks: []Webhook{{Name: "gate", Type: HookConfirmPromotion, URL: "http://x"}}}
+	w := readyWorld("v2")
+	w.hooks = map[HookType][]HookResult{HookConfirmPromotion: {{Name: "gate"}}}
+	s := State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastPromotedSpec: "v1", Routing: AllToPrimary, Iterations: 2}
+	var halts int
+	for i := 0; i < 6; i++ {
+		out := w.step(c, s, t0)
+		if i > 0 && out.State.Phase != PhaseWaitingPromotion {
+			t.Fatalf("step %d: got %s, want WaitingPromotion while the gate is closed", i+1, out.State.Phase)
+		}
+		for _, e := range out.Events {
+			if strings.Contains(e.Message, "waiting for promotion approval") {
+				halts++
+			}
+		}
+		s = out.State
+	}
+	if halts != 1 {
+		t.Errorf("got %d 'waiting for promotion approval' events in 6 steps, want 1", halts)
+	}
+	// The gate opens: the release goes on to all traffic on the canary, then promotion.
+	w.hooks[HookConfirmPromotion] = []HookResult{{Name: "gate", OK: true}}
+	for _, want := range []Phase{PhaseWaitingPromotion, PhaseWaitingPromotion, PhasePromoting} {
+		out := w.step(c, s, t0)
+		s = out.State
+		if s.Phase != want && !(want == PhaseWaitingPromotion && s.Phase == PhasePromoting) {
+			t.Fatalf("got %s, want %s (routing %v)", s.Phase, want, s.Routing)
+		}
+		if s.Phase == PhasePromoting {
+			break
+		}
+	}
+	if s.Phase != PhasePromoting {
+		t.Errorf("never promoted: %s", s.Phase)
+	}
+}
+
+// Regression: a canary rolled back while Waiting had never recorded the waiting revision, so the
+// next step took it for a new one and started it again (Waiting or Progressing, then rolled back
+// again, and so on).
+func TestRollbackWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{
+		{Name: "gate", Type: HookConfirmRollout, URL: "http://gate"},
+		{Name: "rollback", Type: HookRollback, URL: "http://rollback"},
+	}
+	w := readyWorld("v2")
+	w.hooks = map[HookType][]HookResult{
+		HookConfirmRollout: {{Name: "gate", Detail: "closed"}},
+		HookRollback:       {{Name: "rollback", OK: true}},
+	}
+	s := State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	out := w.step(c, s, t0)
+	if out.State.Phase != PhaseFailed || out.State.LastAppliedSpec != "v2" {
+		t.Fatalf("got %s lastAppliedSpec %q, want Failed with the rejected revision v2 recorded", out.State.Phase, out.State.LastAppliedSpec)
+	}
+	for name, hooks := range map[string]map[HookType][]HookResult{
+		"gate still closed": w.hooks,
+		"gate opened":       {HookConfirmRollout: {{Name: "gate", OK: true}}, HookRollback: {{Name: "rollback", Detail: "no"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w.hooks = hooks
+			next := w.step(c, out.State, t0.Add(time.Minute))
+			if next.State.Phase != PhaseFailed || next.State.Routing != AllToPrimary || next.Workloads.ScaleTarget != ScaleNone {
+				t.Errorf("got %s %+v scale %v, want the rolled-back revision left alone", next.State.Phase, next.State.Routing, next.Workloads.ScaleTarget)
+			}
+		})
+	}
+	w.work.TemplateHash = "v3"
+	w.hooks = map[HookType][]HookResult{HookConfirmRollout: {{Name: "gate", OK: true}}}
+	if next := w.step(c, out.State, t0.Add(time.Minute)); next.State.Phase != PhaseProgressing {
+		t.Errorf("a newer revision after the rollback: got %s, want Progressing", next.State.Phase)
+	}
+}
+
+// Regression: a rollback for a reason (a rollback hook, the progress deadline, a broken
+// primary) left the status message saying what the step before was doing ("canary weight 50",
+// "waiting for ... to be ready"), and the rollback hook's event was Normal where Flagger records
+// a Warning.
+func TestRollbackSaysWhy(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(c *Canary, w *world, s *State)
+		message string
+		warning string
+	}{
+		{"rollback hook", func(c *Canary, w *world, s *State) {
+			c.Spec.Analysis.Webhooks = []Webhook{{Name: "rb", Type: HookRollback, URL: "http://rb"}}
+			w.hooks = map[HookType][]HookResult{HookRollback: {{Name: "rb", OK: true}}}
+		}, "manual webhook invoked", "Rolling back podinfo.default manual webhook invoked"},
+		{"progress deadline", func(c *Canary, w *world, s *State) {
+			w.work.Canary = Readiness{Failed: true, Reason: "deployment \"podinfo\" exceeded its progress deadline"}
+		}, "progress deadline exceeded", "Rolling back podinfo.default progress deadline exceeded"},
+		{"primary broken", func(c *Canary, w *world, s *State) { w.work.Primary = Readiness{Failed: true, Reason: "deadline"} },
+			"primary deadline", "Rolling back podinfo.default primary deadline"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, w := seedCanary(), readyWorld("v2")
+			s := State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastPromotedSpec: "v1", Routing: Routing{Primary: 50, Canary: 50}, Message: "canary weight 50"}
+			tt.mutate(&c, w, &s)
+			out := w.step(c, s, t0)
+			if out.State.Phase != PhaseFailed {
+				t.Fatalf("got %s, want Failed", out.State.Phase)
+			}
+			if !strings.Contains(out.State.Message, tt.message) || strings.Contains(out.State.Message, "canary weight 50") {
+				t.Errorf("message %q, want it to say %q", out.State.Message, tt.message)
+			}
+			var warned bool
+			for _, e := range out.Events {
+				if strings.HasPrefix(e.Message, tt.warning) {
+					if !e.Warning {
+						t.Errorf("event %q is Normal, want Warning", e.Message)
+					}
+					warned = true
+				}
+			}
+			if !warned {
+				t.Errorf("no event %q in %+v", tt.warning, out.Events)
+			}
+		})
+	}
+}

@@ -60,9 +60,10 @@ type Registry interface {
 	Resolve(ctx context.Context, ref ImageRef) (string, error)
 }
 
-// Images reads and writes the target's container images (package deploy).
+// Images reads and writes the Deployments' container images (package deploy).
 type Images interface {
-	TargetImages(ctx context.Context, c Canary) (map[string]string, error)
+	// DeploymentImages lists a namespace's Deployments: name -> container -> image.
+	DeploymentImages(ctx context.Context, namespace string) (map[string]map[string]string, error)
 	SetImage(ctx context.Context, deployment Key, container, image string) error
 }
 
@@ -89,24 +90,70 @@ func (s *Service) HandlePushes(ctx context.Context, pushes []ImagePush) (PushRep
 	if s.d.Registry == nil || s.d.Images == nil {
 		return PushReport{}, fmt.Errorf("%w: push triggers are not configured", ErrUnavailable)
 	}
+	// Which canaries run what does not depend on the registry's answer: read it meanwhile.
+	var (
+		fl    fleet
+		flErr error
+		ready = make(chan struct{})
+	)
+	go func() { defer close(ready); fl, flErr = s.loadFleet(ctx) }()
+	fleetNow := func() (fleet, error) { <-ready; return fl, flErr }
+
 	var rep PushReport
 	var errs []error
-	canaries, err := s.d.Workloads.ListCanaries(ctx, s.cfg.Namespace)
-	if err != nil {
-		return rep, fmt.Errorf("list canaries: %w", err)
-	}
 	for _, p := range pushes {
-		out, err := s.handlePush(ctx, p, canaries)
+		out, err := s.handlePush(ctx, p, fleetNow)
 		rep.Pushes = append(rep.Pushes, out)
 		if out.Outcome == "started" {
 			rep.Started = append(rep.Started, out.Canaries...)
 		}
 		errs = append(errs, err)
 	}
+	<-ready
 	return rep, errors.Join(errs...)
 }
 
-func (s *Service) handlePush(ctx context.Context, p ImagePush, canaries []Canary) (PushOutcome, error) {
+// fleet is the canaries and the images their targets run, read once per notification: one
+// LIST of Canaries and one LIST of Deployments per namespace, however many canaries there are.
+type fleet struct {
+	canaries []Canary
+	images   map[Key]map[string]string // Deployment -> container -> image
+}
+
+func (s *Service) loadFleet(ctx context.Context) (fleet, error) {
+	canaries, err := s.d.Workloads.ListCanaries(ctx, s.cfg.Namespace)
+	if err != nil {
+		return fleet{}, fmt.Errorf("list canaries: %w", err)
+	}
+	namespaces := map[string]bool{}
+	for _, c := range canaries {
+		namespaces[c.Namespace] = true
+	}
+	fl := fleet{canaries: canaries, images: map[Key]map[string]string{}}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for ns := range namespaces {
+		wg.Go(func() {
+			deps, err := s.d.Images.DeploymentImages(ctx, ns)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("list deployments in %s: %w", ns, err))
+				return
+			}
+			for name, images := range deps {
+				fl.images[Key{Namespace: ns, Name: name}] = images
+			}
+		})
+	}
+	wg.Wait()
+	return fl, errors.Join(errs...)
+}
+
+func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (fleet, error)) (PushOutcome, error) {
 	out := PushOutcome{Image: pushName(p)}
 	if p.Tag == "" {
 		out.Outcome, out.Reason = "ignored", "untagged push"
@@ -149,25 +196,33 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, canaries []Canary
 		out.Outcome, out.Reason = "duplicate", "the same push was handled within "+PushDedupeWindow.String()
 		return out, nil
 	}
-	started, reasons, err := s.applyPush(ctx, p, pushed, canaries)
-	if err != nil {
-		// Let the sender's retry do it again.
-		if ferr := s.d.Store.Forget(ctx, dedupe); ferr != nil {
-			s.log.Warn("forget push after failure", "push", dedupe, "err", ferr)
+	fl, err := fleetNow()
+	if err == nil {
+		var started, reasons []string
+		started, reasons, err = s.applyPush(ctx, p, pushed, fl)
+		if err == nil {
+			return s.pushOutcome(out, started, reasons), nil
 		}
-		out.Outcome, out.Reason = "error", err.Error()
-		return out, err
 	}
+	// Let the sender's retry do it again.
+	if ferr := s.d.Store.Forget(ctx, dedupe); ferr != nil {
+		s.log.Warn("forget push after failure", "push", dedupe, "err", ferr)
+	}
+	out.Outcome, out.Reason = "error", err.Error()
+	return out, err
+}
+
+func (s *Service) pushOutcome(out PushOutcome, started, reasons []string) PushOutcome {
 	if len(started) == 0 {
 		out.Outcome = "ignored"
 		out.Reason = "no canary takes it"
 		if len(reasons) > 0 {
 			out.Reason += ": " + strings.Join(reasons, "; ")
 		}
-		return out, nil
+		return out
 	}
 	out.Outcome, out.Canaries = "started", started
-	return out, nil
+	return out
 }
 
 func pushName(p ImagePush) string {
@@ -184,7 +239,7 @@ func pushName(p ImagePush) string {
 	return n
 }
 
-func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, canaries []Canary) ([]string, []string, error) {
+func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, fl fleet) ([]string, []string, error) {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -194,14 +249,15 @@ func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, c
 		slots   = make(chan struct{}, s.cfg.Parallelism)
 		trigger = Trigger{Kind: "push", EventID: p.EventID, Source: p.Source, Detail: pushed.String(), At: s.cfg.Now()}
 	)
-	for _, c := range canaries {
+	for _, c := range fl.canaries {
 		if strings.EqualFold(c.Annotations[AnnotationPushTrigger], "disabled") {
 			continue
 		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			took, reason, err := s.pushToCanary(ctx, c, pushed, trigger)
+			images := fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}]
+			took, reason, err := s.pushToCanary(ctx, c, images, pushed, trigger)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -220,14 +276,7 @@ func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, c
 
 // pushToCanary sets the new image on the canary's target when the policy takes it, records
 // the trigger and runs the first step of the release at once.
-func (s *Service) pushToCanary(ctx context.Context, c Canary, pushed ImageRef, trig Trigger) (bool, string, error) {
-	images, err := s.d.Images.TargetImages(ctx, c)
-	if errors.Is(err, ErrNotFound) {
-		return false, "", nil
-	}
-	if err != nil {
-		return false, "", err
-	}
+func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]string, pushed ImageRef, trig Trigger) (bool, string, error) {
 	var updates map[string]string
 	var reason string
 	for container, image := range images {

@@ -64,6 +64,8 @@ type Config struct {
 	DueBatch int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Sleep waits for d or until ctx is done (a real sleep when nil); simulations replace both.
+	Sleep func(ctx context.Context, d time.Duration)
 	// AfterAct, when set, runs between acting and saving; an error abandons the step there.
 	// Tests use it to crash between act and save.
 	AfterAct func(Key) error
@@ -85,6 +87,14 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Sleep == nil {
+		c.Sleep = func(ctx context.Context, d time.Duration) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+	}
 	return c
 }
 
@@ -93,6 +103,7 @@ type Service struct {
 	d   Deps
 	cfg Config
 	log *slog.Logger
+	bg  sync.WaitGroup
 }
 
 func New(d Deps, cfg Config, log *slog.Logger) *Service {
@@ -167,14 +178,10 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 // load reads the Canary and its state concurrently; lost state is rebuilt from the cluster.
 func (s *Service) load(ctx context.Context, k Key) (Canary, State, error) {
 	var (
-		c            Canary
-		st           State
-		cErr, stErr  error
-		wg           sync.WaitGroup
-		live         Routing
-		liveFound    bool
-		liveErr      error
-		needsRebuild bool
+		c           Canary
+		st          State
+		cErr, stErr error
+		wg          sync.WaitGroup
 	)
 	wg.Go(func() { c, cErr = s.d.Workloads.GetCanary(ctx, k) })
 	wg.Go(func() { st, stErr = s.d.Store.Load(ctx, k) })
@@ -182,23 +189,38 @@ func (s *Service) load(ctx context.Context, k Key) (Canary, State, error) {
 	if cErr != nil {
 		return c, st, fmt.Errorf("get canary %s: %w", k, cErr)
 	}
+	st, err := s.orRebuilt(ctx, c, st, stErr)
+	return c, st, err
+}
+
+// loadState reads the state of a Canary already read.
+func (s *Service) loadState(ctx context.Context, c Canary) (State, error) {
+	st, err := s.d.Store.Load(ctx, c.Key)
+	return s.orRebuilt(ctx, c, st, err)
+}
+
+// orRebuilt passes a loaded state through, or rebuilds a lost one from the Canary's status and
+// the live VirtualService.
+func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr error) (State, error) {
 	switch {
-	case errors.Is(stErr, ErrNotFound):
-		needsRebuild = true
-	case stErr != nil:
-		return c, st, fmt.Errorf("load state of %s: %w", k, stErr)
+	case loadErr == nil:
+		return st, nil
+	case !errors.Is(loadErr, ErrNotFound):
+		return st, fmt.Errorf("load state of %s: %w", c.Key, loadErr)
 	}
-	if needsRebuild {
-		if c.Status.Phase != "" {
-			live, liveFound, liveErr = s.d.Routes.ObserveRoutes(ctx, c)
-			if liveErr != nil {
-				return c, st, fmt.Errorf("read routes of %s to rebuild its state: %w", k, liveErr)
-			}
+	var (
+		live  Routing
+		found bool
+	)
+	if c.Status.Phase != "" {
+		var err error
+		if live, found, err = s.d.Routes.ObserveRoutes(ctx, c); err != nil {
+			return st, fmt.Errorf("read routes of %s to rebuild its state: %w", c.Key, err)
 		}
-		st = RebuildState(c.Status, live, liveFound)
-		s.log.InfoContext(ctx, "rebuilt state from the cluster", "canary", k.String(), "namespace", k.Namespace, "phase", st.Phase, "weight", st.Routing.Canary)
 	}
-	return c, st, nil
+	st = RebuildState(c.Status, live, found)
+	s.log.InfoContext(ctx, "rebuilt state from the cluster", "canary", c.Key.String(), "namespace", c.Key.Namespace, "phase", st.Phase, "weight", st.Routing.Canary)
+	return st, nil
 }
 
 // step observes, decides, acts and saves one canary. It returns only after the state is saved.
@@ -222,12 +244,27 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 	}
 	st.SpecError = ""
 
+	// The metrics do not depend on the workloads: query them alongside when the step will
+	// want them (a read; unused if the canary turns out not to be ready).
+	var (
+		prefetch   []MetricResult
+		prefetched bool
+		wg         sync.WaitGroup
+	)
+	if st.WillQueryMetrics(c.Spec) {
+		prefetched = true
+		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
+	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+	wg.Wait()
 	if err != nil {
 		return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
 	}
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
 		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
+	if prefetched {
+		in.Metrics, in.MetricsDone = prefetch, true
+	}
 	out := Decide(in)
 	for round := 0; !out.Need.Empty(); round++ {
 		if round > 8 {
@@ -274,14 +311,12 @@ func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { s.writeStatus(ctx, c, saved) })
+	var report Step
 	if changed {
-		wg.Go(func() {
-			s.recordEvent(ctx, c, Event{Warning: true, Message: "Invalid canary spec: " + problem})
-		})
+		// Said once, not at every check.
+		report.Events = []Event{{Warning: true, Message: "Invalid canary spec: " + problem}}
 	}
-	wg.Wait()
+	s.record(ctx, c, saved, report)
 	return rep, s.d.Store.Schedule(ctx, c.Key, s.cfg.Now().Add(c.Spec.Interval(s.cfg.MinInterval)), false)
 }
 
@@ -377,15 +412,47 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 // Only the schedule can fail the step: the rest is a mirror the next step rewrites.
 func (s *Service) after(ctx context.Context, c Canary, before, saved State, out Step) {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		at := s.cfg.Now().Add(out.Next)
-		if err := s.d.Store.Schedule(ctx, c.Key, at, saved.Phase.Releasing()); err != nil {
-			s.log.Error("schedule next step", "canary", c.Key.String(), "err", err)
-		}
-	})
+	wg.Go(func() { s.schedule(ctx, c, saved, out) })
+	wg.Go(func() { s.record(ctx, c, saved, out) })
+	wg.Go(func() { s.notify(ctx, c, before, saved, out) })
+	wg.Wait()
+}
+
+func (s *Service) schedule(ctx context.Context, c Canary, saved State, out Step) {
+	at := s.cfg.Now().Add(out.Next)
+	if err := s.d.Store.Schedule(ctx, c.Key, at, saved.Phase.Releasing()); err != nil {
+		s.log.Error("schedule next step", "canary", c.Key.String(), "err", err)
+	}
+}
+
+// record writes what `kubectl` shows: the Canary's status and its Kubernetes Events.
+func (s *Service) record(ctx context.Context, c Canary, saved State, out Step) {
+	var wg sync.WaitGroup
 	wg.Go(func() { s.writeStatus(ctx, c, saved) })
-	for _, e := range out.Events {
-		wg.Go(func() { s.recordEvent(ctx, c, e) })
+	wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
+	wg.Wait()
+}
+
+func (s *Service) recordEvents(ctx context.Context, c Canary, events []Event) {
+	var wg sync.WaitGroup
+	for _, e := range events {
+		wg.Go(func() {
+			if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
+				s.log.Warn("record event", "canary", c.Key.String(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// notify tells the outside world: event webhooks, alerts, post-rollout hooks, the transition
+// CloudEvent. Each call has its own timeout; a failure is logged, never fails the step.
+func (s *Service) notify(ctx context.Context, c Canary, before, saved State, out Step) {
+	var wg sync.WaitGroup
+	if s.d.Events != nil && len(c.Spec.Hooks(HookEvent)) > 0 {
+		for _, e := range out.Events {
+			wg.Go(func() { s.d.Events.SendEvent(ctx, c, e) })
+		}
 	}
 	if s.d.Emitter != nil && before.Phase != saved.Phase {
 		wg.Go(func() { s.d.Emitter.Transitioned(ctx, c, before, saved) })
@@ -407,23 +474,35 @@ func (s *Service) after(ctx context.Context, c Canary, before, saved State, out 
 	wg.Wait()
 }
 
+// inBackground runs f after the request has been answered, on a context that outlives it.
+// Drain waits for such work before the process exits.
+func (s *Service) inBackground(ctx context.Context, f func(ctx context.Context)) {
+	s.bg.Go(func() { f(context.WithoutCancel(ctx)) })
+}
+
+// Drain waits, until ctx is done, for work left running after answering (the notifications of
+// an abort).
+func (s *Service) Drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
 func (s *Service) writeStatus(ctx context.Context, c Canary, st State) {
 	if err := s.d.Workloads.WriteStatus(ctx, c, st.Status()); err != nil {
 		s.log.Warn("write canary status", "canary", c.Key.String(), "err", err)
 	}
 }
 
-func (s *Service) recordEvent(ctx context.Context, c Canary, e Event) {
-	if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
-		s.log.Warn("record event", "canary", c.Key.String(), "err", err)
-	}
-	if s.d.Events != nil && len(c.Spec.Hooks(HookEvent)) > 0 {
-		s.d.Events.SendEvent(ctx, c, e)
-	}
-}
-
 // Checksum is Flagger's webhook checksum: a hash of the applied spec and tracked configs.
 func Checksum(st State) string {
+	if len(st.TrackedConfigs) == 0 {
+		// No tracked configs, however they were decoded (Redis, the Canary's status).
+		st.TrackedConfigs = nil
+	}
 	b, _ := json.Marshal(struct {
 		TrackedConfigs  map[string]string
 		LastAppliedSpec string

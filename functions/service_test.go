@@ -388,6 +388,52 @@ func TestTickStepsOnlyItsNamespace(t *testing.T) {
 	}
 }
 
+// A release due but not steppable by this instance (another namespace's, or one whose lease
+// another instance holds) must not keep a tick looping past its window.
+func TestTickEndsWithItsWindowWhenAReleaseStaysDue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(f *fixture, mine, theirs Canary)
+	}{
+		{"another namespace's release is overdue", func(f *fixture, _, theirs Canary) {
+			f.store.due[theirs.Key], f.store.releasing[theirs.Key] = t0.Add(-time.Minute), true
+		}},
+		{"own release is overdue and its lease held elsewhere", func(f *fixture, mine, _ Canary) {
+			f.store.states[mine.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+			f.store.due[mine.Key], f.store.releasing[mine.Key] = t0.Add(-time.Minute), true
+			f.store.leases[mine.Key] = 99
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mine := seedCanary()
+			mine.Namespace = "team-a"
+			mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+			theirs := seedCanary()
+			theirs.Namespace = "team-b"
+			theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+			f := newFixture(t, mine, theirs)
+			f.svc.cfg.Namespace = "team-a"
+			tc.setup(f, mine, theirs)
+			done := make(chan error, 1)
+			go func() {
+				_, err := f.svc.Tick(context.Background(), f.clock().Add(300*time.Millisecond))
+				done <- err
+			}()
+			// The fixture's clock stands still: the window is over only when the tick moves it.
+			time.Sleep(50 * time.Millisecond)
+			f.advanceClock(time.Second)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the tick was still looping 5 s after its window ended")
+			}
+		})
+	}
+}
+
 func TestRevertOnDeletion(t *testing.T) {
 	c := seedCanary()
 	c.Spec.RevertOnDeletion = true
@@ -421,5 +467,224 @@ func TestRevertOnDeletion(t *testing.T) {
 	}
 	if _, err := f.store.Load(ctx, c.Key); err == nil {
 		t.Error("state kept after finalization")
+	}
+}
+
+func TestTickDoesNotSpinOnAForeignDueCanary(t *testing.T) {
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	// team-b's canary is releasing and overdue, and its own Siskin is down.
+	f.store.due[theirs.Key], f.store.releasing[theirs.Key] = time.Now().Add(-time.Second), true
+	start := time.Now()
+	rep, err := f.svc.Tick(context.Background(), time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rounds != 1 {
+		t.Errorf("got %d rounds in %v, want 1: the tick must not wait for a canary it may not step", rep.Rounds, time.Since(start))
+	}
+}
+
+// countingMetrics counts the queries of a step.
+type countingMetrics struct {
+	fakeAnalysis
+	mu    sync.Mutex
+	calls int
+}
+
+func (m *countingMetrics) QueryMetrics(ctx context.Context, c Canary) []MetricResult {
+	m.mu.Lock()
+	m.calls++
+	m.mu.Unlock()
+	return m.fakeAnalysis.QueryMetrics(ctx, c)
+}
+
+func TestAnalysisStepQueriesMetricsOnceAlongsideTheWorkloads(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	m := &countingMetrics{fakeAnalysis: fakeAnalysis{metrics: []MetricResult{{Name: "request-success-rate", Value: 100}, {Name: "request-duration", Value: 10}}}}
+	f.svc.d.Metrics = m
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false}}
+	if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != 1 || f.state(t, c.Key).Routing != (Routing{85, 15, false}) {
+		t.Errorf("got %d queries and routing %v, want 1 query and 85/15", m.calls, f.state(t, c.Key).Routing)
+	}
+	// The first step of a release runs the pre-rollout hooks, not the metrics.
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: AllToPrimary, Version: f.state(t, c.Key).Version}
+	m.calls = 0
+	if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != 0 {
+		t.Errorf("first step: got %d metric queries, want 0", m.calls)
+	}
+}
+
+// blockingHooks holds every call until released.
+type blockingHooks struct {
+	fakeAnalysis
+	release chan struct{}
+	called  chan HookType
+}
+
+func (b blockingHooks) CallHooks(ctx context.Context, c Canary, hooks []Webhook, call HookCall, stop bool) []HookResult {
+	b.called <- hooks[0].EffectiveType()
+	<-b.release
+	return b.fakeAnalysis.CallHooks(ctx, c, hooks, call, stop)
+}
+
+func TestAbortDoesNotWaitForItsNotifications(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{{Name: "notify", Type: HookPostRollout, URL: "http://x"}}
+	f := newFixture(t, c)
+	hooks := blockingHooks{release: make(chan struct{}), called: make(chan HookType, 1)}
+	f.svc.d.Hooks = hooks
+	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", Routing: Routing{70, 30, false}}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := f.svc.Abort(context.Background(), c.Key, "manual")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the abort waited for its post-rollout hook")
+	}
+	if got := f.state(t, c.Key).Phase; got != PhaseFailed {
+		t.Fatalf("got %s, want Failed when the abort answers", got)
+	}
+	if got := <-hooks.called; got != HookPostRollout {
+		t.Errorf("got a %s hook, want post-rollout", got)
+	}
+	close(hooks.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f.svc.Drain(ctx)
+	if ctx.Err() != nil {
+		t.Error("Drain did not return once the hook finished")
+	}
+}
+
+// Regression: aborting a Waiting canary did not record the waiting revision, so the next tick
+// started the aborted revision again.
+func TestAbortWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	f.cluster.work[c.Key] = readyWorld("v2").work
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Schedule(ctx, c.Key, f.clock().Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, aborted, err := f.svc.Abort(ctx, c.Key, "not this one"); err != nil || !aborted {
+		t.Fatalf("abort: aborted %v err %v", aborted, err)
+	}
+	for range 3 {
+		f.advanceClock(time.Minute)
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.state(t, c.Key); st.Phase != PhaseFailed || st.LastAppliedSpec != "v2" {
+			t.Fatalf("after the abort: got %s lastAppliedSpec %q, want Failed with v2 recorded", st.Phase, st.LastAppliedSpec)
+		}
+	}
+}
+
+// Regression: a namespace-scoped Siskin whose shared schedule held another namespace's overdue
+// releasing canary (whose own Siskin is gone) spun in its tick forever: that canary was always
+// the next due, and never its to step.
+func TestTickIgnoresOtherNamespacesOverdueReleases(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Analysis.Interval = "1s"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	now := time.Now()
+	f.store.states[theirs.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[theirs.Key], f.store.releasing[theirs.Key] = now.Add(-time.Minute), true
+	f.store.states[mine.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+	f.store.due[mine.Key], f.store.releasing[mine.Key] = now, true
+
+	type result struct {
+		rep TickReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := f.svc.Tick(context.Background(), now.Add(1500*time.Millisecond))
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		// Its own releasing canary still gets the window: a step now and one a second later.
+		if got := f.state(t, mine.Key).Steps; got != 2 || r.rep.Rounds != 2 {
+			t.Errorf("own canary: %d steps in %d rounds, want 2 in 2", got, r.rep.Rounds)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick never returned: it spins on another namespace's overdue canary")
+	}
+	if st := f.state(t, theirs.Key); st.Steps != 0 {
+		t.Errorf("stepped team-b's canary %d times", st.Steps)
+	}
+}
+
+// rescheduledStore answers DueAt as if every canary had just been stepped and rescheduled an
+// hour later by another instance, between the tick's listing and its reading.
+type rescheduledStore struct{ *memStore }
+
+func (r rescheduledStore) DueAt(_ context.Context, _ Key) (time.Time, bool, error) {
+	return time.Now().Add(time.Hour), true, nil
+}
+
+// Regression: looking past another namespace's overdue release, a tick took its own canary's
+// new schedule, an interval away, for a step due in its window and waited for it.
+func TestTickDoesNotWaitPastItsWindow(t *testing.T) {
+	mine := seedCanary()
+	mine.Namespace = "team-a"
+	mine.Spec.Service.Primary, mine.Spec.Service.Canary = nil, nil
+	theirs := seedCanary()
+	theirs.Namespace = "team-b"
+	theirs.Spec.Service.Primary, theirs.Spec.Service.Canary = nil, nil
+	f := newFixture(t, mine, theirs)
+	f.svc.cfg.Namespace = "team-a"
+	f.svc.cfg.Now = time.Now
+	f.svc.d.Store = rescheduledStore{f.store}
+	now := time.Now()
+	for _, k := range []Key{mine.Key, theirs.Key} {
+		f.store.states[k] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{95, 5, false}}
+		f.store.releasing[k] = true
+	}
+	f.store.due[theirs.Key], f.store.due[mine.Key] = now.Add(-time.Minute), now
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.svc.Tick(context.Background(), now.Add(time.Second))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tick waits for a step due after its window")
 	}
 }

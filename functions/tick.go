@@ -32,25 +32,66 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 	}
 	for {
 		rep.Rounds++
+		roundStart := s.cfg.Now()
 		if err := s.stepDue(ctx, &rep); err != nil {
 			return rep, err
 		}
-		_, next, ok, err := s.d.Store.NextDue(ctx, true)
+		next, ok, err := s.nextReleasingDue(ctx, roundStart, until)
 		if err != nil {
 			return rep, fmt.Errorf("read schedule: %w", err)
 		}
-		if !ok || next.After(until) {
+		if !ok || !s.cfg.Now().Before(until) {
 			return rep, nil
 		}
-		wait := next.Sub(s.cfg.Now())
-		if wait > 0 {
-			select {
-			case <-ctx.Done():
+		if wait := next.Sub(s.cfg.Now()); wait > 0 {
+			s.cfg.Sleep(ctx, wait)
+			if ctx.Err() != nil {
 				return rep, nil
-			case <-time.After(wait):
 			}
 		}
 	}
+}
+
+// nextReleasingDue is when the next step of a releasing canary this Siskin may take falls due,
+// if it does after roundStart and by until. Steps that were already due when the round began
+// and are still due are not ours to wait for: another instance holds them, or, for a
+// namespace-scoped Siskin sharing the schedule, another namespace's Siskin owns them (and may
+// be gone). Waiting for those would spin; looking past them keeps the window for our own.
+func (s *Service) nextReleasingDue(ctx context.Context, roundStart, until time.Time) (time.Time, bool, error) {
+	k, next, ok, err := s.d.Store.NextDue(ctx, true)
+	if err != nil || !ok || next.After(until) {
+		return next, false, err
+	}
+	if next.After(roundStart) && (s.cfg.Namespace == "" || k.Namespace == s.cfg.Namespace) {
+		return next, true, nil
+	}
+	due, err := s.d.Store.Due(ctx, until, s.cfg.DueBatch)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	for _, k := range due { // earliest first
+		if s.cfg.Namespace != "" && k.Namespace != s.cfg.Namespace {
+			continue
+		}
+		at, ok, err := s.d.Store.DueAt(ctx, k)
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if !ok || !at.After(roundStart) || at.After(until) {
+			continue
+		}
+		st, err := s.d.Store.Load(ctx, k)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if st.Phase.Releasing() {
+			return at, true, nil
+		}
+	}
+	return time.Time{}, false, nil
 }
 
 // discover schedules every Canary that has no schedule yet: new canaries, and all of them

@@ -11,6 +11,9 @@ import (
 func Validate(c Canary) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if c.DecodeError != "" {
+		add("%s", c.DecodeError)
+	}
 	s := c.Spec
 	if s.Provider != "" && s.Provider != "istio" {
 		add("spec.provider %s is not supported: Siskin drives Istio", s.Provider)

@@ -31,13 +31,21 @@ func releaseTo(t *testing.T, e *env, s *siskin, name string, weight int) {
 	stepThrough(t, e, s, name, time.Second, want, 40)
 }
 
-func TestFailingSuccessRateRollsBack(t *testing.T) {
-	e := newEnv(t, "failing")
+// seedSetup is a namespace with a healthy podinfo-like target, the seed Canary at the given
+// interval, its traffic and a running Siskin scoped to the namespace.
+func seedSetup(t *testing.T, ns, interval string, extraEnv ...string) (*env, *traffic.Exporter, *siskin) {
+	t.Helper()
+	e := newEnv(t, ns)
 	ex := startExporter(t, e)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
 	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	e.apply(seedCanary(t, e.ns, "podinfo", "1s"))
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	e.apply(seedCanary(t, e.ns, "podinfo", interval))
+	return e, ex, startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: extraEnv})
+}
+
+func TestFailingSuccessRateRollsBack(t *testing.T) {
+	t.Parallel()
+	e, ex, s := seedSetup(t, "failing", "1s")
 	releaseTo(t, e, s, "podinfo", 5)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40, ErrorRate: 0.6})
 	// The seed's threshold is 5: four failed checks hold the weight, the fifth rolls back in
@@ -75,12 +83,8 @@ func waitForRate(t *testing.T, e *env, workload string, pct float64) {
 }
 
 func TestNewRevisionDuringAnalysisRestartsAtZero(t *testing.T) {
-	e := newEnv(t, "revision")
-	ex := startExporter(t, e)
-	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
-	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	e.apply(seedCanary(t, e.ns, "podinfo", "1s"))
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	t.Parallel()
+	e, _, s := seedSetup(t, "revision", "1s")
 	releaseTo(t, e, s, "podinfo", 15)
 	e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:3.0.0")
 	stepThrough(t, e, s, "podinfo", time.Second, []observed{
@@ -109,6 +113,7 @@ func (s *siskin) view(ns, name string) functions.CanaryView {
 }
 
 func TestConcurrentTicksAdvanceEachCanaryOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "concurrent")
 	ex := startExporter(t, e)
 	var names []string
@@ -180,13 +185,9 @@ func TestConcurrentTicksAdvanceEachCanaryOnce(t *testing.T) {
 }
 
 func TestCrashBetweenActAndSave(t *testing.T) {
-	e := newEnv(t, "crash")
-	ex := startExporter(t, e)
-	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
-	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	e.apply(seedCanary(t, e.ns, "podinfo", "1s"))
+	t.Parallel()
 	crashFile := filepath.Join(t.TempDir(), "crash-now")
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_TEST_CRASH_FILE=" + crashFile}})
+	e, _, s := seedSetup(t, "crash", "1s", "SISKIN_TEST_CRASH_FILE="+crashFile)
 	releaseTo(t, e, s, "podinfo", 10)
 
 	if err := os.WriteFile(crashFile, nil, 0o600); err != nil {
@@ -226,12 +227,8 @@ func TestCrashBetweenActAndSave(t *testing.T) {
 }
 
 func TestRedisLosesEverythingMidRelease(t *testing.T) {
-	e := newEnv(t, "flushall")
-	ex := startExporter(t, e)
-	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
-	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	e.apply(seedCanary(t, e.ns, "podinfo", "1s"))
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	t.Parallel()
+	e, _, s := seedSetup(t, "flushall", "1s")
 	releaseTo(t, e, s, "podinfo", 15)
 
 	rdb := redis.NewClient(&redis.Options{Addr: e.lab.RedisAddr()})

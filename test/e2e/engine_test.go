@@ -174,6 +174,7 @@ func stepThrough(t *testing.T, e *env, s *siskin, name string, interval time.Dur
 }
 
 func TestSeedCanaryReleaseSucceeds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "default")
 	ex := startExporter(t, e)
 	ex.Set("default", "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})

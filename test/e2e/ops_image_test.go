@@ -26,6 +26,7 @@ import (
 // base), then inspects what was pushed: a small image whose one binary is static, carries
 // the version and runs as non-root, with CA certificates for TLS.
 func TestOpsImage(t *testing.T) {
+	t.Parallel()
 	l := lab.Require(t)
 	for _, tool := range []string{"make", "git", "tar"} {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -186,6 +186,7 @@ func (d *dryRunner) apply(ctx context.Context, obj *unstructured.Unstructured) e
 var knativeEventingGroups = map[string]bool{"eventing.knative.dev": true, "sources.knative.dev": true}
 
 func TestOpsManifestsPassServerSideDryRun(t *testing.T) {
+	t.Parallel()
 	l := lab.Require(t)
 	installKnativeServingCRDs(t, l)
 	d := newDryRunner(t, l)

@@ -224,6 +224,7 @@ func bucketBounds(fam *dto.MetricFamily) []float64 {
 // TestOpsMetricsAndLogs runs the seed release to Succeeded and a second one to a manual abort,
 // and checks /metrics against Flagger's names, labels and what happened, then Siskin's JSON logs.
 func TestOpsMetricsAndLogs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "ops-metrics")
 	ex := startExporter(t, e)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
@@ -450,6 +451,7 @@ func checkStepLogs(t *testing.T, logs, ns, name string, sent map[string]string) 
 // TestOpsCanaryTableShowsLiveProgress asks the apiserver for the Table `kubectl get canaries`
 // prints, mid-release: the default columns carry what Siskin wrote after the last step.
 func TestOpsCanaryTableShowsLiveProgress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "ops-table")
 	ex := startExporter(t, e)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
@@ -552,6 +554,7 @@ func canaryStatusString(t *testing.T, e *env, name, field string) string {
 
 // TestOpsCLI runs the real `siskin` verbs against a running Siskin mid-release.
 func TestOpsCLI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "ops-cli")
 	ex := startExporter(t, e)
 	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})

@@ -1,12 +1,16 @@
-// Package traffic simulates the Istio sidecars that the lab does not have: it produces
-// requests per workload, with each version's error rate and latency, and exports them under
-// Istio's metric names and labels for Prometheus to scrape, so Flagger's built-in queries and
-// Alertmanager rules run unchanged against the lab.
+// Package traffic simulates the Istio sidecars that the lab does not have, and exports what
+// they would report under Istio's metric names and labels for Prometheus to scrape, so
+// Flagger's built-in queries and Alertmanager rules run unchanged against the lab.
+//
+// Exporter produces a fixed request rate per workload, set by the test. Simulator reads the
+// live VirtualServices and sends synthetic requests as their routes say, each version
+// answering with the error rate and latency its image tag asks for.
 package traffic
 
 import (
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,7 +20,8 @@ import (
 
 // Behaviour is how one workload answers.
 type Behaviour struct {
-	// RPS is the request rate it receives.
+	// RPS is the request rate it receives (Exporter only: the Simulator's rate comes from the
+	// routes).
 	RPS float64
 	// ErrorRate is the fraction of requests answered 500.
 	ErrorRate float64
@@ -26,22 +31,94 @@ type Behaviour struct {
 
 type workload struct{ namespace, name string }
 
+// Sample is one request as a sidecar reports it.
+type Sample struct {
+	// Reporter is "destination" (the workload's sidecar) or "source" (the caller's, for
+	// requests that never reached a workload).
+	Reporter  string
+	Namespace string
+	// Workload is the Deployment that answered ("unknown" when none did).
+	Workload string
+	// Service is the destination host's short name.
+	Service string
+	// Version is the answering version (the image tag).
+	Version   string
+	Code      int
+	Flags     string // Envoy's response flags, "-" when none
+	LatencyMs float64
+}
+
+// Istio's standard labels, the subset Flagger's queries, Istio's dashboards and the demo's
+// alert rules use.
+var istioLabels = []string{"reporter", "source_workload", "source_workload_namespace",
+	"destination_workload", "destination_workload_namespace", "destination_service",
+	"destination_service_name", "destination_service_namespace", "destination_version",
+	"request_protocol", "response_code", "response_flags"}
+
+// istioMetrics are the two series Istio's sidecars export.
+type istioMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	reg      *prometheus.Registry
+}
+
+func newIstioMetrics() *istioMetrics {
+	m := &istioMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
+			Help: "Requests, as Istio's sidecars count them."}, istioLabels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
+			Help:    "Request duration in milliseconds, as Istio's sidecars measure it.",
+			Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}}, istioLabels),
+		reg: prometheus.NewRegistry(),
+	}
+	m.reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+func (m *istioMetrics) labels(s Sample) prometheus.Labels {
+	flags := s.Flags
+	if flags == "" {
+		flags = "-"
+	}
+	version := s.Version
+	if version == "" {
+		version = "unknown"
+	}
+	return prometheus.Labels{
+		"reporter": s.Reporter, "source_workload": "loadtester", "source_workload_namespace": s.Namespace,
+		"destination_workload": s.Workload, "destination_workload_namespace": s.Namespace,
+		"destination_service":      s.Service + "." + s.Namespace + ".svc.cluster.local",
+		"destination_service_name": s.Service, "destination_service_namespace": s.Namespace,
+		"destination_version": version, "request_protocol": "http",
+		"response_code": strconv.Itoa(s.Code), "response_flags": flags,
+	}
+}
+
+func (m *istioMetrics) observe(s Sample) {
+	l := m.labels(s)
+	m.requests.With(l).Inc()
+	m.duration.With(l).Observe(s.LatencyMs)
+}
+
+// touch creates a sample's series at zero, so that Prometheus has a baseline before the first
+// request and rate() sees that request (a real sidecar creates the series on the first
+// request, and rate() then misses it).
+func (m *istioMetrics) touch(s Sample) {
+	l := m.labels(s)
+	m.requests.With(l)
+	m.duration.With(l)
+}
+
 // Exporter exposes istio_requests_total and istio_request_duration_milliseconds for the
 // workloads it is told about.
 type Exporter struct {
 	mu        sync.Mutex
 	workloads map[workload]Behaviour
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	reg       *prometheus.Registry
+	m         *istioMetrics
 	stop      chan struct{}
 	stopOnce  sync.Once
 	rng       *rand.Rand
 }
-
-// Istio's standard labels, the subset Flagger's queries and dashboards use.
-var istioLabels = []string{"reporter", "destination_workload", "destination_workload_namespace",
-	"destination_service_name", "response_code", "source_workload"}
 
 // NewExporter starts producing traffic every tick (250 ms when zero).
 func NewExporter(tick time.Duration) *Exporter {
@@ -50,16 +127,10 @@ func NewExporter(tick time.Duration) *Exporter {
 	}
 	e := &Exporter{
 		workloads: map[workload]Behaviour{},
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
-			Help: "Requests, as Istio's sidecars count them."}, istioLabels),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
-			Help: "Request duration in milliseconds, as Istio's sidecars measure it.",
-			Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}}, istioLabels),
-		reg:  prometheus.NewRegistry(),
-		stop: make(chan struct{}),
-		rng:  rand.New(rand.NewPCG(1, 2)),
+		m:         newIstioMetrics(),
+		stop:      make(chan struct{}),
+		rng:       rand.New(rand.NewPCG(1, 2)),
 	}
-	e.reg.MustRegister(e.requests, e.duration)
 	go e.run(tick)
 	return e
 }
@@ -72,7 +143,9 @@ func (e *Exporter) Set(namespace, name string, b Behaviour) {
 }
 
 // Handler serves the metrics.
-func (e *Exporter) Handler() http.Handler { return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}) }
+func (e *Exporter) Handler() http.Handler {
+	return promhttp.HandlerFor(e.m.reg, promhttp.HandlerOpts{})
+}
 
 // Close stops the traffic.
 func (e *Exporter) Close() { e.stopOnce.Do(func() { close(e.stop) }) }
@@ -93,15 +166,12 @@ func (e *Exporter) run(tick time.Duration) {
 			n := int(carry[w])
 			carry[w] -= float64(n)
 			for range n {
-				code := "200"
+				code := 200
 				if e.rng.Float64() < b.ErrorRate {
-					code = "500"
+					code = 500
 				}
-				labels := prometheus.Labels{"reporter": "destination", "destination_workload": w.name,
-					"destination_workload_namespace": w.namespace, "destination_service_name": w.name,
-					"response_code": code, "source_workload": "loadtester"}
-				e.requests.With(labels).Inc()
-				e.duration.With(labels).Observe(b.LatencyMs * (0.8 + 0.4*e.rng.Float64()))
+				e.m.observe(Sample{Reporter: "destination", Namespace: w.namespace, Workload: w.name,
+					Service: w.name, Code: code, LatencyMs: b.LatencyMs * (0.8 + 0.4*e.rng.Float64())})
 			}
 		}
 		e.mu.Unlock()
