@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit e2e test-lab fuzz fuzz-long bench bench-e2e demo demo-short lab-build lab-up lab-down vet fmt tidy clean FORCE
+.PHONY: help build test unit e2e test-lab fuzz fuzz-long bench bench-e2e demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -92,6 +92,47 @@ fmt:
 ## tidy: go mod tidy
 tidy:
 	$(GO) mod tidy
+
+# Build tools, installed once per version into a cache outside the checkout.
+TOOLS         ?= $(HOME)/.cache/siskin/tools
+KO_VERSION    := v0.19.1
+CRANE_VERSION := v0.22.1
+KO            := $(TOOLS)/ko-$(KO_VERSION)/ko
+CRANE         := $(TOOLS)/crane-$(CRANE_VERSION)/crane
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+$(KO):
+	GOBIN=$(dir $(KO)) $(GO) install github.com/google/ko@$(KO_VERSION)
+
+$(CRANE):
+	GOBIN=$(dir $(CRANE)) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+
+## image: build and push the image with ko (.ko.yaml) to KO_DOCKER_REPO; unset: to the lab's registry (REGISTRY, or a lab started now) on a local static base
+image: $(KO) $(CRANE)
+	@set -e; mkdir -p bin; \
+	if [ -z "$$KO_DOCKER_REPO" ]; then \
+		if [ -z "$$REGISTRY" ]; then eval "$$($(MAKE) -s lab-up)"; fi; \
+		export KO_DOCKER_REPO="$$REGISTRY/siskin"; \
+		if [ -z "$$KO_DEFAULTBASEIMAGE" ]; then \
+			base="$$REGISTRY/siskin/base-static:latest"; tmp=$$(mktemp -d); \
+			mkdir -p "$$tmp/root/etc/ssl/certs"; \
+			cp /etc/ssl/certs/ca-certificates.crt "$$tmp/root/etc/ssl/certs/"; \
+			tar -C "$$tmp/root" --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$$tmp/base.tar" etc; \
+			$(CRANE) append --platform linux/amd64 -f "$$tmp/base.tar" -t "$$base" >/dev/null; \
+			$(CRANE) mutate --user 65532:65532 --set-platform linux/amd64 -t "$$base" "$$base" >/dev/null; \
+			rm -rf "$$tmp"; \
+			export KO_DEFAULTBASEIMAGE="$$base" KO_PLATFORM=linux/amd64; \
+			echo "image: base $$base (CA certificates, user 65532)"; \
+		fi; \
+	fi; \
+	VERSION=$(VERSION) $(KO) build --bare --tags=$(VERSION) --image-refs=bin/image.ref \
+		$${KO_PLATFORM:+--platform=$$KO_PLATFORM} . >/dev/null; \
+	echo "image: $$(cat bin/image.ref)"
+
+## validate-manifests: kustomize build and schema checks of knative/, then server-side dry-run of every object against a lab
+validate-manifests: lab-build
+	$(GO) test -count=1 ./knative/...
+	$(GO) test -tags e2e -count=1 -run '^TestOpsManifests' ./test/e2e/
 
 ## clean: remove build output
 clean:

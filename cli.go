@@ -62,17 +62,35 @@ func cliFlags(name string, getenv func(string) string, stderr io.Writer) (*flag.
 	return fs, server, token
 }
 
+// parseInterspersed parses flags wherever they are among the arguments and returns the others
+// in order: flag.Parse alone stops at the first argument, so `siskin status ns/name --watch`
+// would ignore --watch.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // runGate is `siskin promote|abort|resume namespace/name`.
 func runGate(ctx context.Context, gate string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs, server, token := cliFlags(gate, getenv, stderr)
 	reason := fs.String("reason", "", "why (abort only)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return fmt.Errorf("usage: siskin %s [flags] namespace/name", gate)
 	}
-	k, err := functions.ParseKey(fs.Arg(0))
+	k, err := functions.ParseKey(pos[0])
 	if err != nil {
 		return err
 	}
@@ -97,18 +115,23 @@ func runGate(ctx context.Context, gate string, args []string, getenv func(string
 func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs, server, token := cliFlags("status", getenv, stderr)
 	watch := fs.Bool("watch", false, "redraw every second until interrupted")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(pos) > 1 {
+		return fmt.Errorf("usage: siskin status [flags] [namespace[/name]]")
+	}
 	c := apiClient{base: *server, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
-	path := "/api/v1/canaries"
-	if fs.NArg() == 1 {
-		path += "/" + fs.Arg(0)
+	path, one := "/api/v1/canaries", false
+	if len(pos) == 1 {
+		path += "/" + pos[0]
+		one = strings.Contains(pos[0], "/")
 	}
 	for {
 		var views []functions.CanaryView
 		var err error
-		if strings.Contains(fs.Arg(0), "/") {
+		if one {
 			var v functions.CanaryView
 			err = c.do(ctx, http.MethodGet, path, &v)
 			views = []functions.CanaryView{v}
@@ -116,6 +139,9 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 			err = c.do(ctx, http.MethodGet, path, &views)
 		}
 		if err != nil {
+			if *watch && ctx.Err() != nil {
+				return nil // interrupted mid-request: the normal end of --watch
+			}
 			return err
 		}
 		if *watch {
@@ -197,13 +223,14 @@ func envOr(getenv func(string) string, key, def string) string {
 // runEvents is `siskin events namespace/name`.
 func runEvents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs, server, token := cliFlags("events", getenv, stderr)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return fmt.Errorf("usage: siskin events [flags] namespace/name")
 	}
-	k, err := functions.ParseKey(fs.Arg(0))
+	k, err := functions.ParseKey(pos[0])
 	if err != nil {
 		return err
 	}

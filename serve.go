@@ -104,10 +104,12 @@ func newLogger(c serveConfig, w io.Writer) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if c.logFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	// A step's records carry the event that caused it (handlers.WithLogAttrs).
+	return slog.New(handlers.NewContextLogHandler(h))
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

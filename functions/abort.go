@@ -227,7 +227,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		// Alerts, post-rollout hooks and webhooks may take their own timeouts: the abort does
 		// not wait for them.
 		s.inBackground(ctx, func(ctx context.Context) { s.notify(ctx, c, st, saved, out) })
-		s.log.Warn("aborted", "canary", k.String(), "reason", reason, "took", rep.Duration)
+		s.log.WarnContext(ctx, "aborted", "canary", k.String(), "namespace", k.Namespace, "reason", reason, "took", rep.Duration)
 		return rep, true, nil
 	}
 }

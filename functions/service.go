@@ -164,7 +164,7 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 	}
 	c, st, err := s.load(ctx, k)
 	if errors.Is(err, ErrNotFound) {
-		s.log.Info("canary gone, forgetting its state", "canary", k.String())
+		s.log.InfoContext(ctx, "canary gone, forgetting its state", "canary", k.String(), "namespace", k.Namespace)
 		return StepReport{Key: k, Skipped: "canary deleted"}, s.d.Store.Delete(ctx, k)
 	}
 	if err != nil {
@@ -219,7 +219,7 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 		}
 	}
 	st = RebuildState(c.Status, live, found)
-	s.log.Info("rebuilt state from the cluster", "canary", c.Key.String(), "phase", st.Phase, "weight", st.Routing.Canary)
+	s.log.InfoContext(ctx, "rebuilt state from the cluster", "canary", c.Key.String(), "namespace", c.Key.Namespace, "phase", st.Phase, "weight", st.Routing.Canary)
 	return st, nil
 }
 
@@ -236,7 +236,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 	}
 	if c.Spec.Suspend {
 		rep.Skipped = "suspended"
-		s.log.Info("skipping canary run as object is suspended", "canary", k.String())
+		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
 		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
 	}
 	if problems := Validate(c); len(problems) > 0 {
@@ -294,7 +294,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 	s.after(ctx, c, st, saved, out)
 	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), late)
 	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
-	s.log.Info("step", "canary", k.String(), "from", st.Phase, "to", saved.Phase,
+	s.log.InfoContext(ctx, "step", "canary", k.String(), "namespace", k.Namespace, "from", st.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
 	return rep, nil
 }

@@ -168,7 +168,7 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 				rep.Busy++
 			case err != nil:
 				rep.Failed++
-				s.log.Error("step failed", "canary", k.String(), "err", err)
+				s.log.ErrorContext(ctx, "step failed", "canary", k.String(), "namespace", k.Namespace, "err", err)
 				s.retryLater(ctx, k, r.From.Releasing())
 			case r.Skipped == "":
 				rep.Stepped = append(rep.Stepped, r)

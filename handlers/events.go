@@ -60,10 +60,14 @@ func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.Handler
 			return
 		}
 		in, err := DecodeCloudEvent(*ev)
-		log := log.With("eventID", ev.ID(), "eventType", ev.Type(), "eventSource", ev.Source())
+		attrs := []slog.Attr{slog.String("eventID", ev.ID()), slog.String("eventType", ev.Type()), slog.String("eventSource", ev.Source())}
 		if tp, ok := ev.Extensions()["traceparent"]; ok {
-			log = log.With("traceparent", tp)
+			attrs = append(attrs, slog.String("traceparent", fmt.Sprint(tp)))
 		}
+		log := slog.New(log.Handler().WithAttrs(attrs))
+		// The use cases log each step with the request's context: those records carry the
+		// event too (NewContextLogHandler).
+		r = r.WithContext(WithLogAttrs(r.Context(), attrs...))
 		if err != nil {
 			opts.Observe("cloudevent", "invalid", time.Since(start))
 			writeError(w, err)

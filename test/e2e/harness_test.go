@@ -111,7 +111,8 @@ type siskin struct {
 type siskinOpts struct {
 	namespace string
 	extraEnv  []string
-	admin     bool // use the admin kubeconfig instead of the restricted identity
+	extraArgs []string // more `siskin serve` flags; a repeated flag's last value wins
+	admin     bool     // use the admin kubeconfig instead of the restricted identity
 }
 
 // startSiskin runs `siskin serve` against the lab with the restricted identity, so that a
@@ -122,7 +123,7 @@ func startSiskin(t testing.TB, l *lab.Lab, o siskinOpts) *siskin {
 	if o.admin {
 		kubeconfig = l.Kubeconfig()
 	}
-	cmd := exec.Command(siskinBinary(t), "serve", "--listen", "127.0.0.1:0", "--log-format", "text")
+	cmd := exec.Command(siskinBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "text"}, o.extraArgs...)...)
 	cmd.Env = append(os.Environ(),
 		"KUBECONFIG="+kubeconfig,
 		"REDIS_URL="+l.RedisURL(),
