@@ -153,7 +153,9 @@ func TestConcurrentTicksAdvanceEachCanaryOnce(t *testing.T) {
 	}
 	advanceAll("Progressing")
 	// Wait for the canaries' pods, so the next step is a weight step for each of them.
-	time.Sleep(2 * time.Second)
+	for _, n := range names {
+		e.waitReady(n)
+	}
 	before := map[string]functions.CanaryView{}
 	for _, n := range names {
 		before[n] = s.view(e.ns, n)
