@@ -204,6 +204,13 @@ func TestRestrictedIdentity(t *testing.T) {
 			t.Errorf("the deployment is gone after a refused delete: %v", err)
 		}
 	})
+	t.Run("cannot enumerate Secrets", func(t *testing.T) {
+		// It reads a Secret only by a name a manifest gives it (tracked configs, secretRefs).
+		_, err := siskin.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("list Secrets as siskin: got %v, want Forbidden", err)
+		}
+	})
 	t.Run("cannot grant itself more", func(t *testing.T) {
 		binding := &rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: unique("escalate-")},
