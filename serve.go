@@ -112,7 +112,7 @@ func newLogger(c serveConfig, w io.Writer) *slog.Logger {
 	return slog.New(handlers.NewContextLogHandler(h))
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
+func restConfig(kubeconfig string, log *slog.Logger) (*rest.Config, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -127,7 +127,30 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 100, 250
 	cfg.UserAgent = "siskin/" + version
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		cfg.Wrap(func(next http.RoundTripper) http.RoundTripper { return timedCalls{next: next, log: log} })
+	}
 	return cfg, nil
+}
+
+// timedCalls logs each Kubernetes call and its duration, at --log-level debug: where a step's
+// time goes.
+type timedCalls struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (t timedCalls) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	t.log.LogAttrs(r.Context(), slog.LevelDebug, "kubernetes call", slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.Int("status", status),
+		slog.String("start", start.Format("15:04:05.000000")), slog.Duration("took", time.Since(start)))
+	return resp, err
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -140,7 +163,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("AUTHENTICATION IS OFF (--insecure-skip-auth): anyone who reaches this server can start, promote and abort releases")
 	}
 
-	kcfg, err := restConfig(cfg.kubeconfig)
+	kcfg, err := restConfig(cfg.kubeconfig, log)
 	if err != nil {
 		return err
 	}

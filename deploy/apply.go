@@ -60,7 +60,7 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 	var apex *corev1.Service
 	var g group
 	g.Go(func() (err error) { target, err = c.getDeployment(ctx, ns, n.Target); return })
-	g.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex)); return })
+	g.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex, fromCache)); return })
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 	}
 	sel := selection{Label: label, Value: value}
 	want := desiredService(cd, n.Apex, sel.Label, sel.primaryValue(), cd.Spec.Service.Apex, ports)
-	return c.reconcileService(ctx, cd, apex, want, true)
+	return c.assertService(ctx, cd, apex, want, true)
 }
 
 // promote is Flagger's Promote: sync the tracked configs to -primary, then update the primary
@@ -216,7 +216,7 @@ func (c *Cluster) Finalize(ctx context.Context, cd functions.Canary) error {
 	var reads group
 	reads.Go(func() (err error) { target, err = optional(c.getDeployment(ctx, ns, n.Target)); return })
 	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary)); return })
-	reads.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex)); return })
+	reads.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex, fresh)); return })
 	if err := reads.Wait(); err != nil {
 		return err
 	}

@@ -230,3 +230,37 @@ func TestObserveWorkloadsExistingPrimaryIsKept(t *testing.T) {
 		}
 	}
 }
+
+// The Services are read from the watch cache; a cache that has not seen a Service yet makes the
+// create fail with AlreadyExists, and the Service is then read fresh and reconciled.
+func TestObserveWorkloadsRetriesAStaleCacheReadFresh(t *testing.T) {
+	f := newFixture(t, append(podinfoConfigs(), podinfo()))
+	ctx := context.Background()
+	cd := seedDomain(t)
+	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
+		t.Fatalf("first ObserveWorkloads: %v", err)
+	}
+	f.kube.PrependReactor("get", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		get := a.(k8stesting.GetActionImpl)
+		if get.Name == "podinfo-canary" && get.GetOptions.ResourceVersion == "0" {
+			return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "services"}, get.Name)
+		}
+		return false, nil, nil
+	})
+	f.kube.ClearActions()
+	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
+		t.Fatalf("ObserveWorkloads with a cache behind: %v", err)
+	}
+	var reads []string
+	for _, a := range f.kube.Actions() {
+		if get, ok := a.(k8stesting.GetActionImpl); ok && get.Name == "podinfo-canary" {
+			reads = append(reads, "rv="+get.GetOptions.ResourceVersion)
+		}
+	}
+	if diff := cmp.Diff([]string{"rv=0", "rv="}, reads); diff != "" {
+		t.Errorf("reads of podinfo-canary (-want +got): the cache, then fresh after AlreadyExists\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"create services/podinfo-canary"}, sortedWrites(f)); diff != "" {
+		t.Errorf("writes (-want +got): one refused create, no update of an unchanged Service\n%s", diff)
+	}
+}

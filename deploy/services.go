@@ -256,6 +256,20 @@ func originalSelector(svc *corev1.Service, label, value string) map[string]strin
 	return map[string]string{label: value}
 }
 
+// assertService reconciles a Service read from the watch cache. A stale read shows as a
+// conflict (or, for a Service created meanwhile, as one that already exists): then it reads
+// the Service fresh and tries again.
+func (c *Cluster) assertService(ctx context.Context, cd functions.Canary, live, desired *corev1.Service, rememberSelector bool) error {
+	err := c.reconcileService(ctx, cd, live, desired, rememberSelector)
+	for attempt := 0; attempt < 3 && isConflict(err) && ctx.Err() == nil; attempt++ {
+		if live, err = optional(c.getService(ctx, desired.Namespace, desired.Name, fresh)); err != nil {
+			return err
+		}
+		err = c.reconcileService(ctx, cd, live, desired, rememberSelector)
+	}
+	return err
+}
+
 // reconcileService creates the Service if missing (live nil) or updates it only if it differs.
 func (c *Cluster) reconcileService(ctx context.Context, cd functions.Canary, live, desired *corev1.Service, rememberSelector bool) error {
 	cctx, cancel := c.call(ctx)

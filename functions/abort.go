@@ -173,13 +173,20 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 	start := s.cfg.Now()
 	for attempt := 0; ; attempt++ {
 		var (
-			c   Canary
-			st  State
-			err error
+			c    Canary
+			st   State
+			err  error
+			live LiveRoutes
 		)
 		if read != nil && attempt == 0 {
+			// The alert named the canary: its routing objects are read while its state loads.
 			c = *read
+			var wg sync.WaitGroup
+			if rr, ok := s.d.Routes.(RoutesReader); ok {
+				wg.Go(func() { live = rr.ReadRoutes(ctx, c) })
+			}
 			st, err = s.loadState(ctx, c)
+			wg.Wait()
 		} else {
 			c, st, err = s.load(ctx, k)
 		}
@@ -207,7 +214,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 			actErr, svErr error
 			saved         State
 		)
-		wg.Go(func() { actErr = s.act(ctx, c, out) })
+		wg.Go(func() { actErr = s.act(ctx, c, out, live) })
 		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State) })
 		wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
 		wg.Wait()

@@ -506,6 +506,17 @@ func (s State) analysing(spec Spec) bool {
 	return s.Routing.Canary != 0 || s.Iterations != 0 || (a.Mirror && s.Routing.Mirrored)
 }
 
+// WillRoute reports whether a step from this state re-asserts the routes whatever it observes
+// (every step past initialisation, until deletion), so the shell can read the routing objects
+// alongside the workloads.
+func (s State) WillRoute() bool {
+	switch s.Phase {
+	case "", PhaseInitializing, PhaseTerminating, PhaseTerminated:
+		return false
+	}
+	return true
+}
+
 // WillQueryMetrics reports whether a step from this state is likely to ask for metrics, so the
 // shell can query them alongside the workload reads instead of after them.
 func (s State) WillQueryMetrics(spec Spec) bool {

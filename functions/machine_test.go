@@ -657,3 +657,33 @@ func TestRollbackSaysWhy(t *testing.T) {
 		})
 	}
 }
+
+// WillRoute is the shell's cue to read the routing objects ahead: from every phase it names,
+// a step re-asserts the routes whatever it observes, also for a new revision or a failing
+// canary.
+func TestWillRouteHoldsForEveryStepFromThePhase(t *testing.T) {
+	c := seedCanary()
+	worlds := map[string]*world{"ready, same revision": readyWorld("v1"), "ready, new revision": readyWorld("v2")}
+	failing := readyWorld("v1")
+	failing.metrics = []MetricResult{{Name: "request-success-rate", Value: 50}, {Name: "request-duration", Value: 20}}
+	worlds["failing checks"] = failing
+	notReady := readyWorld("v2")
+	notReady.work.Canary = Readiness{Reason: "rolling out"}
+	worlds["canary not ready"] = notReady
+	for _, phase := range append([]Phase{""}, Phases...) {
+		st := State{Phase: phase, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{80, 20, false}}
+		if !st.WillRoute() {
+			continue
+		}
+		for name, w := range worlds {
+			if out := w.step(c, st, t0); !out.Route {
+				t.Errorf("from %s (%s): the step does not route, but WillRoute says it will", phase, name)
+			}
+		}
+	}
+	for _, phase := range []Phase{"", PhaseInitializing, PhaseTerminating, PhaseTerminated} {
+		if (State{Phase: phase}).WillRoute() {
+			t.Errorf("WillRoute(%q) = true, want false: such a step may not route", phase)
+		}
+	}
+}

@@ -114,6 +114,18 @@ type Routes interface {
 	ObserveRoutes(ctx context.Context, c Canary) (r Routing, found bool, err error)
 }
 
+// RoutesReader is a Routes that can read the live routing objects ahead of the decision, so a
+// step reads them alongside the workloads and the metrics, and the correction after the
+// decision starts from that read instead of reading again.
+type RoutesReader interface {
+	ReadRoutes(ctx context.Context, c Canary) LiveRoutes
+}
+
+// LiveRoutes are routing objects read ahead; Apply is ApplyRoutes from them.
+type LiveRoutes interface {
+	Apply(ctx context.Context, p RoutePlan) error
+}
+
 // MetricResult is one metric's value for a step.
 type MetricResult struct {
 	Name  string  `json:"name"`

@@ -255,6 +255,11 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 		prefetched = true
 		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
 	}
+	// So do the routing objects, which every step past initialisation re-asserts.
+	var live LiveRoutes
+	if rr, ok := s.d.Routes.(RoutesReader); ok && st.WillRoute() {
+		wg.Go(func() { live = rr.ReadRoutes(ctx, c) })
+	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
 	wg.Wait()
 	if err != nil {
@@ -273,7 +278,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 		s.answer(ctx, c, st, out.Need, &in)
 		out = Decide(in)
 	}
-	if err := s.act(ctx, c, out); err != nil {
+	if err := s.act(ctx, c, out, live); err != nil {
 		return rep, err
 	}
 	if s.cfg.AfterAct != nil {
@@ -354,8 +359,9 @@ func (s *Service) answer(ctx context.Context, c Canary, st State, n Need, in *St
 	wg.Wait()
 }
 
-// act applies a decision. Traffic moves before the canary is scaled down.
-func (s *Service) act(ctx context.Context, c Canary, out Step) error {
+// act applies a decision. Traffic moves before the canary is scaled down. live, when not nil,
+// are the routing objects as this step read them.
+func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes) error {
 	var (
 		wg             sync.WaitGroup
 		routeErr, wErr error
@@ -366,7 +372,13 @@ func (s *Service) act(ctx context.Context, c Canary, out Step) error {
 		plan.ScaleTarget = ScaleNone
 	}
 	if out.Route {
-		wg.Go(func() { routeErr = s.d.Routes.ApplyRoutes(ctx, c, routePlan(out.State)) })
+		wg.Go(func() {
+			if live != nil {
+				routeErr = live.Apply(ctx, routePlan(out.State))
+				return
+			}
+			routeErr = s.d.Routes.ApplyRoutes(ctx, c, routePlan(out.State))
+		})
 	}
 	if plan != (WorkloadPlan{}) {
 		wg.Go(func() { wErr = s.d.Workloads.ApplyWorkloads(ctx, c, plan) })
@@ -403,7 +415,7 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 	if st.Phase == PhaseFailed || st.Phase == PhaseSucceeded {
 		out.Workloads.ScaleTarget = ScaleToZero
 	}
-	if err := s.act(ctx, c, out); err != nil {
+	if err := s.act(ctx, c, out, nil); err != nil {
 		s.log.Warn("repair after conflict", "canary", c.Key.String(), "err", err)
 	}
 }

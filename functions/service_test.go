@@ -688,3 +688,71 @@ func TestTickDoesNotWaitPastItsWindow(t *testing.T) {
 		t.Fatal("the tick waits for a step due after its window")
 	}
 }
+
+// readingRoutes is a Routes that can read ahead (RoutesReader), and counts how it was used.
+type readingRoutes struct {
+	*fakeCluster
+	mu                     sync.Mutex
+	reads, viaRead, direct int
+}
+
+type liveFake struct {
+	r *readingRoutes
+	c Canary
+}
+
+func (r *readingRoutes) ReadRoutes(_ context.Context, c Canary) LiveRoutes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	return liveFake{r, c}
+}
+
+func (r *readingRoutes) ApplyRoutes(ctx context.Context, c Canary, p RoutePlan) error {
+	r.mu.Lock()
+	r.direct++
+	r.mu.Unlock()
+	return r.fakeCluster.ApplyRoutes(ctx, c, p)
+}
+
+func (l liveFake) Apply(ctx context.Context, p RoutePlan) error {
+	l.r.mu.Lock()
+	l.r.viaRead++
+	l.r.mu.Unlock()
+	return l.r.fakeCluster.ApplyRoutes(ctx, l.c, p)
+}
+
+func TestStepCorrectsTheRoutesItReadAhead(t *testing.T) {
+	c := seedCanary()
+	tests := []struct {
+		name                           string
+		state                          State
+		wantReads, wantVia, wantDirect int
+		wantRouting                    Routing
+	}{
+		{"an analysis step reads the routes alongside the workloads", State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false}},
+			1, 1, 0, Routing{85, 15, false}},
+		{"an idle canary re-asserts from its read too", State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary},
+			1, 1, 0, AllToPrimary},
+		{"initialisation cannot tell, and reads when it routes", State{Phase: PhaseInitializing},
+			0, 0, 1, AllToPrimary},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, c)
+			r := &readingRoutes{fakeCluster: f.cluster}
+			f.svc.d.Routes = r
+			f.store.states[c.Key] = tt.state
+			if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
+				t.Fatal(err)
+			}
+			if r.reads != tt.wantReads || r.viaRead != tt.wantVia || r.direct != tt.wantDirect {
+				t.Errorf("read ahead %d, applied from the read %d, applied with its own read %d; want %d, %d, %d",
+					r.reads, r.viaRead, r.direct, tt.wantReads, tt.wantVia, tt.wantDirect)
+			}
+			if got := f.cluster.routes[c.Key]; got != tt.wantRouting {
+				t.Errorf("routes: got %v, want %v", got, tt.wantRouting)
+			}
+		})
+	}
+}
