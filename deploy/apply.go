@@ -59,7 +59,9 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 	var target *appsv1.Deployment
 	var apex *corev1.Service
 	var g group
-	g.Go(func() (err error) { target, err = c.getDeployment(ctx, ns, n.Target); return })
+	// The target gives only the selector and the ports, which change with a spec edit at most:
+	// the cache is fresh enough, and the apex Service's update carries its own resourceVersion.
+	g.Go(func() (err error) { target, err = c.getDeployment(ctx, ns, n.Target, fromCache); return })
 	g.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex, fromCache)); return })
 	if err := g.Wait(); err != nil {
 		return err
@@ -87,13 +89,13 @@ func (c *Cluster) promote(ctx context.Context, cd functions.Canary) error {
 		var tracked map[string]trackedConfig
 		var g group
 		g.Go(func() (err error) {
-			if target, err = c.getDeployment(ctx, ns, n.Target); err != nil {
+			if target, err = c.getDeployment(ctx, ns, n.Target, fresh); err != nil {
 				return err
 			}
 			tracked, err = c.fetchConfigs(ctx, cd, configRefs(target.Spec.Template.Spec))
 			return err
 		})
-		g.Go(func() (err error) { primary, err = c.getDeployment(ctx, ns, n.Primary); return })
+		g.Go(func() (err error) { primary, err = c.getDeployment(ctx, ns, n.Primary, fresh); return })
 		if err := g.Wait(); err != nil {
 			return err
 		}
@@ -163,37 +165,66 @@ func (c *Cluster) scaleTarget(ctx context.Context, cd functions.Canary, replicas
 
 // scaleUp is Flagger's ScaleFromZero (see scaleFromZeroReplicas). A target that already has
 // replicas is left alone.
+// The target and what gives its replicas are read together.
 func (c *Cluster) scaleUp(ctx context.Context, cd functions.Canary) error {
-	target, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name)
-	if err != nil {
+	var (
+		target *appsv1.Deployment
+		from   replicaSource
+		g      group
+	)
+	g.Go(func() (err error) {
+		target, err = c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name, fresh)
+		return
+	})
+	g.Go(func() (err error) { from, err = c.replicaSource(ctx, cd); return })
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	return c.scaleUpFrom(ctx, cd, target)
+	return c.scaleUpWith(ctx, cd, target, from)
 }
 
 func (c *Cluster) scaleUpFrom(ctx context.Context, cd functions.Canary, target *appsv1.Deployment) error {
 	if target.Spec.Replicas != nil && *target.Spec.Replicas > 0 {
 		return nil
 	}
-	var primaryReplicas, hpaMin *int32
+	from, err := c.replicaSource(ctx, cd)
+	if err != nil {
+		return err
+	}
+	return c.scaleUpWith(ctx, cd, target, from)
+}
+
+// replicaSource is what a target scaled up from zero copies: the primary's replicas, or the
+// HPA's minimum.
+type replicaSource struct{ primaryReplicas, hpaMin *int32 }
+
+func (c *Cluster) replicaSource(ctx context.Context, cd functions.Canary) (replicaSource, error) {
+	var from replicaSource
 	if ref := cd.Spec.AutoscalerRef; ref == nil {
-		primary, err := optional(c.getDeployment(ctx, cd.Namespace, cd.Names().Primary))
+		primary, err := optional(c.getDeployment(ctx, cd.Namespace, cd.Names().Primary, fresh))
 		if err != nil {
-			return err
+			return from, err
 		}
 		if primary != nil {
-			primaryReplicas = primary.Spec.Replicas
+			from.primaryReplicas = primary.Spec.Replicas
 		}
 	} else {
 		hpa, err := optional(c.getHPA(ctx, cd.Namespace, ref.Name))
 		if err != nil {
-			return err
+			return from, err
 		}
 		if hpa != nil {
-			hpaMin = hpa.Spec.MinReplicas
+			from.hpaMin = hpa.Spec.MinReplicas
 		}
 	}
-	replicas := scaleFromZeroReplicas(target.Spec.Replicas, cd.Spec.AutoscalerRef != nil, primaryReplicas, hpaMin)
+	return from, nil
+}
+
+func (c *Cluster) scaleUpWith(ctx context.Context, cd functions.Canary, target *appsv1.Deployment, from replicaSource) error {
+	if target.Spec.Replicas != nil && *target.Spec.Replicas > 0 {
+		return nil
+	}
+	replicas := scaleFromZeroReplicas(target.Spec.Replicas, cd.Spec.AutoscalerRef != nil, from.primaryReplicas, from.hpaMin)
 	return c.scaleTarget(ctx, cd, replicas)
 }
 
@@ -214,8 +245,8 @@ func (c *Cluster) Finalize(ctx context.Context, cd functions.Canary) error {
 	var target, primary *appsv1.Deployment
 	var apex *corev1.Service
 	var reads group
-	reads.Go(func() (err error) { target, err = optional(c.getDeployment(ctx, ns, n.Target)); return })
-	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary)); return })
+	reads.Go(func() (err error) { target, err = optional(c.getDeployment(ctx, ns, n.Target, fresh)); return })
+	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary, fresh)); return })
 	reads.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex, fresh)); return })
 	if err := reads.Wait(); err != nil {
 		return err
@@ -267,7 +298,7 @@ func (c *Cluster) revertApex(ctx context.Context, cd functions.Canary, apex *cor
 // container must exist (a strategic merge patch would otherwise add one); setting the image it
 // already has writes nothing.
 func (c *Cluster) SetImage(ctx context.Context, deployment functions.Key, container, image string) error {
-	d, err := c.getDeployment(ctx, deployment.Namespace, deployment.Name)
+	d, err := c.getDeployment(ctx, deployment.Namespace, deployment.Name, fresh)
 	if err != nil {
 		return err
 	}

@@ -26,9 +26,14 @@ const listPageSize = 250
 // ListCanaries lists the Canaries of a namespace ("" for all). A Canary whose spec cannot be
 // decoded is still listed, with what could be decoded and Status.SpecError saying why, so that
 // one broken Canary never hides the others.
+//
+// The list comes from the apiserver's watch cache (resourceVersion "0"): a consistent list
+// waits for the cache to catch up with etcd, which on a busy apiserver is most of its tail
+// latency, and the callers (a tick looking for new canaries, a push looking for takers) lose
+// nothing to a list a few milliseconds old. A step reads its Canary fresh.
 func (c *Cluster) ListCanaries(ctx context.Context, namespace string) ([]functions.Canary, error) {
 	var out []functions.Canary
-	opts := metav1.ListOptions{Limit: listPageSize}
+	opts := metav1.ListOptions{Limit: listPageSize, ResourceVersion: "0"}
 	for {
 		cctx, cancel := c.call(ctx)
 		list, err := c.dyn.Resource(CanaryGVR).Namespace(namespace).List(cctx, opts)
@@ -42,7 +47,8 @@ func (c *Cluster) ListCanaries(ctx context.Context, namespace string) ([]functio
 		if list.GetContinue() == "" {
 			return out, nil
 		}
-		opts.Continue = list.GetContinue()
+		// A continued list is served at the first page's resourceVersion.
+		opts.Continue, opts.ResourceVersion = list.GetContinue(), ""
 	}
 }
 

@@ -18,7 +18,9 @@ import (
 func (c *Cluster) DeploymentImages(ctx context.Context, namespace string) (map[string]map[string]string, error) {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	list, err := c.kube.AppsV1().Deployments(namespace).List(cctx, metav1.ListOptions{})
+	// From the watch cache, as ListCanaries: a push is matched against a list milliseconds old,
+	// and SetImage reads the Deployment it changes fresh.
+	list, err := c.kube.AppsV1().Deployments(namespace).List(cctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		return nil, apiError(err, "list", "Deployments", namespace, "")
 	}
@@ -75,7 +77,7 @@ func (c *Cluster) Review(ctx context.Context, token string, audiences []string) 
 
 // TargetReadiness is the target Deployment's readiness, with Flagger's rules.
 func (c *Cluster) TargetReadiness(ctx context.Context, cd functions.Canary) (functions.Readiness, error) {
-	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name)
+	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name, fresh)
 	if err != nil {
 		return functions.Readiness{}, err
 	}

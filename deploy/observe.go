@@ -42,13 +42,13 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 	)
 	var reads group
 	reads.Go(func() (err error) {
-		if target, err = optional(c.getDeployment(ctx, ns, n.Target)); err != nil || target == nil {
+		if target, err = optional(c.getDeployment(ctx, ns, n.Target, fresh)); err != nil || target == nil {
 			return err
 		}
 		tracked, err = c.fetchConfigs(ctx, cd, configRefs(target.Spec.Template.Spec))
 		return err
 	})
-	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary)); return })
+	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary, fresh)); return })
 	reads.Go(func() (err error) { canarySvc, err = optional(c.getService(ctx, ns, n.CanarySvc, fromCache)); return })
 	reads.Go(func() (err error) { primarySvc, err = optional(c.getService(ctx, ns, n.PrimarySvc, fromCache)); return })
 	if ref := cd.Spec.AutoscalerRef; ref != nil {
@@ -169,7 +169,7 @@ func (c *Cluster) createPrimary(ctx context.Context, cd functions.Canary, target
 	defer cancel()
 	created, err := c.kube.AppsV1().Deployments(cd.Namespace).Create(cctx, want, metav1.CreateOptions{FieldManager: fieldManager})
 	if err = apiError(err, "create", "Deployment", cd.Namespace, want.Name); errors.Is(err, functions.ErrConflict) {
-		return c.getDeployment(ctx, cd.Namespace, want.Name)
+		return c.getDeployment(ctx, cd.Namespace, want.Name, fresh)
 	}
 	if err != nil {
 		return nil, err
@@ -200,10 +200,10 @@ func optional[T any](obj *T, err error) (*T, error) {
 	return obj, err
 }
 
-func (c *Cluster) getDeployment(ctx context.Context, ns, name string) (*appsv1.Deployment, error) {
+func (c *Cluster) getDeployment(ctx context.Context, ns, name string, opts metav1.GetOptions) (*appsv1.Deployment, error) {
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	d, err := c.kube.AppsV1().Deployments(ns).Get(cctx, name, metav1.GetOptions{})
+	d, err := c.kube.AppsV1().Deployments(ns).Get(cctx, name, opts)
 	if err != nil {
 		return nil, apiError(err, "get", "Deployment", ns, name)
 	}

@@ -121,21 +121,13 @@ type fleet struct {
 }
 
 func (s *Service) loadFleet(ctx context.Context) (fleet, error) {
-	canaries, err := s.d.Workloads.ListCanaries(ctx, s.cfg.Namespace)
-	if err != nil {
-		return fleet{}, fmt.Errorf("list canaries: %w", err)
-	}
-	namespaces := map[string]bool{}
-	for _, c := range canaries {
-		namespaces[c.Namespace] = true
-	}
-	fl := fleet{canaries: canaries, images: map[Key]map[string]string{}}
+	fl := fleet{images: map[Key]map[string]string{}}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
 	)
-	for ns := range namespaces {
+	listDeployments := func(ns string) {
 		wg.Go(func() {
 			deps, err := s.d.Images.DeploymentImages(ctx, ns)
 			mu.Lock()
@@ -148,6 +140,26 @@ func (s *Service) loadFleet(ctx context.Context) (fleet, error) {
 				fl.images[Key{Namespace: ns, Name: name}] = images
 			}
 		})
+	}
+	// A Siskin scoped to a namespace knows where to list the Deployments: both lists at once.
+	// Across the cluster, the canaries say which namespaces to list.
+	if s.cfg.Namespace != "" {
+		listDeployments(s.cfg.Namespace)
+	}
+	canaries, err := s.d.Workloads.ListCanaries(ctx, s.cfg.Namespace)
+	if err != nil {
+		wg.Wait()
+		return fleet{}, fmt.Errorf("list canaries: %w", err)
+	}
+	fl.canaries = canaries
+	if s.cfg.Namespace == "" {
+		namespaces := map[string]bool{}
+		for _, c := range canaries {
+			namespaces[c.Namespace] = true
+		}
+		for ns := range namespaces {
+			listDeployments(ns)
+		}
 	}
 	wg.Wait()
 	return fl, errors.Join(errs...)
@@ -300,16 +312,28 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 	if len(updates) == 0 {
 		return false, reason, nil
 	}
-	if err := s.setPendingTrigger(ctx, c, trig); err != nil {
+	// The trigger is recorded while the image is set: the two are independent, and the release
+	// starts only with the step below, which needs both.
+	var (
+		wg               sync.WaitGroup
+		trigErr, setErr error
+	)
+	wg.Go(func() { trigErr = s.setPendingTrigger(ctx, c, trig) })
+	wg.Go(func() {
+		for container, image := range updates {
+			target := Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
+			if err := s.d.Images.SetImage(ctx, target, container, image); err != nil {
+				setErr = fmt.Errorf("set image %s on %s: %w", image, c.Spec.TargetRef.Name, err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	if err := errors.Join(trigErr, setErr); err != nil {
 		return false, "", err
 	}
-	for container, image := range updates {
-		target := Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
-		if err := s.d.Images.SetImage(ctx, target, container, image); err != nil {
-			return false, "", fmt.Errorf("set image %s on %s: %w", image, c.Spec.TargetRef.Name, err)
-		}
-	}
-	if _, err := s.Advance(ctx, c.Key); err != nil && !errors.Is(err, ErrBusy) {
+	// The canary was listed for this push a moment ago: the step reads only its state.
+	if _, err := s.claimAndStep(ctx, c.Key, false, &c); err != nil && !errors.Is(err, ErrBusy) {
 		// The image is set: the next tick starts the release. Say so, do not fail the push.
 		s.log.Warn("first step after push", "canary", c.Key.String(), "err", err)
 	}
@@ -318,7 +342,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 
 func (s *Service) setPendingTrigger(ctx context.Context, c Canary, trig Trigger) error {
 	for attempt := 0; attempt < 3; attempt++ {
-		_, st, err := s.load(ctx, c.Key)
+		st, err := s.loadState(ctx, c)
 		if err != nil {
 			return err
 		}

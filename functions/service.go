@@ -130,10 +130,12 @@ type StepReport struct {
 // Advance runs one step of one canary now, whether it is due or not (manual gates, Deployment
 // change events). A concurrent step of the same canary makes it return ErrBusy.
 func (s *Service) Advance(ctx context.Context, k Key) (StepReport, error) {
-	return s.claimAndStep(ctx, k, false)
+	return s.claimAndStep(ctx, k, false, nil)
 }
 
-func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (StepReport, error) {
+// claimAndStep claims the canary and steps it. read, when not nil, is the Canary as the
+// caller read it a moment ago (a push has just listed it): the step then reads only its state.
+func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool, read *Canary) (StepReport, error) {
 	start := s.cfg.Now()
 	lease, err := s.d.Store.Claim(ctx, k, s.cfg.LeaseTTL)
 	if err != nil {
@@ -162,7 +164,16 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool) (Step
 			late = s.cfg.Now().Sub(at)
 		}
 	}
-	c, st, err := s.load(ctx, k)
+	var (
+		c  Canary
+		st State
+	)
+	if read != nil {
+		c = *read
+		st, err = s.loadState(ctx, c)
+	} else {
+		c, st, err = s.load(ctx, k)
+	}
 	if errors.Is(err, ErrNotFound) {
 		s.log.InfoContext(ctx, "canary gone, forgetting its state", "canary", k.String(), "namespace", k.Namespace)
 		return StepReport{Key: k, Skipped: "canary deleted"}, s.d.Store.Delete(ctx, k)

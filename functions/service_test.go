@@ -756,3 +756,44 @@ func TestStepCorrectsTheRoutesItReadAhead(t *testing.T) {
 		})
 	}
 }
+
+// overlappingLists is a cluster whose Canary LIST waits for a Deployment LIST to be under way.
+type overlappingLists struct {
+	*fakeCluster
+	deploymentsListed chan struct{}
+	once              sync.Once
+}
+
+func (o *overlappingLists) DeploymentImages(ctx context.Context, ns string) (map[string]map[string]string, error) {
+	o.once.Do(func() { close(o.deploymentsListed) })
+	return o.fakeCluster.DeploymentImages(ctx, ns)
+}
+
+func (o *overlappingLists) ListCanaries(ctx context.Context, ns string) ([]Canary, error) {
+	select {
+	case <-o.deploymentsListed:
+	case <-time.After(2 * time.Second):
+		return nil, fmt.Errorf("the Deployments were not being listed alongside the Canaries")
+	}
+	return o.fakeCluster.ListCanaries(ctx, ns)
+}
+
+// A Siskin scoped to a namespace lists its Canaries and its Deployments at once; the push
+// then starts the release from the canary as listed.
+func TestScopedPushListsCanariesAndDeploymentsTogether(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.svc.cfg.Namespace = c.Namespace
+	o := &overlappingLists{fakeCluster: f.cluster, deploymentsListed: make(chan struct{})}
+	f.svc.d.Workloads, f.svc.d.Images = o, o
+	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
+	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}
+	rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{{EventID: "e1", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b"}})
+	if err != nil || len(rep.Started) != 1 {
+		t.Fatalf("got %+v, %v; want one release started", rep, err)
+	}
+	if st := f.state(t, c.Key); st.Phase != PhaseProgressing || st.Trigger == nil || st.Trigger.EventID != "e1" {
+		t.Errorf("got phase %s trigger %+v, want Progressing from push e1", st.Phase, st.Trigger)
+	}
+}
