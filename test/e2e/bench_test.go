@@ -676,7 +676,7 @@ func BenchmarkPushToRelease(b *testing.B) {
 func pushPhases(tb testing.TB, logs string, starts map[string]time.Time, l *latencies) {
 	tb.Helper()
 	imageSet := regexp.MustCompile(`time=(\S+) .*msg="image set" deployment=(\S+)`)
-	stepped := regexp.MustCompile(`time=(\S+) .*msg=step canary=(\S+) from=Initialized to=Progressing`)
+	stepped := regexp.MustCompile(`time=(\S+) .*msg=step canary=(\S+) namespace=\S+ from=Initialized to=Progressing`)
 	at := func(re *regexp.Regexp) map[string]time.Time {
 		out := map[string]time.Time{}
 		for _, m := range re.FindAllStringSubmatch(logs, -1) {
