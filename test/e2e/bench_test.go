@@ -44,6 +44,8 @@ import (
 //	go test -tags e2e -run '^$' -bench 'Abort|Push|Step' -benchtime 1x ./test/e2e/
 //
 // The machine is shared: the figures say what this machine did at that moment, no more.
+// With SISKIN_LOG_LEVEL=debug and BENCH_LOGS=<file>, the step and push benchmarks write Siskin's
+// log to the file, with a line per Kubernetes call (its start and duration).
 
 var benchRun atomic.Int32
 
@@ -265,6 +267,7 @@ const (
 	rawGetVS       = "raw k8s GET VirtualService (Gv)"
 	rawGetCached   = "raw k8s GET Service from the watch cache, resourceVersion 0 (Gw)"
 	rawListCanary  = "raw k8s LIST Canaries of the namespace, from the cache (L)"
+	rawListQuorum  = "raw k8s LIST Canaries of the namespace, consistent (Lq)"
 	rawUpdateVS    = "raw k8s UPDATE VirtualService (U)"
 	rawUpdateStat  = "raw k8s PATCH Canary status (Us)"
 	rawPatchDeploy = "raw k8s PATCH Deployment (Pd)"
@@ -322,6 +325,10 @@ func (p *rawProbe) sample(l *latencies) {
 	})
 	p.timed(l, rawGetCached, func(ctx context.Context) error {
 		_, err := p.kube.CoreV1().Services(p.ns).Get(ctx, p.canary+"-canary", metav1.GetOptions{ResourceVersion: "0"})
+		return err
+	})
+	p.timed(l, rawListQuorum, func(ctx context.Context) error {
+		_, err := p.dyn.Resource(canaryGVR).Namespace(p.ns).List(ctx, metav1.ListOptions{})
 		return err
 	})
 	p.timed(l, rawListCanary, func(ctx context.Context) error {
@@ -516,7 +523,7 @@ type criticalPath struct {
 // rawSymbols are the symbols formulas use, to the raw call they stand for.
 var rawSymbols = map[string]string{
 	"R": rawRedisGet, "Rs": rawRedisEval, "G": rawGetDeploy, "Gc": rawGetCanary, "Gv": rawGetVS, "Gw": rawGetCached,
-	"L": rawListCanary, "U": rawUpdateVS, "Us": rawUpdateStat, "Pd": rawPatchDeploy, "C": rawCreateEvent,
+	"L": rawListCanary, "Lq": rawListQuorum, "U": rawUpdateVS, "Us": rawUpdateStat, "Pd": rawPatchDeploy, "C": rawCreateEvent,
 	"P": rawPromQuery, "H": rawRegistryHd,
 	"LOAD": rawLoad, "OBSERVE": rawObserve, "READ": rawReadAhead, "ACT": rawAct, "LISTS": rawLists, "AFTER": rawAfter, "FAN": rawFanout,
 }
