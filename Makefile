@@ -18,16 +18,7 @@ build:
 	$(GO) build -o bin/siskin .
 
 ## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests and the short demo
-# On a cold machine the control plane builds while vet, the unit tests and the fuzzers run: a
-# Go build leaves a core idle while it links or downloads, and the other build fills it.
-LAB_BUILD_LOG ?= $(or $(TMPDIR),/tmp)/siskin-lab-build.$(shell id -u).log
-test:
-	@bash test/lab/deps.sh
-	@bash test/lab/build.sh >/dev/null 2>$(LAB_BUILD_LOG) & build=$$!; \
-	rc=0; $(MAKE) --no-print-directory vet unit fuzz || rc=$$?; \
-	if ! wait $$build; then cat $(LAB_BUILD_LOG); echo "lab-build failed" >&2; exit 1; fi; \
-	cat $(LAB_BUILD_LOG); exit $$rc
-	@$(MAKE) --no-print-directory test-lab e2e demo-short
+test: lab-build vet unit fuzz test-lab e2e demo-short
 
 ## vet: go vet, with and without the e2e tag
 vet:
