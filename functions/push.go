@@ -315,7 +315,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 	// The trigger is recorded while the image is set: the two are independent, and the release
 	// starts only with the step below, which needs both.
 	var (
-		wg               sync.WaitGroup
+		wg              sync.WaitGroup
 		trigErr, setErr error
 	)
 	wg.Go(func() { trigErr = s.setPendingTrigger(ctx, c, trig) })
