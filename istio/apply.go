@@ -90,10 +90,7 @@ func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary) functions.L
 		}
 	})
 	rule := func(name string, into **networkingv1.DestinationRule) {
-		dr, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
-			return r.client.NetworkingV1().DestinationRules(c.Namespace).Get(ctx, name, fromCache)
-		})
-		if err == nil {
+		if dr, err := r.getDestinationRule(ctx, c.Namespace, name, fromCache); err == nil {
 			*into = dr
 		}
 	}
@@ -197,9 +194,7 @@ func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, w
 		client := r.client.NetworkingV1().DestinationRules(want.Namespace)
 		live, err := readAhead, error(nil)
 		if live == nil {
-			live, err = call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
-				return client.Get(ctx, want.Name, read)
-			})
+			live, err = r.getDestinationRule(ctx, want.Namespace, want.Name, read)
 		}
 		readAhead, read = nil, fresh
 		if apierrors.IsNotFound(err) {
@@ -348,6 +343,12 @@ var (
 func (r *Router) getVirtualService(ctx context.Context, namespace, name string, opts metav1.GetOptions) (*networkingv1.VirtualService, error) {
 	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
 		return r.client.NetworkingV1().VirtualServices(namespace).Get(ctx, name, opts)
+	})
+}
+
+func (r *Router) getDestinationRule(ctx context.Context, namespace, name string, opts metav1.GetOptions) (*networkingv1.DestinationRule, error) {
+	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+		return r.client.NetworkingV1().DestinationRules(namespace).Get(ctx, name, opts)
 	})
 }
 
