@@ -15,13 +15,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/test/lab"
 	"github.com/siskin-dev/siskin/test/traffic"
 )
 
@@ -132,22 +132,6 @@ func thresholds(manifest []byte) (map[string]threshold, int, error) {
 	return out, c.Spec.Analysis.Threshold, nil
 }
 
-func podinfoDeployment(ns, name, image string, replicas int32) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "podinfo", Image: image,
-					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9898}}}}},
-			},
-		},
-	}
-}
-
 // pushImage pushes a new (random) image to the lab's registry, as a CI job would.
 func pushImage(ctx context.Context, ref string) (string, error) {
 	img, err := random.Image(2048, 1)
@@ -249,7 +233,7 @@ func (s *scenario) setUp(ctx context.Context, kube kubernetes.Interface, apply f
 	if _, err := kube.CoreV1().Namespaces().Create(call, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace %s: %w", s.namespace, err)
 	}
-	if _, err := kube.AppsV1().Deployments(s.namespace).Create(call, podinfoDeployment(s.namespace, s.name, s.image(registry, s.fromTag), 2), metav1.CreateOptions{}); err != nil {
+	if _, err := kube.AppsV1().Deployments(s.namespace).Create(call, lab.PodinfoDeployment(s.namespace, s.name, s.image(registry, s.fromTag), 2), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create deployment %s/%s: %w", s.namespace, s.name, err)
 	}
 	if err := apply(call, manifest); err != nil {

@@ -80,7 +80,7 @@ func (n *labNS) at(ns string) *labNS {
 
 func (n *labNS) createDeployment(name, image string, replicas int32) {
 	n.tb.Helper()
-	if _, err := n.kube.AppsV1().Deployments(n.ns).Create(context.Background(), podinfo(n.ns, name, image, replicas), metav1.CreateOptions{}); err != nil {
+	if _, err := n.kube.AppsV1().Deployments(n.ns).Create(context.Background(), lab.PodinfoDeployment(n.ns, name, image, replicas), metav1.CreateOptions{}); err != nil {
 		n.tb.Fatal(err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/siskin-dev/siskin/istio"
+	"github.com/siskin-dev/siskin/test/lab"
 	"github.com/siskin-dev/siskin/test/traffic"
 )
 
@@ -110,7 +111,7 @@ func (e *env) apply(manifest []byte) {
 
 func (e *env) createDeployment(name, image string, replicas int32) {
 	e.t.Helper()
-	_, err := e.kube.AppsV1().Deployments(e.ns).Create(context.Background(), podinfo(e.ns, name, image, replicas), metav1.CreateOptions{})
+	_, err := e.kube.AppsV1().Deployments(e.ns).Create(context.Background(), lab.PodinfoDeployment(e.ns, name, image, replicas), metav1.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

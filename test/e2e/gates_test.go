@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/siskin-dev/siskin/test/lab"
 )
 
 // Manual gates over Siskin's HTTP API, and the Canary fields that control a release:
@@ -519,7 +521,7 @@ func TestTrackedConfigsAreCopiedAndStartReleases(t *testing.T) {
 	if _, err := e.kube.CoreV1().Secrets(e.ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d := podinfo(e.ns, "conf", e.lab.Registry()+"/lab/conf:1.0.0", 1)
+	d := lab.PodinfoDeployment(e.ns, "conf", e.lab.Registry()+"/lab/conf:1.0.0", 1)
 	d.Spec.Template.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: "app-config"}}}}
 	d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "app-secret"}}}}
