@@ -41,6 +41,7 @@ type serveConfig struct {
 	minInterval      time.Duration
 	tickWindow       time.Duration
 	leaseTTL         time.Duration
+	stepTimeout      time.Duration
 	parallelism      int
 	callTimeout      time.Duration
 	insecureRegs     string
@@ -76,7 +77,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&c.oidcAudience, "oidc-audience", getenv("SISKIN_OIDC_AUDIENCE"), "accept Knative Eventing OIDC tokens for this audience on / (env SISKIN_OIDC_AUDIENCE; empty: off)")
 	fs.DurationVar(&c.minInterval, "min-interval", dur("SISKIN_MIN_INTERVAL", functions.MinAnalysisInterval), "analysis interval floor (Flagger's is 10s; lower it only for tests)")
 	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 50*time.Second), "how long one tick keeps stepping releases that fall due within it")
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed step can hold a canary")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed or stalled step can hold a canary; a live step renews its lease every third of it")
+	fs.DurationVar(&c.stepTimeout, "step-timeout", dur("SISKIN_STEP_TIMEOUT", time.Minute), "bound on one step, webhook gates included")
 	fs.IntVar(&c.parallelism, "parallelism", 16, "canaries stepped at once by one tick")
 	fs.DurationVar(&c.callTimeout, "call-timeout", dur("SISKIN_CALL_TIMEOUT", 5*time.Second), "timeout of each Kubernetes, Istio and registry call")
 	fs.StringVar(&c.insecureRegs, "insecure-registries", getenv("SISKIN_INSECURE_REGISTRIES"), "comma-separated registries reached over plain HTTP")
@@ -209,7 +211,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	metrics := handlers.NewMetrics(version)
-	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL, Parallelism: cfg.parallelism}
+	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
+		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}

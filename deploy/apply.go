@@ -35,7 +35,7 @@ func (c *Cluster) ApplyWorkloads(ctx context.Context, cd functions.Canary, p fun
 	if p.Promote || p.ScaleTarget != functions.ScaleNone {
 		g.Go(func() error {
 			if p.Promote {
-				if err := c.promote(ctx, cd); err != nil {
+				if err := c.promote(ctx, cd, p.PromoteRevision); err != nil {
 					return err
 				}
 			}
@@ -81,8 +81,11 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 
 // promote is Flagger's Promote: sync the tracked configs to -primary, then update the primary
 // from the target (see promotedPrimary), against fresh reads on conflict; then sync the primary
-// HPA.
-func (c *Cluster) promote(ctx context.Context, cd functions.Canary) error {
+// HPA. Unlike Flagger, it promotes only the revision the analysis approved: a target that
+// changed since (a second `kubectl set image` during the last step) is ErrRevisionChanged, and
+// the primary is not touched. The primary is updated from the target as read here, so what
+// it gets is exactly the approved revision even if the target changes again meanwhile.
+func (c *Cluster) promote(ctx context.Context, cd functions.Canary, approved string) error {
 	n, ns := cd.Names(), cd.Namespace
 	err := retry.OnError(retry.DefaultRetry, isConflict, func() error {
 		var target, primary *appsv1.Deployment
@@ -98,6 +101,9 @@ func (c *Cluster) promote(ctx context.Context, cd functions.Canary) error {
 		g.Go(func() (err error) { primary, err = c.getDeployment(ctx, ns, n.Primary, fresh); return })
 		if err := g.Wait(); err != nil {
 			return err
+		}
+		if got := revisionOf(target, tracked); approved != "" && got != approved {
+			return fmt.Errorf("%w: target %s now runs revision %s, the analysis approved %s", functions.ErrRevisionChanged, n.Target, got, approved)
 		}
 		label, value, err := selectorLabel(target, c.opts.SelectorLabels)
 		if err != nil {

@@ -355,3 +355,54 @@ func TestFinalizeInvalidSpecHasNothingToRevert(t *testing.T) {
 		t.Errorf("got %v and actions %v, want nil and no call", err, f.kube.Actions())
 	}
 }
+
+// A second `kubectl set image` during the last step of an analysis must not reach the primary:
+// the promotion carries the revision the analysis approved, and a target that no longer runs
+// it is not promoted.
+func TestPromoteOnlyTheApprovedRevision(t *testing.T) {
+	f, cd := bootstrapped(t)
+	ctx := context.Background()
+	obs, err := f.c.ObserveWorkloads(ctx, cd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approved := functions.Revision(obs.TemplateHash, obs.TrackedConfigs)
+	before := f.deployment(t, "podinfo-primary")
+
+	unanalysed := f.deployment(t, "podinfo")
+	unanalysed.Spec.Template.Spec.Containers[0].Image = "ghcr.io/stefanprodan/podinfo:9.9.9"
+	if _, err := f.kube.AppsV1().Deployments("default").Update(ctx, unanalysed, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.kube.ClearActions()
+	err = f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{Promote: true, PromoteRevision: approved})
+	if !errors.Is(err, functions.ErrRevisionChanged) {
+		t.Fatalf("promote after the target changed: got %v, want ErrRevisionChanged", err)
+	}
+	if w := f.writes(); len(w) != 0 {
+		t.Errorf("got writes %v, want none", w)
+	}
+	if got := f.deployment(t, "podinfo-primary"); got.Spec.Template.Spec.Containers[0].Image != before.Spec.Template.Spec.Containers[0].Image {
+		t.Errorf("primary runs %s, want %s (the unanalysed image must never reach it)",
+			got.Spec.Template.Spec.Containers[0].Image, before.Spec.Template.Spec.Containers[0].Image)
+	}
+
+	now, err := f.c.ObserveWorkloads(ctx, cd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := functions.Revision(now.TemplateHash, now.TrackedConfigs)
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{Promote: true, PromoteRevision: next}); err != nil {
+		t.Fatalf("promote of the approved revision: %v", err)
+	}
+	got := f.deployment(t, "podinfo-primary")
+	if img := got.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/stefanprodan/podinfo:9.9.9" {
+		t.Errorf("primary runs %s after promoting the approved revision", img)
+	}
+	if rev := got.Annotations[RevisionAnnotation]; rev != next {
+		t.Errorf("primary %s annotation: got %q, want %q", RevisionAnnotation, rev, next)
+	}
+	if rev, err := f.c.PrimaryRevision(ctx, cd); err != nil || rev != next {
+		t.Errorf("PrimaryRevision: got %q, %v; want %q", rev, err, next)
+	}
+}

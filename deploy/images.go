@@ -75,6 +75,19 @@ func (c *Cluster) Review(ctx context.Context, token string, audiences []string) 
 	return tr.Status.User.Username, true, nil
 }
 
+// PrimaryRevision is the functions.Revision the primary Deployment was last given; empty when
+// there is no primary or it carries no revision.
+func (c *Cluster) PrimaryRevision(ctx context.Context, cd functions.Canary) (string, error) {
+	if err := checkRefs(cd); err != nil {
+		return "", nil // never managed: nothing was promoted
+	}
+	d, err := optional(c.getDeployment(ctx, cd.Namespace, cd.Names().Primary, fresh))
+	if err != nil || d == nil {
+		return "", err
+	}
+	return d.Annotations[RevisionAnnotation], nil
+}
+
 // TargetReadiness is the target Deployment's readiness, with Flagger's rules.
 func (c *Cluster) TargetReadiness(ctx context.Context, cd functions.Canary) (functions.Readiness, error) {
 	d, err := c.getDeployment(ctx, cd.Namespace, cd.Spec.TargetRef.Name, fresh)

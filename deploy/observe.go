@@ -115,6 +115,7 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 	obs.PrimaryFound = primary != nil
 	if primary != nil {
 		obs.Primary = DeploymentReadiness(primary, cd.Spec.ProgressDeadline(), cd.Spec.PrimaryReadyThreshold(), now)
+		obs.PrimaryRevision = primary.Annotations[RevisionAnnotation]
 	}
 	obs.Images = map[string]string{}
 	for _, ctr := range target.Spec.Template.Spec.Containers {

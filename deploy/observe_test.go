@@ -56,6 +56,7 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 		Primary: functions.Readiness{Reason: "waiting for rollout to finish: 0 out of 2 new replicas have been updated"},
 		Images:  map[string]string{"podinfod": "ghcr.io/stefanprodan/podinfo:6.0.0"},
 	}
+	wantObs.PrimaryRevision = functions.Revision(wantObs.TemplateHash, wantObs.TrackedConfigs)
 	if diff := cmp.Diff(wantObs, obs); diff != "" {
 		t.Errorf("observation (-want +got):\n%s", diff)
 	}
@@ -65,6 +66,8 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := newPrimaryDeployment(cd, podinfo(), podinfoTracked, selection{Label: "app", Value: "podinfo"}, "id-1", DefaultSelectorLabels, nil)
+	// The fixture's checksums are not the fetched configs': the revision is the observed one.
+	want.Annotations[RevisionAnnotation] = wantObs.PrimaryRevision
 	if diff := cmp.Diff(want.Spec, primary.Spec); diff != "" {
 		t.Errorf("primary spec (-want +got):\n%s", diff)
 	}

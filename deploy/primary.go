@@ -19,6 +19,19 @@ import (
 // The primary Deployment follows Flagger's DeploymentController (canary/deployment_controller.go,
 // canary/util.go).
 
+// RevisionAnnotation on the primary Deployment records the functions.Revision it was given, so
+// a step or an abort can tell whether a promotion was written even when its step never saved.
+const RevisionAnnotation = "siskin.dev/revision"
+
+func withRevision(annotations map[string]string, revision string) map[string]string {
+	out := maps.Clone(annotations)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[RevisionAnnotation] = revision
+	return out
+}
+
 // flaggerIDAnnotation on the primary's pod template changes on every promotion, forcing a
 // rolling update even when only a tracked config changed.
 const flaggerIDAnnotation = "flagger-id"
@@ -129,6 +142,11 @@ func primaryPodSpec(target *appsv1.Deployment, tracked map[string]trackedConfig,
 	return spec
 }
 
+// revisionOf is the functions.Revision a target runs.
+func revisionOf(target *appsv1.Deployment, tracked map[string]trackedConfig) string {
+	return functions.Revision(TemplateHash(target.Spec.Template), checksums(tracked))
+}
+
 // selection is the target's selector label and value.
 type selection struct {
 	Label, Value string
@@ -152,7 +170,7 @@ func newPrimaryDeployment(cd functions.Canary, target *appsv1.Deployment, tracke
 			Name:            cd.Names().Primary,
 			Namespace:       cd.Namespace,
 			Labels:          primaryLabels(includeByPrefix(target.Labels, prefixes), sel.Label, sel.primaryValue()),
-			Annotations:     withoutToolkit(target.Annotations),
+			Annotations:     withRevision(withoutToolkit(target.Annotations), revisionOf(target, tracked)),
 			OwnerReferences: []metav1.OwnerReference{canaryOwnerRef(cd)},
 		},
 		Spec: appsv1.DeploymentSpec{
@@ -194,7 +212,7 @@ func promotedPrimary(cd functions.Canary, primary, target *appsv1.Deployment, tr
 	next.Spec.Template.Spec = primaryPodSpec(target, tracked, selectorLabels, sel.Value)
 	next.Spec.Template.Annotations = primaryPodAnnotations(target.Spec.Template.Annotations, id)
 	next.Spec.Template.Labels = primaryLabels(target.Spec.Template.Labels, sel.Label, sel.primaryValue())
-	next.Annotations = includeByPrefix(target.Annotations, prefixes)
+	next.Annotations = withRevision(includeByPrefix(target.Annotations, prefixes), revisionOf(target, tracked))
 	next.Labels = primaryLabels(includeByPrefix(target.Labels, prefixes), sel.Label, sel.primaryValue())
 	return next
 }

@@ -32,7 +32,7 @@ func TestNewPrimaryDeployment(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: "podinfo-primary", Namespace: "default",
 			Labels:          map[string]string{"app": "podinfo-primary", "app.kubernetes.io/part-of": "shop"},
-			Annotations:     map[string]string{"owner": "team-a"},
+			Annotations:     map[string]string{"owner": "team-a", RevisionAnnotation: revisionOf(podinfo(), podinfoTracked)},
 			OwnerReferences: podinfoOwner,
 		},
 		Spec: appsv1.DeploymentSpec{
@@ -117,7 +117,7 @@ func TestPromotedPrimary(t *testing.T) {
 
 	got := promotedPrimary(cd, primary, target, podinfoTracked, sel, "new-id", DefaultSelectorLabels, []string{"owner"})
 	want := primary.DeepCopy()
-	want.Annotations = map[string]string{"owner": "team-a"}
+	want.Annotations = map[string]string{"owner": "team-a", RevisionAnnotation: revisionOf(target, podinfoTracked)}
 	want.Labels = map[string]string{"app": "podinfo-primary"}
 	want.Spec.Replicas = int32p(5)
 	want.Spec.MinReadySeconds = 9

@@ -139,6 +139,9 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
+			case errors.Is(err, ErrAlreadyPromoted):
+				// Alertmanager cannot act on a refusal: acknowledge it, with the reason.
+				rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+r.Message+")")
 			case err != nil:
 				errs = append(errs, err)
 			case aborted:
@@ -165,38 +168,82 @@ func (s *Service) Abort(ctx context.Context, k Key, reason string) (StepReport, 
 	return s.abort(ctx, k, nil, reason, &Trigger{Kind: "manual", Detail: reason, At: s.cfg.Now()})
 }
 
-// abort pre-empts any step in flight: it takes no lease, acts at once and wins the save race
-// (a concurrent step then loses its compare-and-set and re-asserts the aborted state).
+// abort pre-empts any step in flight: it seizes the canary's lease, so the step in flight
+// finds it lost at its next check and writes nothing more, acts at once and saves (a step that
+// had already acted loses its save and re-asserts the aborted state).
 //
 // read is the Canary when the caller just read it, for the first attempt; nil reads it.
 func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string, trig *Trigger) (StepReport, bool, error) {
 	start := s.cfg.Now()
+	var (
+		lease    Lease
+		leaseErr error
+		seized   sync.WaitGroup
+	)
+	seized.Go(func() { lease, leaseErr = s.d.Store.Seize(ctx, k, s.cfg.LeaseTTL) })
+	defer func() {
+		seized.Wait()
+		if lease == nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			s.log.WarnContext(ctx, "release lease", "canary", k.String(), "err", err)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		var (
-			c    Canary
-			st   State
-			err  error
-			live LiveRoutes
+			c           Canary
+			st          State
+			err         error
+			live        LiveRoutes
+			primaryRev  string
+			primaryErr  error
+			wg          sync.WaitGroup
+			revisions   PrimaryRevisions
+			hasRevision bool
 		)
+		revisions, hasRevision = s.d.Workloads.(PrimaryRevisions)
 		if read != nil && attempt == 0 {
-			// The alert named the canary: its routing objects are read while its state loads.
+			// The alert named the canary: its routing objects and its primary are read while
+			// its state loads.
 			c = *read
-			var wg sync.WaitGroup
 			if rr, ok := s.d.Routes.(RoutesReader); ok {
 				wg.Go(func() { live = rr.ReadRoutes(ctx, c) })
+			}
+			if hasRevision {
+				wg.Go(func() { primaryRev, primaryErr = revisions.PrimaryRevision(ctx, c) })
 			}
 			st, err = s.loadState(ctx, c)
 			wg.Wait()
 		} else {
 			c, st, err = s.load(ctx, k)
+			if err == nil && hasRevision {
+				primaryRev, primaryErr = revisions.PrimaryRevision(ctx, c)
+			}
+		}
+		if err == nil && primaryErr != nil {
+			err = fmt.Errorf("abort %s: read the primary's revision: %w", k, primaryErr)
 		}
 		if err != nil {
 			return StepReport{Key: k}, false, err
 		}
+		seized.Wait()
+		if leaseErr != nil {
+			return StepReport{Key: k}, false, fmt.Errorf("abort %s: %w", k, leaseErr)
+		}
 		rep := StepReport{Key: k, From: st.Phase, To: st.Phase, Routing: st.Routing}
-		out, ok := AbortRelease(c, st, reason, trig, s.cfg.Now())
-		if !ok {
+		out, verdict, why := AbortRelease(c, st, primaryRev, reason, trig, s.cfg.Now())
+		switch verdict {
+		case AbortIgnored:
+			rep.Message = why
 			return rep, false, nil
+		case AbortRefused:
+			rep.Message = why
+			s.recordEvents(ctx, c, []Event{{Warning: true, Message: "Abort refused: " + why}})
+			s.log.WarnContext(ctx, "abort refused", "canary", k.String(), "namespace", k.Namespace, "reason", reason, "why", why)
+			return rep, false, fmt.Errorf("abort %s: %w: %s", k, ErrAlreadyPromoted, why)
 		}
 		if st.Phase == PhaseWaiting {
 			// The revision that was waiting is the one aborted: record it, or the next step
@@ -210,12 +257,11 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		// Traffic back to the primary and the state Failed are the abort, acted and saved
 		// together; the Kubernetes Events say so alongside.
 		var (
-			wg            sync.WaitGroup
 			actErr, svErr error
 			saved         State
 		)
-		wg.Go(func() { actErr = s.act(ctx, c, out, live) })
-		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State) })
+		wg.Go(func() { actErr = s.act(ctx, c, out, live, nil) })
+		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State, lease) })
 		wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
 		wg.Wait()
 		if errors.Is(svErr, ErrConflict) && attempt < 3 {
@@ -228,14 +274,15 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		rep.Duration = s.cfg.Now().Sub(start)
 		s.d.Observer.Aborted(c, rep.Duration)
 		// The status says Failed only once it is true: after the act and the save.
+		var schedErr error
 		wg.Go(func() { s.writeStatus(ctx, c, saved) })
-		wg.Go(func() { s.schedule(ctx, c, saved, out) })
+		wg.Go(func() { schedErr = s.scheduleSaved(ctx, k, saved) })
 		wg.Wait()
 		// Alerts, post-rollout hooks and webhooks may take their own timeouts: the abort does
 		// not wait for them.
 		s.inBackground(ctx, func(ctx context.Context) { s.notify(ctx, c, st, saved, out) })
 		s.log.WarnContext(ctx, "aborted", "canary", k.String(), "namespace", k.Namespace, "reason", reason, "took", rep.Duration)
-		return rep, true, nil
+		return rep, true, schedErr
 	}
 }
 
@@ -268,25 +315,7 @@ func (s *Service) Resume(ctx context.Context, k Key) (StepReport, error) {
 	})
 }
 
+// mutateAndAdvance changes the state and steps the canary at once, under one lease.
 func (s *Service) mutateAndAdvance(ctx context.Context, k Key, mutate func(*State) error) (StepReport, error) {
-	lease, err := s.d.Store.Claim(ctx, k, s.cfg.LeaseTTL)
-	if err != nil {
-		return StepReport{Key: k}, fmt.Errorf("claim canary %s: %w", k, err)
-	}
-	_, st, err := s.load(ctx, k)
-	if err == nil {
-		err = mutate(&st)
-	}
-	if err == nil {
-		st, err = s.d.Store.Save(ctx, k, st)
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	if rerr := lease.Release(rctx); rerr != nil {
-		s.log.Warn("release lease", "canary", k.String(), "err", rerr)
-	}
-	if err != nil {
-		return StepReport{Key: k, From: st.Phase}, err
-	}
-	return s.Advance(ctx, k)
+	return s.claimAndStep(ctx, k, gateNone, nil, mutate)
 }

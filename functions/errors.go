@@ -15,8 +15,17 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrBusy: another instance holds the canary's lease; retry later.
 	ErrBusy = errors.New("busy")
+	// ErrLeaseLost: the lease a step held expired or was taken (by an abort, or by another
+	// instance after the holder stalled); the step gave up before writing. Retry later.
+	ErrLeaseLost = errors.New("lease lost")
 	// ErrUnavailable: a dependency failed transiently; retry.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrRevisionChanged: the target changed after the step observed it, so the write that
+	// depended on the observation (a promotion) was not made. The step observes again.
+	ErrRevisionChanged = errors.New("revision changed")
+	// ErrAlreadyPromoted: the primary already runs the revision an abort would stop; an abort
+	// cannot take it back. Acknowledged with a reason (409), never retried.
+	ErrAlreadyPromoted = errors.New("already promoted")
 	// ErrRejected: the input is well-formed but refused (for example a digest not in the
 	// registry). Acknowledged with a reason, never retried.
 	ErrRejected = errors.New("rejected")

@@ -20,6 +20,11 @@ type memStore struct {
 	leases    map[Key]int64
 	tokens    map[Key]int64
 	seen      map[string]bool
+	// failSchedule makes Schedule fail as an unreachable Redis would.
+	failSchedule bool
+	// lostSaveReplies makes that many saves write, then report ErrUnavailable, as a save
+	// whose reply was lost would.
+	lostSaveReplies int
 }
 
 func newMemStore() *memStore {
@@ -44,14 +49,21 @@ func (m *memStore) Load(_ context.Context, k Key) (State, error) {
 	return st, nil
 }
 
-func (m *memStore) Save(_ context.Context, k Key, next State) (State, error) {
+func (m *memStore) Save(_ context.Context, k Key, next State, lease Lease) (State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if lease != nil && m.leases[k] != lease.Token() {
+		return State{}, fmt.Errorf("save %s: %w", k, ErrLeaseLost)
+	}
 	if m.states[k].Version != next.Version {
 		return State{}, fmt.Errorf("save %s: %w", k, ErrConflict)
 	}
 	next.Version++
 	m.states[k] = next
+	if m.lostSaveReplies > 0 {
+		m.lostSaveReplies--
+		return State{}, fmt.Errorf("save %s: %w: reply lost", k, ErrUnavailable)
+	}
 	return next, nil
 }
 
@@ -79,6 +91,30 @@ func (l memLease) Release(context.Context) error {
 	return nil
 }
 
+func (l memLease) Renew(context.Context, time.Duration) error {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	if l.m.leases[l.k] != l.token {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// expireLease lets the canary's lease lapse, as if its holder had stalled past the ttl.
+func (m *memStore) expireLease(k Key) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.leases, k)
+}
+
+func (m *memStore) Seize(_ context.Context, k Key, _ time.Duration) (Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tokens[k]++
+	m.leases[k] = m.tokens[k]
+	return memLease{m, k, m.tokens[k]}, nil
+}
+
 func (m *memStore) Claim(_ context.Context, k Key, _ time.Duration) (Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -93,6 +129,9 @@ func (m *memStore) Claim(_ context.Context, k Key, _ time.Duration) (Lease, erro
 func (m *memStore) Schedule(_ context.Context, k Key, at time.Time, releasing bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.failSchedule {
+		return fmt.Errorf("schedule %s: %w", k, ErrUnavailable)
+	}
 	m.due[k] = at
 	m.releasing[k] = releasing
 	return nil
@@ -212,8 +251,33 @@ func (f *fakeCluster) ObserveWorkloads(_ context.Context, c Canary) (WorkloadObs
 func (f *fakeCluster) ApplyWorkloads(_ context.Context, c Canary, p WorkloadPlan) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	w := f.work[c.Key]
+	if now := Revision(w.TemplateHash, w.TrackedConfigs); p.Promote && p.PromoteRevision != now {
+		f.applied = append(f.applied, fmt.Sprintf("%s promotion of %s refused: target runs %s", c.Key, p.PromoteRevision, now))
+		return fmt.Errorf("promote: %w", ErrRevisionChanged)
+	}
+	if p.Promote {
+		w.PrimaryRevision = p.PromoteRevision
+		f.work[c.Key] = w
+	}
+	p.PromoteRevision = ""
 	f.applied = append(f.applied, fmt.Sprintf("%s workloads %+v", c.Key, p))
 	return nil
+}
+
+func (f *fakeCluster) PrimaryRevision(_ context.Context, c Canary) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.work[c.Key].PrimaryRevision, nil
+}
+
+// setTemplate changes the target's template, as `kubectl set image` does.
+func (f *fakeCluster) setTemplate(k Key, hash string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.work[k]
+	w.TemplateHash = hash
+	f.work[k] = w
 }
 
 func (f *fakeCluster) WriteStatus(_ context.Context, c Canary, st Status) error {

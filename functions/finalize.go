@@ -44,7 +44,7 @@ func (s *Service) syncFinalizer(ctx context.Context, c Canary) error {
 // finalize is the deletion of a canary with revertOnDeletion: the target is scaled back up,
 // and once it is ready (or after finalizeWait) the routes go back to what they were before
 // Siskin, the finalizer is removed and the state forgotten. Every call is one bounded step.
-func (s *Service) finalize(ctx context.Context, c Canary, st State) (StepReport, error) {
+func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase}
 	if !slices.Contains(c.Finalizers, FinalizerName) || s.d.TargetFinalizer == nil || s.d.RouteFinalizer == nil {
 		rep.Skipped = "being deleted"
@@ -59,14 +59,14 @@ func (s *Service) finalize(ctx context.Context, c Canary, st State) (StepReport,
 		st.Message = "Canary deleted: restoring the target and the original routes (revertOnDeletion)"
 		st.Steps++
 		st.LastStepAt = now
-		saved, err := s.d.Store.Save(ctx, c.Key, st)
+		st.NextStepAt = now.Add(time.Second)
+		saved, err := s.d.Store.Save(ctx, c.Key, st, lease)
 		if err != nil {
 			return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 		}
-		s.after(ctx, c, st, saved, Step{State: saved, Next: time.Second,
-			Events: []Event{{Message: "Terminating canary " + c.Name + "." + c.Namespace}}})
 		rep.To = saved.Phase
-		return rep, nil
+		return rep, s.after(ctx, c, st, saved, Step{State: saved, Next: time.Second,
+			Events: []Event{{Message: "Terminating canary " + c.Name + "." + c.Namespace}}})
 	}
 	ready, err := s.d.TargetFinalizer.TargetReadiness(ctx, c)
 	if err != nil {

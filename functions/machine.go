@@ -65,6 +65,7 @@ func Decide(in StepInput) Step {
 		return Step{Need: d.out.Need}
 	}
 	d.keepCookies()
+	d.out.State.NextStepAt = in.Now.Add(d.out.Next)
 	return d.out
 }
 
@@ -154,10 +155,7 @@ func rollbackRequested(rs []HookResult) bool {
 	return slices.ContainsFunc(rs, func(r HookResult) bool { return r.OK })
 }
 
-func (d *decider) newRevision() bool {
-	s, w := d.in.State, d.in.Work
-	return specChanged(s, w.TemplateHash) || configsChanged(s.TrackedConfigs, w.TrackedConfigs)
-}
+func (d *decider) newRevision() bool { return d.in.State.SeesNewRevision(d.in.Work) }
 
 // specChanged is Flagger's hasSpecChanged: a template equal to the promoted one is not a new
 // revision (a manual rollback must not start a canary).
@@ -252,6 +250,15 @@ func (d *decider) decide() {
 		s.TrackedConfigs = w.TrackedConfigs
 		s.CanaryNotReadySince = time.Time{}
 		d.setPhase(PhaseProgressing)
+		return
+	}
+
+	if (s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion) && s.primaryRunsApplied(w.PrimaryRevision) {
+		// A promotion was written and its step never saved (it crashed in between): the
+		// primary already runs the analysed revision. Carry on from there rather than analyse
+		// and promote again, and never report the release as anything else.
+		d.event("%s already runs the analysed revision, resuming its promotion", d.c.Names().Primary+"."+d.c.Namespace)
+		d.setPhase(PhasePromoting)
 		return
 	}
 
@@ -775,11 +782,33 @@ func (d *decider) keepCookies() {
 	}
 }
 
-// AbortRelease is the alert (or manual abort) path: a release in flight is failed at once,
-// whatever step it is at. Anything else is left alone, so repeated notifications are no-ops.
-func AbortRelease(c Canary, s State, reason string, trigger *Trigger, now time.Time) (Step, bool) {
-	if !s.Phase.Abortable() {
-		return Step{State: s}, false
+// AbortVerdict is what an abort does to a canary.
+type AbortVerdict int
+
+const (
+	// AbortIgnored: no release is in flight; repeated notifications land here.
+	AbortIgnored AbortVerdict = iota
+	// Aborted: the release is failed at once.
+	Aborted
+	// AbortRefused: the primary already runs the new revision (Promoting, Finalising, or a
+	// promotion written by a step that crashed before saving). Routing traffic "back to the
+	// primary" would keep serving the revision being aborted while the status said Failed,
+	// so the abort is refused with a reason; rolling back means deploying the previous
+	// revision, which starts a release of its own.
+	AbortRefused
+)
+
+// AbortRelease is the alert (or manual abort) path: a release in flight whose new revision
+// runs only on the canary is failed at once, whatever step it is at. primaryRevision is the
+// Revision the primary runs, as just read. Anything else is left alone, so repeated
+// notifications are no-ops. The message says why when the verdict is not Aborted.
+func AbortRelease(c Canary, s State, primaryRevision, reason string, trigger *Trigger, now time.Time) (Step, AbortVerdict, string) {
+	switch {
+	case s.Phase.Promoted() || (s.Phase.Abortable() && s.Phase != PhaseWaiting && s.primaryRunsApplied(primaryRevision)):
+		return Step{State: s}, AbortRefused, fmt.Sprintf("%s.%s is %s: %s already runs the new revision, and an abort cannot take it back; deploy the previous revision to roll back",
+			c.Name, c.Namespace, promotedPhase(s), c.Names().Primary)
+	case !s.Phase.Abortable():
+		return Step{State: s}, AbortIgnored, fmt.Sprintf("%s.%s is %s: no release to abort", c.Name, c.Namespace, s.Phase)
 	}
 	d := &decider{in: StepInput{Canary: c, State: s, Now: now}, c: c, spec: c.Spec}
 	d.out = Step{State: s, Next: c.Spec.Interval(0)}
@@ -791,5 +820,13 @@ func AbortRelease(c Canary, s State, reason string, trigger *Trigger, now time.T
 	d.out.State.Message = "Canary aborted: " + reason
 	d.out.State.Trigger = trigger
 	d.keepCookies()
-	return d.out, true
+	d.out.State.NextStepAt = now.Add(d.out.Next)
+	return d.out, Aborted, ""
+}
+
+func promotedPhase(s State) Phase {
+	if s.Phase.Promoted() {
+		return s.Phase
+	}
+	return PhasePromoting // the step that wrote the promotion did not save it
 }

@@ -440,27 +440,48 @@ func TestHooksAskedInRoundsAndOnlyWhenNeeded(t *testing.T) {
 
 func TestAbortRelease(t *testing.T) {
 	c := seedCanary()
+	analysed := Revision("v2", nil)
+	wantVerdict := map[Phase]AbortVerdict{
+		PhaseWaiting: Aborted, PhaseProgressing: Aborted, PhaseWaitingPromotion: Aborted,
+		PhasePromoting: AbortRefused, PhaseFinalising: AbortRefused,
+	}
 	for _, p := range Phases {
-		t.Run(string(p), func(t *testing.T) {
-			s := State{Phase: p, Routing: Routing{70, 30, false}}
-			out, aborted := AbortRelease(c, s, "alert HighErrorRate", &Trigger{Kind: "alert"}, t0)
-			if aborted != p.Abortable() {
-				t.Fatalf("got aborted %v, want %v", aborted, p.Abortable())
-			}
-			if !aborted {
-				if out.State.Phase != p || out.State.Routing != s.Routing {
-					t.Errorf("a non-abortable phase changed: %+v", out.State)
+		for _, primary := range []struct {
+			name     string
+			revision string
+		}{{"primary on the old revision", Revision("v1", nil)}, {"primary on the analysed revision", analysed}, {"primary revision unknown", ""}} {
+			t.Run(string(p)+"/"+primary.name, func(t *testing.T) {
+				s := State{Phase: p, Routing: Routing{70, 30, false}, LastAppliedSpec: "v2", LastPromotedSpec: "v1"}
+				want := wantVerdict[p]
+				if want == Aborted && p != PhaseWaiting && primary.revision == analysed {
+					// A crash after the promotion was written and before it was saved.
+					want = AbortRefused
 				}
-				return
-			}
-			want := snap{Phase: PhaseFailed, Routing: AllToPrimary, Workload: WorkloadPlan{ScaleTarget: ScaleToZero}}
-			if diff := cmp.Diff(want, snapOf(out)); diff != "" {
-				t.Errorf("(-want +got)\n%s", diff)
-			}
-			if !out.Route || !strings.Contains(out.State.Message, "HighErrorRate") {
-				t.Errorf("got route %v message %q", out.Route, out.State.Message)
-			}
-		})
+				out, verdict, why := AbortRelease(c, s, primary.revision, "alert HighErrorRate", &Trigger{Kind: "alert"}, t0)
+				if verdict != want {
+					t.Fatalf("got verdict %d (%s), want %d", verdict, why, want)
+				}
+				if verdict != Aborted {
+					if out.State.Phase != p || out.State.Routing != s.Routing {
+						t.Errorf("a phase that was not aborted changed: %+v", out.State)
+					}
+					if why == "" {
+						t.Error("got no reason for not aborting")
+					}
+					if verdict == AbortRefused && !strings.Contains(why, "podinfo-primary already runs the new revision") {
+						t.Errorf("refusal: got %q, want it to say the primary runs the new revision", why)
+					}
+					return
+				}
+				wantSnap := snap{Phase: PhaseFailed, Routing: AllToPrimary, Workload: WorkloadPlan{ScaleTarget: ScaleToZero}}
+				if diff := cmp.Diff(wantSnap, snapOf(out)); diff != "" {
+					t.Errorf("(-want +got)\n%s", diff)
+				}
+				if !out.Route || !strings.Contains(out.State.Message, "HighErrorRate") {
+					t.Errorf("got route %v message %q", out.Route, out.State.Message)
+				}
+			})
+		}
 	}
 }
 

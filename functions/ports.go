@@ -12,14 +12,18 @@ import (
 type Store interface {
 	// Load returns ErrNotFound when Redis has no state for the canary.
 	Load(ctx context.Context, k Key) (State, error)
-	// Save writes next if the stored version still equals next.Version (0: nothing stored),
-	// and returns the saved state, whose Version is next.Version+1. A stale writer gets
-	// ErrConflict.
-	Save(ctx context.Context, k Key, next State) (State, error)
+	// Save writes next if the stored version still equals next.Version (0: nothing stored)
+	// and, when lease is not nil, the lease is still held; it returns the saved state, whose
+	// Version is next.Version+1. A stale writer gets ErrConflict, a lost lease ErrLeaseLost.
+	// A save whose outcome is unknown (a timeout) is read back before it is reported failed.
+	Save(ctx context.Context, k Key, next State, lease Lease) (State, error)
 	// Delete forgets the canary's state and schedule.
 	Delete(ctx context.Context, k Key) error
 	// Claim takes the canary's lease for ttl; ErrBusy when another holder has it.
 	Claim(ctx context.Context, k Key, ttl time.Duration) (Lease, error)
+	// Seize takes the canary's lease for ttl whoever holds it: an abort pre-empts a step in
+	// flight, which finds its lease lost at its next check and writes nothing more.
+	Seize(ctx context.Context, k Key, ttl time.Duration) (Lease, error)
 	// Schedule sets when the canary's next step is due. releasing marks a release in flight,
 	// which keeps a tick working until its window closes.
 	Schedule(ctx context.Context, k Key, at time.Time, releasing bool) error
@@ -35,9 +39,12 @@ type Store interface {
 	Forget(ctx context.Context, id string) error
 }
 
-// Lease is a claim on one canary. Token is a fencing token that grows with every claim.
+// Lease is a claim on one canary. Token grows with every claim; Save and Renew check that the
+// lease still holds it, so a holder that stalled past its lease cannot write.
 type Lease interface {
 	Token() int64
+	// Renew extends the lease to ttl from now if it is still held; ErrLeaseLost otherwise.
+	Renew(ctx context.Context, ttl time.Duration) error
 	Release(ctx context.Context) error
 }
 
@@ -62,6 +69,9 @@ type WorkloadObservation struct {
 	Canary         Readiness `json:"canary"` // the target Deployment
 	PrimaryFound   bool      `json:"primaryFound"`
 	Primary        Readiness `json:"primary"`
+	// PrimaryRevision is the Revision the primary was last given (empty when unknown, as for
+	// a primary Siskin did not create).
+	PrimaryRevision string `json:"primaryRevision,omitempty"`
 	// Images are the target's container images, name -> reference.
 	Images map[string]string `json:"images,omitempty"`
 }
@@ -74,6 +84,10 @@ type WorkloadPlan struct {
 	ScaleTarget Scale
 	// Promote copies the target's template (and tracked configs) to the primary.
 	Promote bool
+	// PromoteRevision is the Revision the analysis approved: the promotion happens only if
+	// the target still carries it, else it fails with ErrRevisionChanged. The shell sets it
+	// from the state.
+	PromoteRevision string
 }
 
 type Scale int
@@ -83,6 +97,12 @@ const (
 	ScaleUp
 	ScaleToZero
 )
+
+// PrimaryRevisions reads the Revision the primary Deployment runs, for an abort, which does
+// not observe the workloads (package deploy).
+type PrimaryRevisions interface {
+	PrimaryRevision(ctx context.Context, c Canary) (string, error)
+}
 
 // Workloads is the Kubernetes side (package deploy).
 type Workloads interface {

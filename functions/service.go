@@ -56,8 +56,11 @@ type Config struct {
 	Namespace string
 	// MinInterval is the analysis interval floor (Flagger's 10 s unless lowered for tests).
 	MinInterval time.Duration
-	// LeaseTTL bounds how long a crashed step can hold a canary.
+	// LeaseTTL bounds how long a crashed or stalled step can hold a canary; a live step
+	// renews its lease every third of it.
 	LeaseTTL time.Duration
+	// StepTimeout bounds one step, webhook gates included.
+	StepTimeout time.Duration
 	// Parallelism bounds the canaries a tick steps at once.
 	Parallelism int
 	// DueBatch is how many due canaries a tick claims per round.
@@ -77,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 30 * time.Second
+	}
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = time.Minute
 	}
 	if c.Parallelism <= 0 {
 		c.Parallelism = 16
@@ -127,43 +133,49 @@ type StepReport struct {
 	Duration time.Duration `json:"duration"`
 }
 
-// Advance runs one step of one canary now, whether it is due or not (manual gates, Deployment
-// change events). A concurrent step of the same canary makes it return ErrBusy.
+// Advance runs one step of one canary now, whether it is due or not (manual gates). A
+// concurrent step of the same canary makes it return ErrBusy.
 func (s *Service) Advance(ctx context.Context, k Key) (StepReport, error) {
-	return s.claimAndStep(ctx, k, false, nil)
+	return s.claimAndStep(ctx, k, gateNone, nil, nil)
 }
 
-// claimAndStep claims the canary and steps it. read, when not nil, is the Canary as the
-// caller read it a moment ago (a push has just listed it): the step then reads only its state.
-func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool, read *Canary) (StepReport, error) {
+// stepGate says when a claimed canary is stepped.
+type stepGate int
+
+const (
+	// gateNone steps at once (manual gates, the first step after a push).
+	gateNone stepGate = iota
+	// gateDue steps only once the saved state's next step is due (ticks).
+	gateDue
+	// gateDueOrNewRevision also steps a canary that is not due when its target carries a
+	// revision the state has not seen (Deployment change events): a new release starts, or
+	// the analysis restarts, at once, while a duplicate or unrelated event steps nothing.
+	gateDueOrNewRevision
+)
+
+// claimAndStep claims the canary and steps it under the lease. read, when not nil, is the
+// Canary as the caller read it a moment ago (a push has just listed it): the step then reads
+// only its state. mutate, when not nil, changes the state first and saves it under the same
+// lease (the manual gates).
+func (s *Service) claimAndStep(ctx context.Context, k Key, gate stepGate, read *Canary, mutate func(*State) error) (StepReport, error) {
 	start := s.cfg.Now()
 	lease, err := s.d.Store.Claim(ctx, k, s.cfg.LeaseTTL)
 	if err != nil {
 		return StepReport{Key: k, Skipped: "busy"}, fmt.Errorf("claim canary %s: %w", k, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StepTimeout)
+	defer cancel()
+	ctx, stop := s.keepLease(ctx, k, lease)
 	defer func() {
-		// Release on a fresh context: the request's may be cancelled, and a lease left behind
+		stop()
+		// Release on a fresh context: the step's may be cancelled, and a lease left behind
 		// only delays the next step by its TTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if err := lease.Release(rctx); err != nil {
-			s.log.Warn("release lease", "canary", k.String(), "err", err)
+			s.log.WarnContext(ctx, "release lease", "canary", k.String(), "err", err)
 		}
 	}()
-	var late time.Duration
-	if onlyIfDue {
-		at, ok, err := s.d.Store.DueAt(ctx, k)
-		if err != nil {
-			return StepReport{Key: k}, fmt.Errorf("read schedule of %s: %w", k, err)
-		}
-		if ok && at.After(s.cfg.Now()) {
-			// Someone else stepped it between our listing and our claim.
-			return StepReport{Key: k, Skipped: "not due"}, nil
-		}
-		if ok {
-			late = s.cfg.Now().Sub(at)
-		}
-	}
 	var (
 		c  Canary
 		st State
@@ -181,9 +193,86 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, onlyIfDue bool, read 
 	if err != nil {
 		return StepReport{Key: k}, err
 	}
-	rep, err := s.step(ctx, c, st, late)
+	now := s.cfg.Now()
+	if gate == gateDue && !st.Due(now) {
+		// Stepped by someone else since the schedule said it was due, or the schedule is
+		// behind the saved state: the state is the truth, the schedule follows it.
+		return StepReport{Key: k, From: st.Phase, Skipped: "not due"}, s.d.Store.Schedule(ctx, k, st.NextStepAt, st.Phase.Releasing())
+	}
+	if mutate != nil {
+		if err := mutate(&st); err != nil {
+			return StepReport{Key: k, From: st.Phase}, err
+		}
+		if st, err = s.d.Store.Save(ctx, k, st, lease); err != nil {
+			return StepReport{Key: k, From: st.Phase}, fmt.Errorf("save state of %s: %w", k, err)
+		}
+	}
+	var late time.Duration
+	if gate == gateDue && !st.NextStepAt.IsZero() {
+		late = now.Sub(st.NextStepAt)
+	}
+	rep, err := s.step(ctx, c, st, held{lease: lease, gate: gate, late: late})
 	rep.Duration = s.cfg.Now().Sub(start)
 	return rep, err
+}
+
+// held is what a step knows about its claim.
+type held struct {
+	lease Lease
+	gate  stepGate
+	late  time.Duration
+}
+
+// keepLease renews the lease while the step runs, so a slow webhook gate does not outlive it.
+// When the lease is lost (seized by an abort, or expired while this process stalled or could
+// not reach Redis), the returned context is cancelled with ErrLeaseLost as its cause: the step
+// stops waiting, and the holder check before its writes fails.
+func (s *Service) keepLease(ctx context.Context, k Key, l Lease) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				cancel(fmt.Errorf("%w: lease keeper of %s panicked: %v", ErrLeaseLost, k, r))
+			}
+		}()
+		tick := time.NewTicker(max(s.cfg.LeaseTTL/3, time.Millisecond))
+		defer tick.Stop()
+		renewed := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			err := l.Renew(ctx, s.cfg.LeaseTTL)
+			switch {
+			case err == nil:
+				renewed = time.Now()
+			case errors.Is(err, ErrLeaseLost):
+				cancel(fmt.Errorf("canary %s: %w", k, err))
+				return
+			case time.Since(renewed) > s.cfg.LeaseTTL*2/3:
+				// Redis has not answered for most of the ttl: the lease may be gone already.
+				cancel(fmt.Errorf("canary %s: %w: cannot renew it: %v", k, ErrLeaseLost, err))
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
+}
+
+// checkHolder renews the lease before a batch of writes: a step that lost it gives up there.
+func (s *Service) checkHolder(ctx context.Context, k Key, l Lease) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
+		return fmt.Errorf("step of %s gave up before writing: %w", k, cause)
+	}
+	if err := l.Renew(ctx, s.cfg.LeaseTTL); err != nil {
+		return fmt.Errorf("step of %s gave up before writing: %w", k, err)
+	}
+	return nil
 }
 
 // load reads the Canary and its state concurrently; lost state is rebuilt from the cluster.
@@ -234,13 +323,14 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 	return st, nil
 }
 
-// step observes, decides, acts and saves one canary. It returns only after the state is saved.
-func (s *Service) step(ctx context.Context, c Canary, st State, late time.Duration) (StepReport, error) {
+// step observes, decides, acts and saves one canary under its lease. It returns only after
+// the state is saved.
+func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepReport, error) {
 	k := c.Key
 	rep := StepReport{Key: k, From: st.Phase}
 	now := s.cfg.Now()
 	if c.Deleting {
-		return s.finalize(ctx, c, st)
+		return s.finalize(ctx, c, st, h.lease)
 	}
 	if err := s.syncFinalizer(ctx, c); err != nil {
 		return rep, err
@@ -251,10 +341,11 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
 	}
 	if problems := Validate(c); len(problems) > 0 {
-		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "))
+		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "), h.lease)
 	}
 	st.SpecError = ""
 
+	due := h.gate != gateDueOrNewRevision || st.Due(now)
 	// The metrics do not depend on the workloads: query them alongside when the step will
 	// want them (a read; unused if the canary turns out not to be ready).
 	var (
@@ -262,7 +353,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 		prefetched bool
 		wg         sync.WaitGroup
 	)
-	if st.WillQueryMetrics(c.Spec) {
+	if due && st.WillQueryMetrics(c.Spec) {
 		prefetched = true
 		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
 	}
@@ -276,20 +367,28 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 	if err != nil {
 		return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
 	}
+	if !due && !st.SeesNewRevision(work) {
+		rep.To, rep.Skipped = st.Phase, "not due, and no new revision"
+		return rep, nil
+	}
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
 		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
 	if prefetched {
 		in.Metrics, in.MetricsDone = prefetch, true
 	}
-	out := Decide(in)
-	for round := 0; !out.Need.Empty(); round++ {
-		if round > 8 {
-			return rep, fmt.Errorf("step of %s: the machine kept asking for %v", k, out.Need)
+	out, err := s.decideAndAct(ctx, c, &in, live, h.lease)
+	if errors.Is(err, ErrRevisionChanged) {
+		// The target changed between the observation and the promotion, which was not
+		// written: the revision the analysis approved is gone. Observe again; the machine
+		// restarts the analysis on the new revision, as Flagger does.
+		s.log.InfoContext(ctx, "target changed before the promotion, observing again", "canary", k.String(), "namespace", k.Namespace, "err", err)
+		if in.Work, err = s.d.Workloads.ObserveWorkloads(ctx, c); err != nil {
+			return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
 		}
-		s.answer(ctx, c, st, out.Need, &in)
-		out = Decide(in)
+		in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
+		out, err = s.decideAndAct(ctx, c, &in, live, h.lease)
 	}
-	if err := s.act(ctx, c, out, live); err != nil {
+	if err != nil {
 		return rep, err
 	}
 	if s.cfg.AfterAct != nil {
@@ -297,33 +396,59 @@ func (s *Service) step(ctx context.Context, c Canary, st State, late time.Durati
 			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
 		}
 	}
-	saved, err := s.d.Store.Save(ctx, k, out.State)
-	if errors.Is(err, ErrConflict) {
-		// Someone else (an abort, most likely) saved first. What we did may contradict it:
-		// re-assert what the winning state says, then report the conflict.
+	saved, err := s.d.Store.Save(ctx, k, out.State, h.lease)
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrLeaseLost) {
+		// Someone else (an abort, most likely) saved first or took the canary. What we did
+		// may contradict it: re-assert what the winning state says, then report it.
 		s.repair(ctx, c)
 		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
-	s.after(ctx, c, st, saved, out)
-	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), late)
+	if err := s.after(ctx, c, st, saved, out); err != nil {
+		return rep, err
+	}
+	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)
 	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 	s.log.InfoContext(ctx, "step", "canary", k.String(), "namespace", k.Namespace, "from", st.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
 	return rep, nil
 }
 
-func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem string) (StepReport, error) {
+// decideAndAct runs the machine, answering what it asks, and acts on its decision once the
+// lease is confirmed.
+func (s *Service) decideAndAct(ctx context.Context, c Canary, in *StepInput, live LiveRoutes, lease Lease) (Step, error) {
+	out := Decide(*in)
+	for round := 0; !out.Need.Empty(); round++ {
+		if round > 8 {
+			return out, fmt.Errorf("step of %s: the machine kept asking for %v", c.Key, out.Need)
+		}
+		s.answer(ctx, c, in.State, out.Need, in)
+		out = Decide(*in)
+	}
+	if err := s.checkHolder(ctx, c.Key, lease); err != nil {
+		return out, err
+	}
+	if err := s.act(ctx, c, out, live, lease); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			s.repair(ctx, c)
+		}
+		return out, err
+	}
+	return out, nil
+}
+
+func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem string, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase, To: st.Phase, Message: problem}
 	changed := st.SpecError != problem
 	st.SpecError = problem
 	st.LastStepAt = s.cfg.Now()
+	st.NextStepAt = st.LastStepAt.Add(c.Spec.Interval(s.cfg.MinInterval))
 	if st.Phase == "" {
 		st.Phase = PhaseInitializing
 	}
-	saved, err := s.d.Store.Save(ctx, c.Key, st)
+	saved, err := s.d.Store.Save(ctx, c.Key, st, lease)
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 	}
@@ -333,7 +458,7 @@ func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem
 		report.Events = []Event{{Warning: true, Message: "Invalid canary spec: " + problem}}
 	}
 	s.record(ctx, c, saved, report)
-	return rep, s.d.Store.Schedule(ctx, c.Key, s.cfg.Now().Add(c.Spec.Interval(s.cfg.MinInterval)), false)
+	return rep, s.scheduleSaved(ctx, c.Key, saved)
 }
 
 // answer fills the step input with what the machine asked for; independent calls run
@@ -371,13 +496,17 @@ func (s *Service) answer(ctx context.Context, c Canary, st State, n Need, in *St
 }
 
 // act applies a decision. Traffic moves before the canary is scaled down. live, when not nil,
-// are the routing objects as this step read them.
-func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes) error {
+// are the routing objects as this step read them. lease, when not nil, is checked again
+// before the second batch of writes.
+func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes, lease Lease) error {
 	var (
 		wg             sync.WaitGroup
 		routeErr, wErr error
 	)
 	plan := out.Workloads
+	if plan.Promote {
+		plan.PromoteRevision = out.State.AppliedRevision()
+	}
 	scaleDown := plan.ScaleTarget == ScaleToZero
 	if scaleDown {
 		plan.ScaleTarget = ScaleNone
@@ -399,6 +528,11 @@ func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes) 
 		return fmt.Errorf("act on %s: %w", c.Key, err)
 	}
 	if scaleDown {
+		if lease != nil {
+			if err := s.checkHolder(ctx, c.Key, lease); err != nil {
+				return err
+			}
+		}
 		if err := s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{ScaleTarget: ScaleToZero}); err != nil {
 			return fmt.Errorf("scale %s to zero: %w", c.Spec.TargetRef.Name, err)
 		}
@@ -412,8 +546,11 @@ func routePlan(st State) RoutePlan {
 		PreviousSessionAffinityCookie: st.PreviousSessionAffinityCookie}
 }
 
-// repair re-asserts the routing and scale of the stored state after losing a save race.
+// repair re-asserts the routing and scale of the stored state after losing a save race or the
+// lease, on a context of its own: the step's may be the one the lease loss cancelled.
 func (s *Service) repair(ctx context.Context, c Canary) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StepTimeout)
+	defer cancel()
 	st, err := s.d.Store.Load(ctx, c.Key)
 	if err != nil {
 		s.log.Warn("repair after conflict: load", "canary", c.Key.String(), "err", err)
@@ -426,26 +563,35 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 	if st.Phase == PhaseFailed || st.Phase == PhaseSucceeded {
 		out.Workloads.ScaleTarget = ScaleToZero
 	}
-	if err := s.act(ctx, c, out, nil); err != nil {
-		s.log.Warn("repair after conflict", "canary", c.Key.String(), "err", err)
+	if err := s.act(ctx, c, out, nil, nil); err != nil {
+		s.log.WarnContext(ctx, "repair after conflict", "canary", c.Key.String(), "err", err)
 	}
 }
 
 // after runs what follows a saved step: schedule, status, events, alerts, post-rollout hooks.
 // Only the schedule can fail the step: the rest is a mirror the next step rewrites.
-func (s *Service) after(ctx context.Context, c Canary, before, saved State, out Step) {
-	var wg sync.WaitGroup
-	wg.Go(func() { s.schedule(ctx, c, saved, out) })
+func (s *Service) after(ctx context.Context, c Canary, before, saved State, out Step) error {
+	var (
+		wg  sync.WaitGroup
+		err error
+	)
+	wg.Go(func() { err = s.scheduleSaved(ctx, c.Key, saved) })
 	wg.Go(func() { s.record(ctx, c, saved, out) })
 	wg.Go(func() { s.notify(ctx, c, before, saved, out) })
 	wg.Wait()
+	return err
 }
 
-func (s *Service) schedule(ctx context.Context, c Canary, saved State, out Step) {
-	at := s.cfg.Now().Add(out.Next)
-	if err := s.d.Store.Schedule(ctx, c.Key, at, saved.Phase.Releasing()); err != nil {
-		s.log.Error("schedule next step", "canary", c.Key.String(), "err", err)
+// scheduleSaved puts the saved state's next step on the schedule. The schedule is an index of
+// the states' due times: when it cannot be written, the step is reported failed (a 503, so the
+// sender retries) and the retry, or the resync of the next tick, finds the saved due time and
+// writes it; a schedule entry left early only wakes a step that finds it is not due.
+func (s *Service) scheduleSaved(ctx context.Context, k Key, saved State) error {
+	if err := s.d.Store.Schedule(ctx, k, saved.NextStepAt, saved.Phase.Releasing()); err != nil {
+		s.log.ErrorContext(ctx, "schedule next step", "canary", k.String(), "err", err)
+		return fmt.Errorf("schedule next step of %s: %w", k, err)
 	}
+	return nil
 }
 
 // record writes what `kubectl` shows: the Canary's status and its Kubernetes Events.

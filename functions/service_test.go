@@ -581,7 +581,7 @@ func TestAbortWhileWaitingDoesNotRestartTheRevision(t *testing.T) {
 	f := newFixture(t, c)
 	ctx := context.Background()
 	f.cluster.work[c.Key] = readyWorld("v2").work
-	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}); err != nil {
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseWaiting, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.store.Schedule(ctx, c.Key, f.clock().Add(time.Minute), true); err != nil {

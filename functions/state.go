@@ -1,6 +1,10 @@
 package functions
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -34,9 +38,36 @@ func (p Phase) Releasing() bool {
 		PhasePromoting, PhaseFinalising}, p)
 }
 
-// Abortable lists the phases an alert aborts (Finalising has already moved all traffic back).
+// Abortable lists the phases an alert aborts: a release whose new revision runs only on the
+// canary.
 func (p Phase) Abortable() bool {
-	return slices.Contains([]Phase{PhaseProgressing, PhaseWaiting, PhaseWaitingPromotion, PhasePromoting}, p)
+	return slices.Contains([]Phase{PhaseProgressing, PhaseWaiting, PhaseWaitingPromotion}, p)
+}
+
+// Promoted lists the phases in which the primary already runs the new revision.
+func (p Phase) Promoted() bool { return p == PhasePromoting || p == PhaseFinalising }
+
+// Revision names what a Deployment runs: its pod template hash, and the checksums of the
+// ConfigMaps and Secrets it tracks. The primary is annotated with the Revision it was given.
+func Revision(templateHash string, configs map[string]string) string {
+	if len(configs) == 0 {
+		return templateHash
+	}
+	keys := slices.Sorted(maps.Keys(configs))
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\n", k, configs[k])
+	}
+	return templateHash + "+" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// AppliedRevision is the Revision under analysis (or last analysed).
+func (s State) AppliedRevision() string { return Revision(s.LastAppliedSpec, s.TrackedConfigs) }
+
+// primaryRunsApplied reports whether the observed primary already carries the revision under
+// analysis: a promotion was written, and its step did not save (a crash), or is being saved.
+func (s State) primaryRunsApplied(primaryRevision string) bool {
+	return primaryRevision != "" && s.LastAppliedSpec != "" && primaryRevision == s.AppliedRevision()
 }
 
 // Routing is what the VirtualService must say. Siskin's state is the truth for it; the live
@@ -88,8 +119,33 @@ type State struct {
 	Steps int64 `json:"steps"`
 	// LastStepAt is when the last step ran.
 	LastStepAt time.Time `json:"lastStepAt"`
+	// NextStepAt is when the next step is due. It is saved with the step that decided it, so
+	// it is the truth; the schedule in Redis is an index of it that can lag or be rebuilt.
+	NextStepAt time.Time `json:"nextStepAt,omitempty"`
 	// SpecError is why the Canary's spec cannot be honoured, if it cannot.
 	SpecError string `json:"specError,omitempty"`
+}
+
+// Due reports whether the next step may run at now. A state that never saved a due time (a
+// new canary, or one rebuilt after Redis lost it) is due.
+func (s State) Due(now time.Time) bool { return !s.NextStepAt.After(now) }
+
+// SeesNewRevision reports whether the target, as observed, carries a revision the state has
+// not taken into account: a template or tracked config that differs from the last applied
+// one. At rest, the promoted template coming back is not one (Flagger's hasSpecChanged: a
+// manual rollback must not start a release); during an analysis it is, since the revision
+// under analysis is no longer the one that would be promoted.
+func (s State) SeesNewRevision(w WorkloadObservation) bool {
+	if !w.TargetFound {
+		return false
+	}
+	if configsChanged(s.TrackedConfigs, w.TrackedConfigs) {
+		return true
+	}
+	if s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion {
+		return w.TemplateHash != s.LastAppliedSpec
+	}
+	return specChanged(s, w.TemplateHash)
 }
 
 // CanaryWeight is the canary weight Flagger shows in status.

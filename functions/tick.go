@@ -160,7 +160,7 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			r, err := s.claimAndStep(ctx, k, true, nil)
+			r, err := s.claimAndStep(ctx, k, gateDue, nil, nil)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -39,7 +39,7 @@ func Transitions() []Transition {
 					add(normalPhase(st.Phase), out.State.Phase, causeOf(out))
 				}
 			}
-			if out, ok := AbortRelease(c, st, "alert", &Trigger{Kind: "alert"}, explorationNow); ok {
+			if out, verdict, _ := AbortRelease(c, st, "", "alert", &Trigger{Kind: "alert"}, explorationNow); verdict == Aborted {
 				add(st.Phase, out.State.Phase, "Alertmanager alert or manual abort")
 			}
 		}

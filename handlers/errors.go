@@ -27,7 +27,7 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, functions.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, functions.ErrConflict), errors.Is(err, functions.ErrBusy),
+	case errors.Is(err, functions.ErrConflict), errors.Is(err, functions.ErrBusy), errors.Is(err, functions.ErrLeaseLost),
 		errors.Is(err, functions.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}

@@ -81,7 +81,7 @@ func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.Handler
 		case InboundAlert:
 			runAlerts(w, r, rel, opts, log, *in.Alert, ev.Source()+"/"+ev.ID(), start)
 		case InboundDeployment:
-			reps, err := rel.DeploymentChanged(r.Context(), *in.Deployment)
+			reps, err := rel.DeploymentChanged(r.Context(), *in.Deployment, in.EventID)
 			observe(opts, "deployment", err, start)
 			if err != nil {
 				writeError(w, err)

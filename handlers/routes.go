@@ -20,7 +20,7 @@ type Releases interface {
 	Tick(ctx context.Context, until time.Time) (functions.TickReport, error)
 	HandleAlerts(ctx context.Context, n functions.AlertNotification, eventID string) (functions.AbortReport, error)
 	HandlePushes(ctx context.Context, pushes []functions.ImagePush) (functions.PushReport, error)
-	DeploymentChanged(ctx context.Context, deployment functions.Key) ([]functions.StepReport, error)
+	DeploymentChanged(ctx context.Context, deployment functions.Key, eventID string) ([]functions.StepReport, error)
 	RequestPromotion(ctx context.Context, k functions.Key) (functions.StepReport, error)
 	Resume(ctx context.Context, k functions.Key) (functions.StepReport, error)
 	Abort(ctx context.Context, k functions.Key, reason string) (functions.StepReport, bool, error)

@@ -50,7 +50,7 @@ func (f *fakeReleases) HandlePushes(ctx context.Context, p []functions.ImagePush
 	f.pushes = p
 	return functions.PushReport{}, f.err
 }
-func (f *fakeReleases) DeploymentChanged(ctx context.Context, k functions.Key) ([]functions.StepReport, error) {
+func (f *fakeReleases) DeploymentChanged(ctx context.Context, k functions.Key, _ string) ([]functions.StepReport, error) {
 	f.record("deployment " + k.String())
 	return nil, f.err
 }

@@ -72,7 +72,7 @@ func BenchmarkSave(b *testing.B) {
 	ctx := context.Background()
 	st := populated()
 	save := func() error {
-		saved, err := s.Save(ctx, podinfo, st)
+		saved, err := s.Save(ctx, podinfo, st, nil)
 		st = saved
 		return err
 	}
@@ -87,7 +87,7 @@ func BenchmarkSave(b *testing.B) {
 func BenchmarkLoad(b *testing.B) {
 	s, rdb := benchStore(b)
 	ctx := context.Background()
-	if _, err := s.Save(ctx, podinfo, populated()); err != nil {
+	if _, err := s.Save(ctx, podinfo, populated(), nil); err != nil {
 		b.Fatal(err)
 	}
 	load := func() error {

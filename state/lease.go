@@ -26,6 +26,22 @@ redis.call('SET', KEYS[1], string.format('%d', token), 'PX', ARGV[1])
 return {1, token}
 `)
 
+// seizeScript takes the lease KEYS[1] for ARGV[1] ms with a fresh token, whoever holds it.
+var seizeScript = redis.NewScript(`
+local token = redis.call('INCR', KEYS[2])
+redis.call('PERSIST', KEYS[2])
+redis.call('SET', KEYS[1], string.format('%d', token), 'PX', ARGV[1])
+return token
+`)
+
+// renewScript extends the lease KEYS[1] to ARGV[2] ms if it still holds token ARGV[1].
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
 // releaseScript deletes the lease KEYS[1] only if it still holds token ARGV[1].
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -61,7 +77,26 @@ func (s *Store) Claim(ctx context.Context, k functions.Key, ttl time.Duration) (
 	}
 }
 
-// Lease is a claim on one canary, from Store.Claim.
+// Seize takes the canary's lease for ttl whoever holds it. The holder it displaces finds out
+// at its next Renew or Save.
+func (s *Store) Seize(ctx context.Context, k functions.Key, ttl time.Duration) (functions.Lease, error) {
+	if err := validKey(k); err != nil {
+		return nil, err
+	}
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("%w: seize canary %s: lease ttl %s is below 1ms", functions.ErrInvalid, k, ttl)
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	keys := []string{s.canaryKey(k, "lease"), s.canaryKey(k, "fence")}
+	token, err := seizeScript.Run(ctx, s.rdb, keys, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return nil, redisErr("seize canary "+k.String(), err)
+	}
+	return &Lease{store: s, key: k, token: token}, nil
+}
+
+// Lease is a claim on one canary, from Store.Claim or Store.Seize.
 type Lease struct {
 	store *Store
 	key   functions.Key
@@ -70,8 +105,27 @@ type Lease struct {
 
 var _ functions.Lease = (*Lease)(nil)
 
-// Token is the fencing token: every claim of a canary gets a larger one.
+// Token identifies this claim: every claim of a canary gets a larger one.
 func (l *Lease) Token() int64 { return l.token }
+
+// Renew extends the lease to ttl from now if this holder still has it; ErrLeaseLost if it
+// expired or was seized.
+func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
+	s := l.store
+	if ttl < time.Millisecond {
+		return fmt.Errorf("%w: renew lease of canary %s: ttl %s is below 1ms", functions.ErrInvalid, l.key, ttl)
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	n, err := renewScript.Run(ctx, s.rdb, []string{s.canaryKey(l.key, "lease")}, l.token, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return redisErr(fmt.Sprintf("renew lease %d of canary %s", l.token, l.key), err)
+	}
+	if n == 0 {
+		return fmt.Errorf("renew lease %d of canary %s: %w", l.token, l.key, functions.ErrLeaseLost)
+	}
+	return nil
+}
 
 // Release gives the lease back if this holder still has it. A lease that expired, and perhaps
 // went to someone else, is left alone.

@@ -1,13 +1,13 @@
 // Package state keeps Siskin's release state in Redis: one JSON document per canary written
-// with compare-and-set, the due schedule as sorted sets, per-canary leases with fencing
-// tokens, and event dedupe. It talks to Redis through redis.UniversalClient, so standalone,
+// with compare-and-set, the due schedule as sorted sets, per-canary leases whose tokens
+// every save checks, and event dedupe. It talks to Redis through redis.UniversalClient, so standalone,
 // Sentinel and Cluster deployments behave the same (see Open).
 //
 // Keys, with the default prefix "siskin":
 //
 //	siskin:{ns/name}:state    the canary's State as JSON (string)
-//	siskin:{ns/name}:lease    the lease holder's fencing token (string, PX ttl)
-//	siskin:{ns/name}:fence    the fencing token counter (INCR)
+//	siskin:{ns/name}:lease    the lease holder's token (string, PX ttl), checked by Save
+//	siskin:{ns/name}:fence    the token counter (INCR)
 //	{siskin}:due              every scheduled canary, score = next step in unix ms (zset)
 //	{siskin}:due:releasing    the same, for canaries with a release in flight (zset)
 //	siskin:event:<id>         an event id seen by FirstSeen (string, EX ttl)
@@ -19,12 +19,14 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -133,11 +135,15 @@ func (s *Store) Load(ctx context.Context, k functions.Key) (functions.State, err
 	return st, nil
 }
 
-// saveScript writes ARGV[2] if the stored version equals ARGV[1] (0: nothing stored), in one
+// saveScript writes ARGV[2] to KEYS[1] if the stored version equals ARGV[1] (0: nothing
+// stored) and, when ARGV[3] is not empty, the lease KEYS[2] still holds that token, in one
 // round trip. Save encodes Version first, so an anchored match reads it without decoding the
 // whole document; cjson covers anything written otherwise.
-// Returns {1, new version} or {0, stored version}.
+// Returns {1, new version}, {0, stored version} or {2, 0} for a lost lease.
 var saveScript = redis.NewScript(`
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  return {2, 0}
+end
 local cur = redis.call('GET', KEYS[1])
 local v = 0
 if cur then
@@ -153,9 +159,15 @@ redis.call('SET', KEYS[1], ARGV[2])
 return {1, v + 1}
 `)
 
-// Save writes next if the stored version still equals next.Version, and returns the saved
-// state (Version bumped). A stale writer gets ErrConflict.
-func (s *Store) Save(ctx context.Context, k functions.Key, next functions.State) (functions.State, error) {
+// Save writes next if the stored version still equals next.Version and, with a lease, the
+// lease is still held; it returns the saved state (Version bumped). A stale writer gets
+// ErrConflict, a writer whose lease was lost ErrLeaseLost.
+//
+// A save can succeed while its reply is lost (a timeout, a dropped connection, or the
+// client's own retry finding its first attempt's write). Reporting that as a failure would
+// have the caller step again from the old state, early. So when the outcome is unknown, the
+// stored document is read back: if it is the one this call wrote, the save succeeded.
+func (s *Store) Save(ctx context.Context, k functions.Key, next functions.State, lease functions.Lease) (functions.State, error) {
 	if err := validKey(k); err != nil {
 		return functions.State{}, err
 	}
@@ -168,20 +180,42 @@ func (s *Store) Save(ctx context.Context, k functions.Key, next functions.State)
 	if err != nil {
 		return functions.State{}, fmt.Errorf("%w: encode state of canary %s: %w", functions.ErrInvalid, k, err)
 	}
-	ctx, cancel := s.call(ctx)
+	token := ""
+	if lease != nil {
+		token = strconv.FormatInt(lease.Token(), 10)
+	}
+	cctx, cancel := s.call(ctx)
 	defer cancel()
-	res, err := saveScript.Run(ctx, s.rdb, []string{s.canaryKey(k, "state")}, next.Version, raw).Int64Slice()
+	keys := []string{s.canaryKey(k, "state"), s.canaryKey(k, "lease")}
+	res, err := saveScript.Run(cctx, s.rdb, keys, next.Version, raw, token).Int64Slice()
 	if err != nil {
+		if s.wrote(ctx, k, raw) {
+			return saved, nil
+		}
 		return functions.State{}, redisErr("save state of canary "+k.String(), err)
 	}
-	if len(res) != 2 {
+	switch {
+	case len(res) != 2:
 		return functions.State{}, fmt.Errorf("save state of canary %s: unexpected script reply %v", k, res)
+	case res[0] == 1:
+		return saved, nil
+	case res[0] == 2:
+		return functions.State{}, fmt.Errorf("save state of canary %s: lease %s is no longer held: %w", k, token, functions.ErrLeaseLost)
+	case res[1] == saved.Version && s.wrote(ctx, k, raw):
+		// The client retried a save whose first attempt wrote.
+		return saved, nil
 	}
-	if res[0] != 1 {
-		return functions.State{}, fmt.Errorf("save state of canary %s: stored version %d, writer started from %d: %w",
-			k, res[1], next.Version, functions.ErrConflict)
-	}
-	return saved, nil
+	return functions.State{}, fmt.Errorf("save state of canary %s: stored version %d, writer started from %d: %w",
+		k, res[1], next.Version, functions.ErrConflict)
+}
+
+// wrote reports whether the stored state is exactly raw, on a context of its own: the
+// caller's may be the one that just expired.
+func (s *Store) wrote(ctx context.Context, k functions.Key, raw []byte) bool {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	cur, err := s.rdb.Get(rctx, s.canaryKey(k, "state")).Bytes()
+	return err == nil && bytes.Equal(cur, raw)
 }
 
 // Delete forgets the canary's state, schedule and lease. The token counter expires later

@@ -49,6 +49,9 @@ func suite(t *testing.T, rdb redis.UniversalClient, flush func(context.Context) 
 		{"LeaseTokensGrow", testLeaseTokensGrow},
 		{"StaleReleaseKeepsNewerLease", testStaleRelease},
 		{"LeaseExpires", testLeaseExpires},
+		{"SaveRefusesALostLease", testSaveRefusesALostLease},
+		{"RenewKeepsOnlyAHeldLease", testRenew},
+		{"SeizeDisplacesTheHolder", testSeize},
 		{"Schedule", testSchedule},
 		{"Delete", testDelete},
 		{"FirstSeen", testFirstSeen},
@@ -167,6 +170,7 @@ func populated() functions.State {
 		Approved:            true,
 		Steps:               11,
 		LastStepAt:          at.Add(time.Second),
+		NextStepAt:          at.Add(time.Minute),
 		SpecError:           "service.canary.host does not match podinfo-canary",
 	}
 }
@@ -180,7 +184,7 @@ func testRoundTrip(t *testing.T, s *Store) {
 			t.Fatalf("populated() leaves State.%s zero: set it so the round trip covers it", name)
 		}
 	}
-	saved, err := s.Save(ctx, podinfo, in)
+	saved, err := s.Save(ctx, podinfo, in, nil)
 	if err != nil {
 		t.Fatalf("Save: %v", err)
 	}
@@ -199,7 +203,7 @@ func testRoundTrip(t *testing.T, s *Store) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load after Save (-want +got):\n%s", diff)
 	}
-	again, err := s.Save(ctx, podinfo, got)
+	again, err := s.Save(ctx, podinfo, got, nil)
 	if err != nil {
 		t.Fatalf("second Save: %v", err)
 	}
@@ -228,7 +232,7 @@ func testSaveCompareAndSet(t *testing.T, s *Store) {
 	}
 	for i, st := range steps {
 		next := functions.State{Version: st.from, Phase: functions.PhaseProgressing, Steps: int64(i)}
-		saved, err := s.Save(ctx, podinfo, next)
+		saved, err := s.Save(ctx, podinfo, next, nil)
 		if !errors.Is(err, st.wantErr) {
 			t.Fatalf("step %d: Save from version %d: got error %v, want %v", i, st.from, err, st.wantErr)
 		}
@@ -258,7 +262,7 @@ func testConcurrentSaves(t *testing.T, s *Store) {
 		errs := make(chan error, writers)
 		for w := range writers {
 			wg.Go(func() {
-				_, err := s.Save(ctx, podinfo, functions.State{Version: from, Steps: int64(w)})
+				_, err := s.Save(ctx, podinfo, functions.State{Version: from, Steps: int64(w)}, nil)
 				switch {
 				case err == nil:
 					won.Add(1)
@@ -297,10 +301,10 @@ func testSaveReadsForeignEncoding(t *testing.T, s *Store) {
 	if err := s.rdb.Set(ctx, s.canaryKey(podinfo, "state"), raw, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Save(ctx, podinfo, functions.State{Version: 6}); !errors.Is(err, functions.ErrConflict) {
+	if _, err := s.Save(ctx, podinfo, functions.State{Version: 6}, nil); !errors.Is(err, functions.ErrConflict) {
 		t.Errorf("Save from 6 over version 7: got %v, want ErrConflict", err)
 	}
-	saved, err := s.Save(ctx, podinfo, functions.State{Version: 7, Phase: functions.PhaseWaiting})
+	saved, err := s.Save(ctx, podinfo, functions.State{Version: 7, Phase: functions.PhaseWaiting}, nil)
 	if err != nil {
 		t.Fatalf("Save from 7 over version 7: %v", err)
 	}
@@ -311,7 +315,7 @@ func testSaveReadsForeignEncoding(t *testing.T, s *Store) {
 
 func testFlushAll(t *testing.T, s *Store, flush func(context.Context) error) {
 	ctx := context.Background()
-	saved, err := s.Save(ctx, podinfo, populated())
+	saved, err := s.Save(ctx, podinfo, populated(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,12 +325,12 @@ func testFlushAll(t *testing.T, s *Store, flush func(context.Context) error) {
 	if _, err := s.Load(ctx, podinfo); !errors.Is(err, functions.ErrNotFound) {
 		t.Fatalf("Load after FLUSHALL: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Save(ctx, podinfo, saved); !errors.Is(err, functions.ErrConflict) {
+	if _, err := s.Save(ctx, podinfo, saved, nil); !errors.Is(err, functions.ErrConflict) {
 		t.Errorf("Save from version %d after FLUSHALL: got %v, want ErrConflict", saved.Version, err)
 	}
 	rebuilt := saved
 	rebuilt.Version = 0
-	if got, err := s.Save(ctx, podinfo, rebuilt); err != nil || got.Version != 1 {
+	if got, err := s.Save(ctx, podinfo, rebuilt, nil); err != nil || got.Version != 1 {
 		t.Errorf("Save of rebuilt state from 0: got version %d, err %v; want version 1", got.Version, err)
 	}
 }
@@ -366,6 +370,97 @@ func testLeaseExclusive(t *testing.T, s *Store) {
 	}
 	if l.Token() <= held[0].Token() {
 		t.Errorf("token after release = %d, want more than %d", l.Token(), held[0].Token())
+	}
+}
+
+// A holder that stalled past its lease, or whose lease an abort seized, must not save.
+func testSaveRefusesALostLease(t *testing.T, s *Store) {
+	ctx := context.Background()
+	stale, err := s.Claim(ctx, podinfo, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(80 * time.Millisecond)
+	fresh, err := s.Claim(ctx, podinfo, 10*time.Second)
+	if err != nil {
+		t.Fatalf("Claim after expiry: %v", err)
+	}
+	if _, err := s.Save(ctx, podinfo, functions.State{Phase: functions.PhaseProgressing}, stale); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Fatalf("Save by the stale holder: got %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.Load(ctx, podinfo); !errors.Is(err, functions.ErrNotFound) {
+		t.Fatalf("after the refused save: got %v, want nothing stored", err)
+	}
+	saved, err := s.Save(ctx, podinfo, functions.State{Phase: functions.PhaseProgressing}, fresh)
+	if err != nil || saved.Version != 1 {
+		t.Fatalf("Save by the holder: got version %d, %v; want 1, nil", saved.Version, err)
+	}
+	if err := fresh.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(ctx, podinfo, saved, fresh); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Errorf("Save after Release: got %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.Save(ctx, podinfo, saved, nil); err != nil {
+		t.Errorf("Save without a lease: got %v, want the compare-and-set alone", err)
+	}
+}
+
+func testRenew(t *testing.T, s *Store) {
+	ctx := context.Background()
+	l, err := s.Claim(ctx, podinfo, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // held three times its ttl
+		time.Sleep(60 * time.Millisecond)
+		if err := l.Renew(ctx, 100*time.Millisecond); err != nil {
+			t.Fatalf("Renew of a held lease: %v", err)
+		}
+	}
+	if _, err := s.Claim(ctx, podinfo, time.Second); !errors.Is(err, functions.ErrBusy) {
+		t.Fatalf("Claim of a renewed lease: got %v, want ErrBusy", err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := l.Renew(ctx, time.Second); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Errorf("Renew after expiry: got %v, want ErrLeaseLost", err)
+	}
+	other, err := s.Claim(ctx, podinfo, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, time.Second); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Errorf("Renew of a lease another holder has: got %v, want ErrLeaseLost", err)
+	}
+	if err := other.Renew(ctx, time.Second); err != nil {
+		t.Errorf("Renew by the new holder: %v", err)
+	}
+}
+
+func testSeize(t *testing.T, s *Store) {
+	ctx := context.Background()
+	step, err := s.Claim(ctx, podinfo, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abort, err := s.Seize(ctx, podinfo, 10*time.Second)
+	if err != nil {
+		t.Fatalf("Seize of a held lease: %v", err)
+	}
+	if abort.Token() <= step.Token() {
+		t.Errorf("seized token %d, want more than the holder's %d", abort.Token(), step.Token())
+	}
+	if err := step.Renew(ctx, time.Second); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Errorf("Renew by the displaced holder: got %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.Save(ctx, podinfo, functions.State{}, step); !errors.Is(err, functions.ErrLeaseLost) {
+		t.Errorf("Save by the displaced holder: got %v, want ErrLeaseLost", err)
+	}
+	if err := step.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Save(ctx, podinfo, functions.State{}, abort); err != nil {
+		t.Errorf("Save by the seizer after the displaced holder's Release: %v", err)
 	}
 }
 
@@ -521,7 +616,7 @@ func testSchedule(t *testing.T, s *Store) {
 
 func testDelete(t *testing.T, s *Store) {
 	ctx := context.Background()
-	if _, err := s.Save(ctx, podinfo, populated()); err != nil {
+	if _, err := s.Save(ctx, podinfo, populated(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Schedule(ctx, podinfo, time.Now(), true); err != nil {
@@ -598,7 +693,7 @@ func testWrongType(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 	_, loadErr := s.Load(ctx, podinfo)
-	_, saveErr := s.Save(ctx, podinfo, functions.State{})
+	_, saveErr := s.Save(ctx, podinfo, functions.State{}, nil)
 	for op, err := range map[string]error{"Load": loadErr, "Save": saveErr} {
 		if err == nil || errors.Is(err, functions.ErrUnavailable) || errors.Is(err, functions.ErrNotFound) {
 			t.Errorf("%s over a list: got %v, want a plain error", op, err)
@@ -618,7 +713,7 @@ func testInvalidInput(t *testing.T, s *Store) {
 	for _, k := range bad {
 		calls := map[string]error{}
 		_, calls["Load"] = s.Load(ctx, k)
-		_, calls["Save"] = s.Save(ctx, k, functions.State{})
+		_, calls["Save"] = s.Save(ctx, k, functions.State{}, nil)
 		calls["Delete"] = s.Delete(ctx, k)
 		_, calls["Claim"] = s.Claim(ctx, k, time.Second)
 		calls["Schedule"] = s.Schedule(ctx, k, time.Now(), false)
@@ -635,7 +730,7 @@ func testInvalidInput(t *testing.T, s *Store) {
 	_, others["FirstSeen empty id"] = s.FirstSeen(ctx, "", time.Minute)
 	_, others["FirstSeen ttl 0"] = s.FirstSeen(ctx, "evt", 0)
 	others["Forget empty id"] = s.Forget(ctx, "")
-	_, others["Save negative version"] = s.Save(ctx, podinfo, functions.State{Version: -1})
+	_, others["Save negative version"] = s.Save(ctx, podinfo, functions.State{Version: -1}, nil)
 	for op, err := range others {
 		if !errors.Is(err, functions.ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", op, err)

@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -139,11 +141,38 @@ func repoDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// makeDue is forceDue for any testing.TB.
+// makeDue is forceDue for any testing.TB. The saved state's due time is the truth and the
+// schedule only its index, so both are moved.
 func makeDue(tb testing.TB, rdb *redis.Client, ns string, names ...string) {
 	tb.Helper()
 	ctx := context.Background()
 	for _, n := range names {
+		stateKey := "siskin:{" + ns + "/" + n + "}:state"
+		err := rdb.Watch(ctx, func(tx *redis.Tx) error {
+			raw, err := tx.Get(ctx, stateKey).Bytes()
+			if errors.Is(err, redis.Nil) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			var st map[string]any
+			if err := dec.Decode(&st); err != nil {
+				return err
+			}
+			delete(st, "nextStepAt")
+			out, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error { return p.Set(ctx, stateKey, out, 0).Err() })
+			return err
+		}, stateKey)
+		if err != nil && !errors.Is(err, redis.TxFailedErr) {
+			tb.Fatal(err)
+		}
 		if err := rdb.ZAdd(ctx, "{siskin}:due", redis.Z{Score: 0, Member: ns + "/" + n}).Err(); err != nil {
 			tb.Fatal(err)
 		}

@@ -99,11 +99,7 @@ func forceDue(t *testing.T, e *env, names ...string) {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: e.lab.RedisAddr()})
 	defer rdb.Close()
-	for _, n := range names {
-		if err := rdb.ZAdd(context.Background(), "{siskin}:due", redis.Z{Score: 0, Member: e.ns + "/" + n}).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	makeDue(t, rdb, e.ns, names...)
 }
 
 func (s *siskin) view(ns, name string) functions.CanaryView {

@@ -1,0 +1,347 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests in this file pin down the guarantees a review found broken: each failed before its
+// fix.
+
+// hookScript answers hooks by type, and can hold the calls of one type until released.
+type hookScript struct {
+	fakeAnalysis
+	mu       sync.Mutex
+	fail     map[HookType]bool
+	hold     HookType
+	held     chan struct{}
+	released chan struct{}
+}
+
+func (h *hookScript) CallHooks(ctx context.Context, c Canary, hooks []Webhook, call HookCall, stop bool) []HookResult {
+	t := hooks[0].EffectiveType()
+	h.mu.Lock()
+	hold, fail := h.hold == t, h.fail[t]
+	h.mu.Unlock()
+	if hold {
+		h.held <- struct{}{}
+		<-h.released
+	}
+	var out []HookResult
+	for _, w := range hooks {
+		out = append(out, HookResult{Name: w.Name, OK: !fail})
+	}
+	return out
+}
+
+func (f *fixture) applied() []string {
+	f.cluster.mu.Lock()
+	defer f.cluster.mu.Unlock()
+	return append([]string(nil), f.cluster.applied...)
+}
+
+// The reviewer's interleaving: A's step waits on a slow pre-rollout webhook and its lease
+// expires; B takes the canary and rolls it back (traffic to the primary, the canary scaled to
+// zero); A wakes. A must write nothing: its weights would send traffic to a canary with no
+// pods.
+func TestStepThatLostItsLeaseWritesNothing(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{
+		{Name: "slow-pre", Type: HookPreRollout, URL: "http://pre"},
+		{Name: "rollback", Type: HookRollback, URL: "http://rollback"},
+	}
+	f := newFixture(t, c)
+	ctx := context.Background()
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: AllToPrimary}, nil); err != nil {
+		t.Fatal(err)
+	}
+	hooksA := &hookScript{fail: map[HookType]bool{HookRollback: true}, hold: HookPreRollout,
+		held: make(chan struct{}), released: make(chan struct{})}
+	f.svc.d.Hooks = hooksA
+	doneA := make(chan error, 1)
+	go func() { _, err := f.svc.Advance(ctx, c.Key); doneA <- err }()
+	<-hooksA.held
+
+	f.store.expireLease(c.Key)
+	// B: the rollback hook now asks for a rollback.
+	svcB := New(f.svc.d, f.svc.cfg, nil)
+	svcB.d.Hooks = &hookScript{}
+	if _, err := svcB.Advance(ctx, c.Key); err != nil {
+		t.Fatalf("B's step: %v", err)
+	}
+	if st := f.state(t, c.Key); st.Phase != PhaseFailed {
+		t.Fatalf("after B's rollback: got phase %s, want Failed", st.Phase)
+	}
+	before := len(f.applied())
+
+	close(hooksA.released)
+	errA := <-doneA
+	if errA == nil {
+		t.Errorf("A's step: got no error, want the lease loss reported")
+	}
+	for _, a := range f.applied()[before:] {
+		if strings.Contains(a, "routes") && !strings.Contains(a, "routes 100/0") {
+			t.Errorf("A wrote %q after losing its lease; want nothing but the stored state", a)
+		}
+	}
+	if got := f.routes(c.Key); got != AllToPrimary {
+		t.Errorf("VirtualService: got %v, want 100/0", got)
+	}
+}
+
+func (f *fixture) routes(k Key) Routing {
+	f.cluster.mu.Lock()
+	defer f.cluster.mu.Unlock()
+	return f.cluster.routes[k]
+}
+
+// ApiServerSource delivers at least once, and one rollout makes several update events (the
+// template, then the status as pods come up). Five copies of one event plus three other events
+// for the same rollout, reordered and sent to two processes, must step the canary exactly once
+// (a new revision restarts the analysis); with no new revision, they must not step it at all
+// before it is due.
+func TestDeploymentChangeEventsStepOnce(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+		Routing: Routing{Primary: 95, Canary: 5}, Steps: 7, NextStepAt: t0.Add(time.Minute)}
+	if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+		t.Fatal(err)
+	}
+	dep := Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
+	svcB := New(f.svc.d, f.svc.cfg, nil)
+	deliver := func(ids []string) {
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			svc := f.svc
+			if i%2 == 1 {
+				svc = svcB
+			}
+			wg.Go(func() {
+				for {
+					_, err := svc.DeploymentChanged(ctx, dep, id)
+					if err == nil || !isRetryable(err) {
+						return
+					}
+					time.Sleep(time.Millisecond) // a sender retries a 503
+				}
+			})
+		}
+		wg.Wait()
+	}
+	events := []string{"e1", "e1", "e2", "e1", "e3", "e1", "e4", "e1"}
+
+	deliver(events)
+	if st := f.state(t, c.Key); st.Steps != progressing.Steps || st.Routing != progressing.Routing {
+		t.Fatalf("no new revision, not due: got %d steps at %v, want %d at %v", st.Steps, st.Routing, progressing.Steps, progressing.Routing)
+	}
+
+	f.cluster.mu.Lock()
+	w := f.cluster.work[c.Key]
+	w.TemplateHash = "v2"
+	f.cluster.work[c.Key] = w
+	f.cluster.mu.Unlock()
+	for i := range events {
+		events[i] = "rollout-" + events[i]
+	}
+	deliver(events)
+	st := f.state(t, c.Key)
+	if st.Steps != progressing.Steps+1 {
+		t.Errorf("new revision: got %d steps, want exactly one more than %d", st.Steps, progressing.Steps)
+	}
+	if st.LastAppliedSpec != "v2" || st.Routing != AllToPrimary {
+		t.Errorf("new revision: got lastAppliedSpec %q at %v, want the analysis restarted on v2 at 100/0", st.LastAppliedSpec, st.Routing)
+	}
+}
+
+func isRetryable(err error) bool {
+	return errors.Is(err, ErrBusy) || errors.Is(err, ErrConflict) || errors.Is(err, ErrLeaseLost)
+}
+
+// A step whose next due time cannot be scheduled must not be acknowledged as if all was well:
+// the canary would wait for a schedule entry that never comes, or be stepped again at once
+// from the old one. The step fails (a 503 for the sender), and the next tick, finding the
+// saved due time, repairs the schedule without stepping early.
+func TestScheduleFailureFailsTheStepAndIsRepaired(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+		Routing: Routing{Primary: 95, Canary: 5}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Schedule(ctx, c.Key, f.clock(), true); err != nil {
+		t.Fatal(err)
+	}
+	f.store.failSchedule = true
+	rep, err := f.svc.Tick(ctx, f.clock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 1 {
+		t.Errorf("tick with the schedule unwritable: got %d failed steps, want 1", rep.Failed)
+	}
+	if _, err := f.svc.Advance(ctx, c.Key); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Advance with the schedule unwritable: got %v, want ErrUnavailable", err)
+	}
+	f.store.failSchedule = false
+	stepped := f.state(t, c.Key)
+	if stepped.Routing.Canary != 15 {
+		t.Fatalf("got weight %d, want 15 after two saved steps", stepped.Routing.Canary)
+	}
+	// The schedule still says the step was due at t0: the next tick must not step it.
+	f.advanceClock(time.Second)
+	if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.state(t, c.Key); got.Steps != stepped.Steps {
+		t.Errorf("tick before the saved due time: got %d steps, want %d", got.Steps, stepped.Steps)
+	}
+	if at, ok, _ := f.store.DueAt(ctx, c.Key); !ok || !at.Equal(stepped.NextStepAt) {
+		t.Errorf("schedule after the resync: got %v (%v), want the saved %v", at, ok, stepped.NextStepAt)
+	}
+	f.advanceClock(time.Minute)
+	if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.state(t, c.Key); got.Steps != stepped.Steps+1 {
+		t.Errorf("tick at the saved due time: got %d steps, want %d", got.Steps, stepped.Steps+1)
+	}
+}
+
+// A save that wrote but could not say so (its reply lost) fails the step; the retry a moment
+// later must not step again before the saved due time.
+func TestUnknownSaveOutcomeDoesNotStepEarly(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+		Routing: Routing{Primary: 95, Canary: 5}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Schedule(ctx, c.Key, f.clock(), true); err != nil {
+		t.Fatal(err)
+	}
+	f.store.lostSaveReplies = 1
+	if rep, err := f.svc.Tick(ctx, f.clock()); err != nil || rep.Failed != 1 {
+		t.Fatalf("tick whose save reply is lost: got %d failed, %v; want 1 failed", rep.Failed, err)
+	}
+	for range 5 {
+		f.advanceClock(time.Second)
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.state(t, c.Key).Routing.Canary; got != 10 {
+		t.Errorf("5 s after a step with a 1 m interval: got weight %d, want 10 (one step)", got)
+	}
+}
+
+// hookFunc runs a function when a hook of one type is called, then answers OK.
+type hookFunc struct {
+	fakeAnalysis
+	on HookType
+	do func()
+}
+
+func (h hookFunc) CallHooks(ctx context.Context, c Canary, hooks []Webhook, call HookCall, stop bool) []HookResult {
+	if hooks[0].EffectiveType() == h.on {
+		h.do()
+	}
+	return h.fakeAnalysis.CallHooks(ctx, c, hooks, call, stop)
+}
+
+// The target changes between the step's observation and its promotion (the confirm-promotion
+// gate is the moment): the primary must never get the revision no check saw, and the analysis
+// restarts on it, as Flagger does for a new revision.
+func TestPromotionOfAChangedTargetRestartsTheAnalysis(t *testing.T) {
+	c := seedCanary()
+	c.Spec.Analysis.Webhooks = []Webhook{{Name: "promotion", Type: HookConfirmPromotion, URL: "http://gate"}}
+	f := newFixture(t, c)
+	ctx := context.Background()
+	if _, err := f.store.Save(ctx, c.Key, State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+		Routing: Routing{Primary: 50, Canary: 50}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.d.Hooks = hookFunc{on: HookConfirmPromotion, do: func() { f.cluster.setTemplate(c.Key, "v2") }}
+	if _, err := f.svc.Advance(ctx, c.Key); err != nil {
+		t.Fatalf("step: %v", err)
+	}
+	for _, a := range f.applied() {
+		if strings.Contains(a, "Promote:true") {
+			t.Errorf("applied %q: the primary got a revision no check saw", a)
+		}
+	}
+	if got := f.cluster.work[c.Key].PrimaryRevision; got != "" {
+		t.Errorf("primary revision: got %q, want it untouched", got)
+	}
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseProgressing || st.LastAppliedSpec != "v2" || st.Routing != AllToPrimary {
+		t.Errorf("got %s on %q at %v, want Progressing restarted on v2 at 100/0", st.Phase, st.LastAppliedSpec, st.Routing)
+	}
+	if !slices.ContainsFunc(f.cluster.events, func(e string) bool { return strings.Contains(e, "New revision detected! Restarting analysis") }) {
+		t.Errorf("events %q: want the restart said", f.cluster.events)
+	}
+}
+
+// Once the primary runs the new revision, an abort cannot take it back: it is refused with a
+// reason and an Event, and the status keeps saying what serves traffic. That holds too when
+// the step that wrote the promotion crashed before saving it, and the next step carries the
+// promotion on instead of analysing again.
+func TestAbortAfterPromotionIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		phase     Phase
+		promoted  bool // the primary carries the analysed revision
+		wantPhase Phase
+	}{
+		{"promoting", PhasePromoting, true, PhasePromoting},
+		{"finalising", PhaseFinalising, true, PhaseFinalising},
+		{"crash after the promotion was written", PhaseProgressing, true, PhaseProgressing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := seedCanary()
+			f := newFixture(t, c)
+			ctx := context.Background()
+			f.cluster.setTemplate(c.Key, "v2")
+			if tc.promoted {
+				w := f.cluster.work[c.Key]
+				w.PrimaryRevision = Revision("v2", nil)
+				f.cluster.work[c.Key] = w
+			}
+			if _, err := f.store.Save(ctx, c.Key, State{Phase: tc.phase, LastAppliedSpec: "v2", LastPromotedSpec: "v1",
+				Routing: Routing{Primary: 50, Canary: 50}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			_, aborted, err := f.svc.Abort(ctx, c.Key, "too late")
+			if aborted || !errors.Is(err, ErrAlreadyPromoted) {
+				t.Fatalf("abort: got aborted %v, %v; want refused with ErrAlreadyPromoted", aborted, err)
+			}
+			if st := f.state(t, c.Key); st.Phase != tc.wantPhase {
+				t.Errorf("after the refusal: got %s, want %s", st.Phase, tc.wantPhase)
+			}
+			if !slices.ContainsFunc(f.cluster.events, func(e string) bool { return strings.Contains(e, "Abort refused") }) {
+				t.Errorf("events %q: want the refusal said", f.cluster.events)
+			}
+			rep, err := f.svc.HandleAlerts(ctx, AlertNotification{Alerts: []Alert{{Status: "firing",
+				Labels: map[string]string{"namespace": c.Namespace, "canary": c.Name}}}}, "alert-1")
+			if err != nil || len(rep.Aborted) != 0 || len(rep.Ignored) != 1 || !strings.Contains(rep.Ignored[0], "already runs the new revision") {
+				t.Errorf("alert: got %+v, %v; want it acknowledged as ignored, with the reason", rep, err)
+			}
+			if tc.phase == PhaseProgressing {
+				if _, err := f.svc.Advance(ctx, c.Key); err != nil {
+					t.Fatal(err)
+				}
+				if st := f.state(t, c.Key); st.Phase != PhasePromoting {
+					t.Errorf("step after the crash: got %s, want Promoting carried on", st.Phase)
+				}
+			}
+		})
+	}
+}
