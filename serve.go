@@ -38,6 +38,8 @@ type serveConfig struct {
 	insecureSkipAuth bool
 	namespace        string
 	oidcAudience     string
+	oidcSenders      string
+	oidcReviewQPS    float64
 	minInterval      time.Duration
 	tickWindow       time.Duration
 	leaseTTL         time.Duration
@@ -75,6 +77,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.BoolVar(&c.insecureSkipAuth, "insecure-skip-auth", false, "accept unauthenticated requests (local experiments only)")
 	fs.StringVar(&c.namespace, "namespace", getenv("SISKIN_NAMESPACE"), "watch one namespace (env SISKIN_NAMESPACE; empty: all)")
 	fs.StringVar(&c.oidcAudience, "oidc-audience", getenv("SISKIN_OIDC_AUDIENCE"), "accept Knative Eventing OIDC tokens for this audience on / (env SISKIN_OIDC_AUDIENCE; empty: off)")
+	fs.StringVar(&c.oidcSenders, "oidc-senders", envOr(getenv, "SISKIN_OIDC_SENDERS", strings.Join(handlers.DefaultOIDCSenders, ",")),
+		"comma-separated usernames (path.Match patterns, system:serviceaccount:NS:NAME) allowed to send OIDC tokens (env SISKIN_OIDC_SENDERS)")
+	fs.Float64Var(&c.oidcReviewQPS, "oidc-review-qps", 5, "token reviews a second, on a client of their own; past it the CloudEvents route answers 429")
 	fs.DurationVar(&c.minInterval, "min-interval", dur("SISKIN_MIN_INTERVAL", functions.MinAnalysisInterval), "analysis interval floor (Flagger's is 10s; lower it only for tests)")
 	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 50*time.Second), "how long one tick keeps stepping releases that fall due within it")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed or stalled step can hold a canary; a live step renews its lease every third of it")
@@ -133,6 +138,30 @@ func restConfig(kubeconfig string, log *slog.Logger) (*rest.Config, error) {
 		cfg.Wrap(func(next http.RoundTripper) http.RoundTripper { return timedCalls{next: next, log: log} })
 	}
 	return cfg, nil
+}
+
+// reviewClient is a Kubernetes client for token reviews alone: its own rate limiter, so that
+// reviews never spend the budget of the steps (and the reviewer's own budget, below the
+// client's, answers 429 before the client would queue).
+func reviewClient(kcfg *rest.Config, qps float64) (*kubernetes.Clientset, error) {
+	cfg := rest.CopyConfig(kcfg)
+	cfg.RateLimiter = nil
+	cfg.QPS, cfg.Burst = float32(4*qps), int(8*qps)+1
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("token review client: %w", err)
+	}
+	return kube, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // timedCalls logs each Kubernetes call and its duration, at --log-level debug: where a step's
@@ -204,12 +233,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	var insecure []string
-	for _, r := range strings.Split(cfg.insecureRegs, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			insecure = append(insecure, r)
-		}
-	}
+	insecure := splitList(cfg.insecureRegs)
 	metrics := handlers.NewMetrics(version)
 	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
 		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism}
@@ -244,7 +268,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 	}
 	if cfg.oidcAudience != "" {
-		opts.OIDC, opts.OIDCAudience = cluster, cfg.oidcAudience
+		reviews, err := reviewClient(kcfg, cfg.oidcReviewQPS)
+		if err != nil {
+			return err
+		}
+		opts.OIDC, opts.OIDCAudience = deploy.NewTokenReviewer(reviews, cfg.oidcReviewQPS, int(2*cfg.oidcReviewQPS)+1, min(cfg.callTimeout, 5*time.Second)), cfg.oidcAudience
+		opts.OIDCSenders = splitList(cfg.oidcSenders)
 	}
 	opts.Metrics, opts.Observe = metrics.Handler(), metrics.ObserveEvent
 

@@ -2,11 +2,9 @@ package deploy
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
@@ -57,22 +55,6 @@ func (c *Cluster) CanaryEvents(ctx context.Context, cd functions.Canary) ([]func
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
-}
-
-// Review verifies a bearer token with the TokenReview API for the given audiences: it is how
-// Knative Eventing's OIDC tokens are checked on the CloudEvents route.
-func (c *Cluster) Review(ctx context.Context, token string, audiences []string) (string, bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, min(c.opts.Timeout, 5*time.Second))
-	defer cancel()
-	tr, err := c.kube.AuthenticationV1().TokenReviews().Create(cctx, &authv1.TokenReview{
-		Spec: authv1.TokenReviewSpec{Token: token, Audiences: audiences}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", false, fmt.Errorf("token review: %w", apiError(err, "create", "TokenReview", "", ""))
-	}
-	if !tr.Status.Authenticated {
-		return "", false, nil
-	}
-	return tr.Status.User.Username, true, nil
 }
 
 // PrimaryRevision is the functions.Revision the primary Deployment was last given; empty when

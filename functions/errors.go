@@ -26,6 +26,8 @@ var (
 	// ErrAlreadyPromoted: the primary already runs the revision an abort would stop; an abort
 	// cannot take it back. Acknowledged with a reason (409), never retried.
 	ErrAlreadyPromoted = errors.New("already promoted")
+	// ErrRateLimited: a budget is spent (token reviews); retry after a moment (429).
+	ErrRateLimited = errors.New("rate limited")
 	// ErrRejected: the input is well-formed but refused (for example a digest not in the
 	// registry). Acknowledged with a reason, never retried.
 	ErrRejected = errors.New("rejected")

@@ -98,6 +98,13 @@ const (
 	ScaleToZero
 )
 
+// TokenIdentity is who a reviewed bearer token belongs to, and the audiences it was
+// accepted for.
+type TokenIdentity struct {
+	User      string
+	Audiences []string
+}
+
 // PrimaryRevisions reads the Revision the primary Deployment runs, for an abort, which does
 // not observe the workloads (package deploy).
 type PrimaryRevisions interface {

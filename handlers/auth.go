@@ -13,6 +13,7 @@ import (
 
 type authenticator struct {
 	opts Options
+	oidc *oidcGate
 	log  *slog.Logger
 }
 
@@ -75,8 +76,8 @@ func (a authenticator) registry(next http.Handler) http.Handler {
 }
 
 // cloudEvents accepts the bearer token or, when configured, a Knative Eventing OIDC token
-// verified with the TokenReview API for the service's audience: a Broker cannot send custom
-// headers, but Eventing with OIDC on sends its own token.
+// (see oidcGate): a Broker cannot send custom headers, but Eventing with OIDC on sends its own
+// token.
 func (a authenticator) cloudEvents(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := bearerOf(r)
@@ -88,20 +89,16 @@ func (a authenticator) cloudEvents(next http.Handler) http.Handler {
 			unauthorized(w, "missing bearer token")
 			return
 		}
-		if a.opts.OIDC == nil {
+		if a.oidc == nil {
 			unauthorized(w, "bad bearer token")
 			return
 		}
-		user, ok, err := a.opts.OIDC.Review(r.Context(), tok, []string{a.opts.OIDCAudience})
+		user, err := a.oidc.sender(r.Context(), tok)
 		if err != nil {
-			writeError(w, fmt.Errorf("review token: %w", err))
+			writeError(w, err)
 			return
 		}
-		if !ok {
-			unauthorized(w, "token rejected by TokenReview")
-			return
-		}
-		a.log.Debug("oidc sender", "user", user)
+		a.log.DebugContext(r.Context(), "oidc sender", "user", user)
 		next.ServeHTTP(w, r)
 	})
 }

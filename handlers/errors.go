@@ -19,6 +19,8 @@ func statusOf(err error) int {
 		return http.StatusOK
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, functions.ErrRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, functions.ErrUnauthorized):
 		return http.StatusUnauthorized
 	case errors.Is(err, functions.ErrInvalid):
@@ -40,7 +42,7 @@ type errorBody struct {
 
 func writeError(w http.ResponseWriter, err error) {
 	code := statusOf(err)
-	if code == http.StatusServiceUnavailable {
+	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
 	if code == http.StatusUnauthorized {

@@ -29,9 +29,11 @@ type Releases interface {
 	Views(ctx context.Context, namespace string) ([]functions.CanaryView, error)
 }
 
-// TokenReviewer verifies a Knative Eventing OIDC token (the Kubernetes TokenReview API).
+// TokenReviewer verifies a Knative Eventing OIDC token (the Kubernetes TokenReview API). ok
+// is false for a token the apiserver does not authenticate; a spent review budget is
+// functions.ErrRateLimited.
 type TokenReviewer interface {
-	Review(ctx context.Context, token string, audiences []string) (user string, ok bool, err error)
+	Review(ctx context.Context, token string, audiences []string) (id functions.TokenIdentity, ok bool, err error)
 }
 
 // Checker is one readiness dependency.
@@ -52,6 +54,9 @@ type Options struct {
 	OIDC TokenReviewer
 	// OIDCAudience is the audience Eventing puts in its tokens (the Service's URL or name).
 	OIDCAudience string
+	// OIDCSenders are the usernames allowed to send with an OIDC token, as path.Match
+	// patterns (system:serviceaccount:NS:NAME); empty means DefaultOIDCSenders.
+	OIDCSenders []string
 	// MaxBodyBytes limits request bodies (1 MiB by default).
 	MaxBodyBytes int64
 	// TickWindow is how long a tick may keep stepping canaries that are due within it.
@@ -83,6 +88,9 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 		opts.Metrics = http.NotFoundHandler()
 	}
 	a := authenticator{opts: opts, log: log}
+	if opts.OIDC != nil {
+		a.oidc = newOIDCGate(opts.OIDC, opts.OIDCAudience, opts.OIDCSenders)
+	}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 

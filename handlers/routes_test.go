@@ -193,38 +193,6 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
-type fakeReviewer struct{ ok bool }
-
-func (f fakeReviewer) Review(ctx context.Context, token string, aud []string) (string, bool, error) {
-	return "system:serviceaccount:knative-eventing:mt-broker-filter", f.ok && token == "oidc-token" && aud[0] == "siskin", nil
-}
-
-func TestOIDCOnCloudEventRoute(t *testing.T) {
-	for _, ok := range []bool{true, false} {
-		rel := &fakeReleases{}
-		srv := newServer(t, rel, func(o *Options) { o.OIDC, o.OIDCAudience = fakeReviewer{ok: ok}, "siskin" })
-		req, _ := http.NewRequest("POST", srv.URL+"/", nil)
-		req.Header.Set("Authorization", "Bearer oidc-token")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		want := map[bool]int{true: 200, false: 401}[ok]
-		if resp.StatusCode != want {
-			t.Errorf("TokenReview ok=%v: got %d, want %d", ok, resp.StatusCode, want)
-		}
-		// The OIDC token is not accepted on the raw webhook routes.
-		req, _ = http.NewRequest("POST", srv.URL+"/webhooks/alertmanager", strings.NewReader("{}"))
-		req.Header.Set("Authorization", "Bearer oidc-token")
-		resp, _ = http.DefaultClient.Do(req)
-		resp.Body.Close()
-		if resp.StatusCode != 401 {
-			t.Errorf("OIDC token on a raw webhook route: got %d, want 401", resp.StatusCode)
-		}
-	}
-}
-
 func TestReadyz(t *testing.T) {
 	rel := &fakeReleases{}
 	fail := false

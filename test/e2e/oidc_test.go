@@ -5,8 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -16,24 +18,34 @@ import (
 
 // A Knative Broker cannot send Siskin's bearer token; with Eventing's OIDC on, it sends a
 // ServiceAccount token for the subscriber's audience, which Siskin verifies with the real
-// TokenReview API (as its restricted identity).
+// TokenReview API (as its restricted identity). Only the senders on the allowlist pass: any
+// pod can mint a token for the audience.
 func TestCloudEventRouteTakesKnativeOIDCTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "oidc")
 	ctx := context.Background()
-	if _, err := e.kube.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "broker-filter"}}, metav1.CreateOptions{}); err != nil {
+	intruders := "oidc-intruder"
+	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: intruders}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	token := func(audience string) string {
+	for _, sa := range []struct{ ns, name string }{{e.ns, "oidc-trigger-siskin-ticks"}, {intruders, "app"}} {
+		if _, err := e.kube.CoreV1().ServiceAccounts(sa.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokenOf := func(ns, sa, audience string) string {
 		t.Helper()
-		tr, err := e.kube.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, "broker-filter",
+		tr, err := e.kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa,
 			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}}}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tr.Status.Token
 	}
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_OIDC_AUDIENCE=siskin"}})
+	token := func(audience string) string { return tokenOf(e.ns, "oidc-trigger-siskin-ticks", audience) }
+	// The lab's Triggers live in the test's namespace, not siskin-system.
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_OIDC_AUDIENCE=siskin",
+		"SISKIN_OIDC_SENDERS=system:serviceaccount:" + e.ns + ":oidc-*"}})
 	ping := func(bearer string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, s.url+"/", bytes.NewReader([]byte(`{"tick":"advance"}`)))
 		req.Header.Set("Authorization", "Bearer "+bearer)
@@ -56,12 +68,54 @@ func TestCloudEventRouteTakesKnativeOIDCTokens(t *testing.T) {
 	}{
 		{"a token for Siskin's audience", token("siskin"), http.StatusOK},
 		{"a token for another audience", token("someone-else"), http.StatusUnauthorized},
+		{"any pod's token for Siskin's audience", tokenOf(intruders, "app", "siskin"), http.StatusUnauthorized},
 		{"not a token", "garbage", http.StatusUnauthorized},
 	} {
 		if code, body := ping(tc.bearer); code != tc.want {
 			t.Errorf("%s: got %d %s, want %d", tc.name, code, body, tc.want)
 		}
 	}
+
+	// A flood of bad tokens spends the review budget, not the steps': past it, 429 with
+	// Retry-After; a known sender (cached) and the bearer token still pass meanwhile.
+	good := token("siskin")
+	if code, body := ping(good); code != http.StatusOK {
+		t.Fatalf("known sender: got %d %s", code, body)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		codes   = map[int]int{}
+		noRetry int
+	)
+	for i := range 200 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, s.url+"/", bytes.NewReader([]byte(`{}`)))
+			req.Header.Set("Authorization", fmt.Sprintf("Bearer bad-%d", i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			codes[resp.StatusCode]++
+			if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+				noRetry++
+			}
+		})
+	}
+	if code, body := ping(good); code != http.StatusOK {
+		t.Errorf("known sender during the flood: got %d %s, want 200", code, body)
+	}
+	if code, body := s.tick("oidc-flood-tick"); code != http.StatusOK {
+		t.Errorf("a tick with the bearer token during the flood: got %d %s, want 200", code, body)
+	}
+	wg.Wait()
+	if codes[http.StatusTooManyRequests] == 0 || noRetry > 0 || codes[http.StatusOK] > 0 {
+		t.Errorf("flood of 200 bad tokens: got %v (%d 429s without Retry-After), want 429s with Retry-After and 401s only", codes, noRetry)
+	}
+	t.Logf("flood of 200 bad tokens: %v", codes)
 	// The raw webhook routes never take OIDC tokens: a registry or Alertmanager sends the token.
 	req, _ := http.NewRequest(http.MethodPost, s.url+"/webhooks/alertmanager", bytes.NewReader([]byte(`{}`)))
 	req.Header.Set("Authorization", "Bearer "+token("siskin"))
