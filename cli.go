@@ -58,7 +58,7 @@ func cliFlags(name string, getenv func(string) string, stderr io.Writer) (*flag.
 	fs := flag.NewFlagSet("siskin "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("server", envOr(getenv, "SISKIN_URL", "http://127.0.0.1:8080"), "Siskin's URL (env SISKIN_URL)")
-	token := fs.String("token", getenv("SISKIN_WEBHOOK_TOKEN"), "bearer token (env SISKIN_WEBHOOK_TOKEN)")
+	token := fs.String("token", getenv("SISKIN_API_TOKEN"), "operator's bearer token (env SISKIN_API_TOKEN)")
 	return fs, server, token
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type serveConfig struct {
 	kubeconfig       string
 	prometheusURL    string
 	webhookToken     string
+	apiToken         string
 	githubSecret     string
 	insecureSkipAuth bool
 	namespace        string
@@ -59,20 +61,26 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	var c serveConfig
 	fs := flag.NewFlagSet("siskin serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var envErrs []error
 	dur := func(key string, def time.Duration) time.Duration {
-		if v := getenv(key); v != "" {
-			if d, err := time.ParseDuration(v); err == nil {
-				return d
-			}
+		v := getenv(key)
+		if v == "" {
+			return def
 		}
-		return def
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("%s=%q: not a duration (for example 30s or 2m)", key, v))
+			return def
+		}
+		return d
 	}
 	port := envOr(getenv, "PORT", "8080")
 	fs.StringVar(&c.addr, "listen", envOr(getenv, "SISKIN_LISTEN", ":"+port), "listen address (env SISKIN_LISTEN; else :$PORT)")
 	fs.StringVar(&c.redisURL, "redis-url", getenv("REDIS_URL"), "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (env REDIS_URL)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig path (env KUBECONFIG; empty: in-cluster)")
 	fs.StringVar(&c.prometheusURL, "prometheus-url", getenv("PROMETHEUS_URL"), "Prometheus URL for the built-in metrics (env PROMETHEUS_URL)")
-	fs.StringVar(&c.webhookToken, "webhook-token", getenv("SISKIN_WEBHOOK_TOKEN"), "bearer token required on every event route and the API (env SISKIN_WEBHOOK_TOKEN)")
+	fs.StringVar(&c.webhookToken, "webhook-token", getenv("SISKIN_WEBHOOK_TOKEN"), "senders' bearer token, required on the event routes; comma-separated to accept two while rotating (env SISKIN_WEBHOOK_TOKEN)")
+	fs.StringVar(&c.apiToken, "api-token", getenv("SISKIN_API_TOKEN"), "operators' bearer token, required on the API (the CLI's); comma-separated to accept two while rotating (env SISKIN_API_TOKEN)")
 	fs.StringVar(&c.githubSecret, "github-secret", getenv("SISKIN_GITHUB_SECRET"), "secret of GitHub (GHCR) package webhooks (env SISKIN_GITHUB_SECRET)")
 	fs.BoolVar(&c.insecureSkipAuth, "insecure-skip-auth", false, "accept unauthenticated requests (local experiments only)")
 	fs.StringVar(&c.namespace, "namespace", getenv("SISKIN_NAMESPACE"), "watch one namespace (env SISKIN_NAMESPACE; empty: all)")
@@ -96,11 +104,21 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := errors.Join(envErrs...); err != nil {
+		return c, err
+	}
 	switch {
 	case c.redisURL == "":
 		return c, errors.New("--redis-url (or REDIS_URL) is required")
 	case c.webhookToken == "" && !c.insecureSkipAuth:
 		return c, errors.New("refusing to start without --webhook-token (or SISKIN_WEBHOOK_TOKEN); pass --insecure-skip-auth for local experiments")
+	case c.apiToken == "" && !c.insecureSkipAuth:
+		return c, errors.New("refusing to start without --api-token (or SISKIN_API_TOKEN), the operators' token, distinct from the senders' --webhook-token; pass --insecure-skip-auth for local experiments")
+	}
+	for _, t := range splitList(c.apiToken) {
+		if slices.Contains(splitList(c.webhookToken), t) {
+			return c, errors.New("--api-token must differ from --webhook-token: a sender's token travels in registry URLs and must not open the API")
+		}
 	}
 	return c, nil
 }
@@ -257,7 +275,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}, svcCfg, log)
 
 	opts := handlers.Options{
-		WebhookToken: cfg.webhookToken, GitHubSecret: cfg.githubSecret, InsecureSkipAuth: cfg.insecureSkipAuth,
+		WebhookTokens: splitList(cfg.webhookToken), APITokens: splitList(cfg.apiToken),
+		GitHubSecret: cfg.githubSecret, InsecureSkipAuth: cfg.insecureSkipAuth,
 		TickWindow: cfg.tickWindow,
 		Ready: []handlers.Checker{
 			{Name: "redis", Check: store.Ping},

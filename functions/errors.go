@@ -9,6 +9,9 @@ var (
 	ErrInvalid = errors.New("invalid")
 	// ErrUnauthorized: missing or bad credentials.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden: the credentials are valid but do not allow this, or the cluster's RBAC
+	// denies Siskin a call (not retried: it fails until someone changes the permissions).
+	ErrForbidden = errors.New("forbidden")
 	// ErrNotFound: the object does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: someone else changed the state first; retry against fresh state.

@@ -23,6 +23,8 @@ func statusOf(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, functions.ErrUnauthorized):
 		return http.StatusUnauthorized
+	case errors.Is(err, functions.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, functions.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, functions.ErrRejected):

@@ -66,7 +66,7 @@ func TestStepLogsCarryTheEvent(t *testing.T) {
 			var buf syncBuffer
 			log := slog.New(NewContextLogHandler(slog.NewJSONHandler(&buf, nil)))
 			rel := steppingReleases{&fakeReleases{}, log}
-			srv := httptest.NewServer(New(rel, Options{WebhookToken: token, TickWindow: time.Millisecond}, log))
+			srv := httptest.NewServer(New(rel, Options{WebhookTokens: []string{token}, TickWindow: time.Millisecond}, log))
 			defer srv.Close()
 			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", strings.NewReader(`{"tick":"advance"}`))
 			req.Header.Set("Authorization", "Bearer "+token)

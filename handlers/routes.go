@@ -44,8 +44,13 @@ type Checker struct {
 
 // Options configure the edge.
 type Options struct {
-	// WebhookToken is the bearer token every event route and the API require.
-	WebhookToken string
+	// WebhookTokens are the senders' tokens (registries, Alertmanager, timers), any of which
+	// an event route takes; two are valid at once while one is rotated. They never open the
+	// API.
+	WebhookTokens []string
+	// APITokens are the operators' tokens, which the API requires (and the event routes
+	// take too).
+	APITokens []string
 	// GitHubSecret verifies GHCR deliveries (X-Hub-Signature-256) in place of the token.
 	GitHubSecret string
 	// InsecureSkipAuth turns authentication off, for local experiments only.
@@ -104,7 +109,7 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 		r.With(a.registry).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
 		r.With(a.bearer).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
 		r.Route("/api/v1/canaries", func(r chi.Router) {
-			r.Use(a.bearer)
+			r.Use(a.operator)
 			r.Get("/", handleListCanaries(rel))
 			r.Get("/{namespace}", handleListCanaries(rel))
 			r.Get("/{namespace}/{name}", handleGetCanary(rel))

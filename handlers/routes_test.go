@@ -79,11 +79,15 @@ func (f *fakeReleases) Views(ctx context.Context, ns string) ([]functions.Canary
 	return nil, f.err
 }
 
-const token = "s3cret"
+const (
+	token    = "s3cret"     // a sender's
+	apiToken = "0perat0r"   // an operator's
+	rotated  = "s3cret-old" // a sender's, still valid while it is rotated out
+)
 
 func newServer(t *testing.T, rel *fakeReleases, mutate func(*Options)) *httptest.Server {
 	t.Helper()
-	opts := Options{WebhookToken: token, GitHubSecret: "gh", TickWindow: time.Millisecond}
+	opts := Options{WebhookTokens: []string{token, rotated}, APITokens: []string{apiToken}, GitHubSecret: "gh", TickWindow: time.Millisecond}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -143,18 +147,23 @@ func TestRoutes(t *testing.T) {
 		{"registry push", "POST", "/webhooks/registry", map[string]string{"Authorization": "Bearer " + token,
 			"Content-Type": "application/vnd.docker.distribution.events.v1+json"}, manifest, nil, 200, "pushes", ""},
 		{"registry token as query parameter", "POST", "/webhooks/registry?token=" + token, nil, manifest, nil, 200, "pushes", ""},
+		{"the token being rotated out still works", "POST", "/webhooks/alertmanager", map[string]string{"Authorization": "Bearer " + rotated}, alert, nil, 200, "alerts", ""},
+		{"an operator may send events", "POST", "/webhooks/alertmanager", map[string]string{"Authorization": "Bearer " + apiToken}, alert, nil, 200, "alerts", ""},
+		{"the operator token never in a URL", "POST", "/webhooks/registry?token=" + apiToken, nil, manifest, nil, 401, "", ""},
+		{"a sender's token does not open the API", "GET", "/api/v1/canaries", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 403, "", "the webhook token is a sender's"},
+		{"nor its gates", "POST", "/api/v1/canaries/default/podinfo/abort", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 403, "", "--api-token"},
 		{"registry garbage", "POST", "/webhooks/registry", map[string]string{"Authorization": "Bearer " + token}, []byte("garbage"), nil, 400, "", ""},
 		{"ghcr signed", "POST", "/webhooks/registry", map[string]string{"X-GitHub-Event": "package", "X-Hub-Signature-256": sign(ghcr)}, ghcr, nil, 200, "pushes", ""},
 		{"ghcr bad signature", "POST", "/webhooks/registry", map[string]string{"X-GitHub-Event": "package", "X-Hub-Signature-256": sign([]byte("other"))}, ghcr, nil, 401, "", "X-Hub-Signature-256"},
 		{"oversized body", "POST", "/webhooks/registry", map[string]string{"Authorization": "Bearer " + token}, bytes.Repeat([]byte("a"), 2<<20), nil, 413, "", ""},
-		{"api list", "GET", "/api/v1/canaries", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 200, "views ", ""},
+		{"api list", "GET", "/api/v1/canaries", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "views ", ""},
 		{"api needs auth", "GET", "/api/v1/canaries", nil, nil, nil, 401, "", ""},
-		{"api get", "GET", "/api/v1/canaries/default/podinfo", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 200, "view default/podinfo", ""},
-		{"api not found", "GET", "/api/v1/canaries/default/nope", map[string]string{"Authorization": "Bearer " + token}, nil, fmt.Errorf("get: %w", functions.ErrNotFound), 404, "view default/nope", ""},
-		{"promote", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 200, "promote default/podinfo", ""},
-		{"promote refused", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + token}, nil, fmt.Errorf("%w: idle", functions.ErrRejected), 422, "promote default/podinfo", "idle"},
-		{"abort with reason", "POST", "/api/v1/canaries/default/podinfo/abort?reason=bad+build", map[string]string{"Authorization": "Bearer " + token}, nil, nil, 200, "abort default/podinfo bad build", ""},
-		{"resume busy", "POST", "/api/v1/canaries/default/podinfo/resume", map[string]string{"Authorization": "Bearer " + token}, nil, fmt.Errorf("claim: %w", functions.ErrBusy), 503, "resume default/podinfo", ""},
+		{"api get", "GET", "/api/v1/canaries/default/podinfo", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "view default/podinfo", ""},
+		{"api not found", "GET", "/api/v1/canaries/default/nope", map[string]string{"Authorization": "Bearer " + apiToken}, nil, fmt.Errorf("get: %w", functions.ErrNotFound), 404, "view default/nope", ""},
+		{"promote", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "promote default/podinfo", ""},
+		{"promote refused", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + apiToken}, nil, fmt.Errorf("%w: idle", functions.ErrRejected), 422, "promote default/podinfo", "idle"},
+		{"abort with reason", "POST", "/api/v1/canaries/default/podinfo/abort?reason=bad+build", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "abort default/podinfo bad build", ""},
+		{"resume busy", "POST", "/api/v1/canaries/default/podinfo/resume", map[string]string{"Authorization": "Bearer " + apiToken}, nil, fmt.Errorf("claim: %w", functions.ErrBusy), 503, "resume default/podinfo", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -223,7 +223,7 @@ func run(ctx context.Context, o options, out *console) (err error) {
 
 	out.heading("3. Siskin: `siskin serve`, stateless, with the restricted identity of knative/rbac.yaml")
 	token := randomToken()
-	d.siskin, err = startSiskin(ctx, siskinConfig{bin: bin, lab: d.lab, token: token, minInterval: time.Second,
+	d.siskin, err = startSiskin(ctx, siskinConfig{bin: bin, lab: d.lab, token: token, apiToken: randomToken(), minInterval: time.Second,
 		tickWindow: o.tickWindow, logPath: filepath.Join(o.out, "siskin.log")})
 	if err != nil {
 		return err

@@ -64,18 +64,20 @@ func (l logLine) num(key string) int {
 // siskin is one `siskin serve` process, run the way Knative would run it: stateless, the
 // restricted identity, every trigger reaching it over HTTP.
 type siskin struct {
-	cmd   *exec.Cmd
-	url   string
-	token string
-	done  chan struct{}
-	lines chan logLine
-	http  *http.Client
+	cmd      *exec.Cmd
+	url      string
+	token    string // the senders'
+	apiToken string // the operators'
+	done     chan struct{}
+	lines    chan logLine
+	http     *http.Client
 }
 
 type siskinConfig struct {
 	bin         string
 	lab         *lab.Lab
 	token       string
+	apiToken    string
 	minInterval time.Duration
 	tickWindow  time.Duration
 	logPath     string
@@ -94,6 +96,7 @@ func startSiskin(ctx context.Context, c siskinConfig) (*siskin, error) {
 		"REDIS_URL="+c.lab.RedisURL(),
 		"PROMETHEUS_URL="+c.lab.PrometheusURL(),
 		"SISKIN_WEBHOOK_TOKEN="+c.token,
+		"SISKIN_API_TOKEN="+c.apiToken,
 		"SISKIN_MIN_INTERVAL="+c.minInterval.String(),
 		"SISKIN_TICK_WINDOW="+c.tickWindow.String(),
 		"SISKIN_INSECURE_REGISTRIES="+c.lab.Registry(),
@@ -116,7 +119,7 @@ func startSiskin(ctx context.Context, c siskinConfig) (*siskin, error) {
 		logFile.Close()
 		return nil, fmt.Errorf("start siskin: %w", err)
 	}
-	s := &siskin{cmd: cmd, token: c.token, done: make(chan struct{}), lines: make(chan logLine, 1024),
+	s := &siskin{cmd: cmd, token: c.token, apiToken: c.apiToken, done: make(chan struct{}), lines: make(chan logLine, 1024),
 		http: &http.Client{}}
 	addr := make(chan string, 1)
 	var readers sync.WaitGroup
@@ -212,7 +215,11 @@ func (s *siskin) request(ctx context.Context, method, path string, headers map[s
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	token := s.token
+	if strings.HasPrefix(path, "/api/") {
+		token = s.apiToken
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}

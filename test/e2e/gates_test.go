@@ -125,6 +125,10 @@ analysis:
 				t.Errorf("POST %s with token %q: got %d %q (WWW-Authenticate %q), want 401 with a Bearer challenge", gate, token, code, body, hdr.Get("WWW-Authenticate"))
 			}
 		}
+		// The senders' token (the one in registry URLs) never opens a gate.
+		if code, _, body := rawPost(t, url, webhookToken); code != http.StatusForbidden {
+			t.Errorf("POST %s with the senders' token: got %d %q, want 403", gate, code, body)
+		}
 	}
 	if d := (stage{Phase: "Progressing", Weight: 10, Routes: weighted("gated", 90, 10)}).diff(r.snap()); d != "" {
 		t.Fatalf("after unauthenticated gates: %s", d)

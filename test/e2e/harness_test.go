@@ -32,7 +32,18 @@ import (
 	"github.com/siskin-dev/siskin/test/lab"
 )
 
-const webhookToken = "e2e-token"
+const (
+	webhookToken = "e2e-token"     // the senders'
+	apiToken     = "e2e-api-token" // the operators'
+)
+
+// tokenFor is the token a request to path carries: the API takes the operators'.
+func tokenFor(path string) string {
+	if strings.HasPrefix(path, "/api/") {
+		return apiToken
+	}
+	return webhookToken
+}
 
 func TestMain(m *testing.M) { lab.Main(m, lab.Options{}) }
 
@@ -128,6 +139,7 @@ func startSiskin(t testing.TB, l *lab.Lab, o siskinOpts) *siskin {
 		"REDIS_URL="+l.RedisURL(),
 		"PROMETHEUS_URL="+l.PrometheusURL(),
 		"SISKIN_WEBHOOK_TOKEN="+webhookToken,
+		"SISKIN_API_TOKEN="+apiToken,
 		"SISKIN_MIN_INTERVAL=1s",
 		"SISKIN_TICK_WINDOW=1ms",
 		"SISKIN_LEASE_TTL=3s",
@@ -214,11 +226,11 @@ func (s *siskin) Exited() bool {
 	}
 }
 
-// post sends a request with the webhook token and returns the status and body.
+// post sends a request with the token of its route and returns the status and body.
 func (s *siskin) post(path string, headers map[string]string, body []byte) (int, []byte) {
 	s.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.url+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+webhookToken)
+	req.Header.Set("Authorization", "Bearer "+tokenFor(path))
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
@@ -242,7 +254,7 @@ func (s *siskin) tick(id string) (int, []byte) {
 func (s *siskin) get(path string, out any) {
 	s.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, s.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+webhookToken)
+	req.Header.Set("Authorization", "Bearer "+tokenFor(path))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("GET %s: %v", path, err)

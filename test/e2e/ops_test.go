@@ -568,7 +568,7 @@ func TestOpsCLI(t *testing.T) {
 	ref := e.ns + "/podinfo"
 	cli := func(args ...string) string {
 		t.Helper()
-		return opsRun(t, opsRepoRoot(), []string{"SISKIN_URL=" + s.url, "SISKIN_WEBHOOK_TOKEN=" + webhookToken}, siskinBinary(t), args...)
+		return opsRun(t, opsRepoRoot(), []string{"SISKIN_URL=" + s.url, "SISKIN_API_TOKEN=" + apiToken}, siskinBinary(t), args...)
 	}
 
 	// status: kubectl's columns, a weight bar, the last message.
@@ -599,7 +599,7 @@ func TestOpsCLI(t *testing.T) {
 
 	// status ns/name --watch redraws until interrupted, then exits cleanly.
 	cmd := exec.Command(siskinBinary(t), "status", ref, "--watch")
-	cmd.Env = append(cmd.Environ(), "SISKIN_URL="+s.url, "SISKIN_WEBHOOK_TOKEN="+webhookToken)
+	cmd.Env = append(cmd.Environ(), "SISKIN_URL="+s.url, "SISKIN_API_TOKEN="+apiToken)
 	var watched strings.Builder
 	cmd.Stdout, cmd.Stderr = &watched, &watched
 	if err := cmd.Start(); err != nil {
@@ -659,7 +659,7 @@ func TestOpsCLI(t *testing.T) {
 
 	// A refused gate says why and exits non-zero.
 	cmd = exec.Command(siskinBinary(t), "abort", ref)
-	cmd.Env = append(cmd.Environ(), "SISKIN_URL="+s.url, "SISKIN_WEBHOOK_TOKEN="+webhookToken)
+	cmd.Env = append(cmd.Environ(), "SISKIN_URL="+s.url, "SISKIN_API_TOKEN="+apiToken)
 	refused, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(refused), "no release to abort") {
 		t.Errorf("siskin abort of a finished release: got %v %q, want a refusal", err, refused)
