@@ -47,6 +47,7 @@ type serveConfig struct {
 	leaseTTL         time.Duration
 	stepTimeout      time.Duration
 	parallelism      int
+	pushScope        string
 	callTimeout      time.Duration
 	insecureRegs     string
 	eventWebhook     string
@@ -93,6 +94,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed or stalled step can hold a canary; a live step renews its lease every third of it")
 	fs.DurationVar(&c.stepTimeout, "step-timeout", dur("SISKIN_STEP_TIMEOUT", time.Minute), "bound on one step, webhook gates included")
 	fs.IntVar(&c.parallelism, "parallelism", 16, "canaries stepped at once by one tick")
+	fs.StringVar(&c.pushScope, "push-scope", envOr(getenv, "SISKIN_PUSH_SCOPE", "namespace"),
+		"namespace: a push releases only in the namespaces its URL names (?namespace=); cluster: in any namespace that runs the image (env SISKIN_PUSH_SCOPE)")
 	fs.DurationVar(&c.callTimeout, "call-timeout", dur("SISKIN_CALL_TIMEOUT", 5*time.Second), "timeout of each Kubernetes, Istio and registry call")
 	fs.StringVar(&c.insecureRegs, "insecure-registries", getenv("SISKIN_INSECURE_REGISTRIES"), "comma-separated registries reached over plain HTTP")
 	fs.StringVar(&c.eventWebhook, "event-webhook", getenv("EVENT_WEBHOOK_URL"), "global event webhook, for canaries without an event hook (env EVENT_WEBHOOK_URL)")
@@ -108,6 +111,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		return c, err
 	}
 	switch {
+	case c.pushScope != "namespace" && c.pushScope != "cluster":
+		return c, fmt.Errorf("--push-scope %q: want namespace or cluster", c.pushScope)
 	case c.redisURL == "":
 		return c, errors.New("--redis-url (or REDIS_URL) is required")
 	case c.webhookToken == "" && !c.insecureSkipAuth:
@@ -254,7 +259,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	insecure := splitList(cfg.insecureRegs)
 	metrics := handlers.NewMetrics(version)
 	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
-		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism}
+		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}

@@ -23,6 +23,7 @@ func TestServeRefusesABadConfiguration(t *testing.T) {
 		{"a bad duration in the environment", map[string]string{"SISKIN_LEASE_TTL": "30"}, nil, `SISKIN_LEASE_TTL="30": not a duration`},
 		{"two bad durations", map[string]string{"SISKIN_STEP_TIMEOUT": "soon", "SISKIN_TICK_WINDOW": "1 minute"}, nil, `SISKIN_TICK_WINDOW="1 minute"`},
 		{"a bad flag", nil, []string{"--lease-ttl", "x"}, "invalid value"},
+		{"an unknown push scope", map[string]string{"SISKIN_PUSH_SCOPE": "everywhere"}, nil, "--push-scope"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -293,8 +293,8 @@ func TestApplyErrors(t *testing.T) {
 		return true, nil, forbiddenErr("deployments", "podinfo")
 	})
 	err := f.c.ApplyWorkloads(context.Background(), cd, functions.WorkloadPlan{ScaleTarget: functions.ScaleToZero})
-	if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "scale Deployment default/podinfo") {
-		t.Errorf("got %v, want ErrForbidden naming scale Deployment default/podinfo", err)
+	if !errors.Is(err, functions.ErrUpstreamDenied) || !strings.Contains(err.Error(), "scale Deployment default/podinfo") {
+		t.Errorf("got %v, want functions.ErrUpstreamDenied naming scale Deployment default/podinfo", err)
 	}
 	if err := f.c.ApplyWorkloads(context.Background(), cd, functions.WorkloadPlan{ScaleTarget: 7}); !errors.Is(err, functions.ErrInvalid) {
 		t.Errorf("unknown scale: got %v, want ErrInvalid", err)

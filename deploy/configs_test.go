@@ -177,8 +177,8 @@ func TestFetchConfigsTransientErrorIsNotAMissingConfig(t *testing.T) {
 		return true, nil, forbiddenErr("configmaps", "cm")
 	})
 	_, err := f.c.fetchConfigs(context.Background(), seedDomain(t), []configRef{{Kind: "configmap", Name: "cm"}})
-	if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "get ConfigMap default/cm") {
-		t.Errorf("got %v, want ErrForbidden naming get ConfigMap default/cm", err)
+	if !errors.Is(err, functions.ErrUpstreamDenied) || !strings.Contains(err.Error(), "get ConfigMap default/cm") {
+		t.Errorf("got %v, want functions.ErrUpstreamDenied naming get ConfigMap default/cm", err)
 	}
 }
 

@@ -49,10 +49,6 @@ var DefaultSelectorLabels = []string{"app", "name", "app.kubernetes.io/name"}
 // DefaultTimeout bounds each API call when Options.Timeout is zero.
 const DefaultTimeout = 5 * time.Second
 
-// ErrForbidden marks an API call refused by RBAC: the message names the verb and the resource
-// Siskin's ServiceAccount is missing.
-var ErrForbidden = errors.New("forbidden")
-
 // Options configure a Cluster.
 type Options struct {
 	// Timeout bounds every API call (default DefaultTimeout).
@@ -111,32 +107,35 @@ func apiError(err error, verb, kind, namespace, name string) error {
 			obj = kind + " in all namespaces"
 		}
 	}
+	return fmt.Errorf("%s %s: %w", verb, obj, kubeError(err, verb+" "+kind))
+}
+
+// kubeError classifies a client-go error with functions.UpstreamStatus, the one status mapping
+// every adapter uses, keeping the original. call ("update Deployment") names what was refused
+// in an RBAC denial.
+func kubeError(err error, call string) error {
 	var status apierrors.APIStatus
 	switch {
-	case apierrors.IsNotFound(err):
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrNotFound, err)
-	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrConflict, err)
-	case apierrors.IsForbidden(err):
-		return fmt.Errorf("%s %s: %w: Siskin's ServiceAccount may not %s %s (check its RBAC): %w",
-			verb, obj, ErrForbidden, verb, kind, err)
-	case apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrUnauthorized, err)
-	case apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsTooManyRequests(err),
-		apierrors.IsInternalError(err), apierrors.IsServiceUnavailable(err),
-		apierrors.IsUnexpectedServerError(err), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrUnavailable, err)
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrInvalid, err)
+	case err == nil:
+		return nil
+	case errors.Is(err, functions.ErrInvalid), errors.Is(err, functions.ErrNotFound):
+		return err // already classified
+	case apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("%w: %w", functions.ErrConflict, err)
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%w: Siskin's ServiceAccount may not %s (check its RBAC): %w", functions.ErrUpstreamDenied, call, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", functions.ErrUnavailable, err)
 	case errors.Is(err, context.Canceled):
-		return fmt.Errorf("%s %s: %w", verb, obj, err)
-	case errors.As(err, &status) && status.Status().Code >= 500:
-		return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrUnavailable, err)
+		return err
 	case errors.As(err, &status):
-		return fmt.Errorf("%s %s: %w", verb, obj, err)
+		if sentinel := functions.UpstreamStatus(int(status.Status().Code)); sentinel != nil {
+			return fmt.Errorf("%w: %w", sentinel, err)
+		}
+		return err
 	}
 	// No API status: the request did not get an answer (connection refused, reset, DNS…).
-	return fmt.Errorf("%s %s: %w: %w", verb, obj, functions.ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", functions.ErrUnavailable, err)
 }
 
 // group runs independent calls concurrently and joins their errors.

@@ -79,8 +79,8 @@ func TestRecordEventErrors(t *testing.T) {
 		return true, nil, forbiddenErr("events", "")
 	})
 	err := f.c.RecordEvent(context.Background(), seedDomain(t), functions.Event{Message: "x"})
-	if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "create Event") {
-		t.Errorf("got %v, want ErrForbidden naming create Event", err)
+	if !errors.Is(err, functions.ErrUpstreamDenied) || !strings.Contains(err.Error(), "create Event") {
+		t.Errorf("got %v, want functions.ErrUpstreamDenied naming create Event", err)
 	}
 }
 

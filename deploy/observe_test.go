@@ -187,9 +187,9 @@ func TestObserveWorkloadsErrors(t *testing.T) {
 		want     error
 		wantText string
 	}{
-		{"RBAC gap on create", "create", "deployments", forbiddenErr("deployments", "podinfo-primary"), ErrForbidden,
-			"create Deployment default/podinfo-primary: forbidden: Siskin's ServiceAccount may not create Deployment"},
-		{"RBAC gap on get", "get", "services", forbiddenErr("services", "podinfo-canary"), ErrForbidden, "get Service default/podinfo-canary"},
+		{"RBAC gap on create", "create", "deployments", forbiddenErr("deployments", "podinfo-primary"), functions.ErrUpstreamDenied,
+			"create Deployment default/podinfo-primary: denied by a dependency: Siskin's ServiceAccount may not create Deployment"},
+		{"RBAC gap on get", "get", "services", forbiddenErr("services", "podinfo-canary"), functions.ErrUpstreamDenied, "get Service default/podinfo-canary"},
 		{"apiserver unavailable", "get", "deployments", apierrors.NewServiceUnavailable("etcd"), functions.ErrUnavailable, "get Deployment"},
 		{"throttled", "get", "deployments", apierrors.NewTooManyRequests("slow down", 1), functions.ErrUnavailable, "get Deployment"},
 		{"timeout", "get", "configmaps", apierrors.NewTimeoutError("slow", 1), functions.ErrUnavailable, "get ConfigMap default/podinfo-env"},

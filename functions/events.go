@@ -21,6 +21,9 @@ type ImagePush struct {
 	// MediaType is the manifest media type when known.
 	MediaType string    `json:"mediaType,omitempty"`
 	PushedAt  time.Time `json:"pushedAt,omitempty"`
+	// Namespaces are the namespaces the sender may release into (the webhook URL's
+	// ?namespace=); see Config.PushAnyNamespace.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // AlertNotification is one Alertmanager notification (webhook version 4).

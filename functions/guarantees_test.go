@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -341,6 +342,84 @@ func TestAbortAfterPromotionIsRefused(t *testing.T) {
 				if st := f.state(t, c.Key); st.Phase != PhasePromoting {
 					t.Errorf("step after the crash: got %s, want Promoting carried on", st.Phase)
 				}
+			}
+		})
+	}
+}
+
+// countingRegistry counts resolutions, and answers them with err when set.
+type countingRegistry struct {
+	fakeRegistry
+	mu    sync.Mutex
+	calls int
+	err   error
+}
+
+func (r *countingRegistry) Resolve(ctx context.Context, ref ImageRef) (string, error) {
+	r.mu.Lock()
+	r.calls++
+	err := r.err
+	r.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	return r.fakeRegistry.Resolve(ctx, ref)
+}
+
+// A push releases only in the namespaces it names: one team's push of an image another team
+// also runs must not release the other team's canaries. A push nobody in scope runs never
+// reaches the registry (a forged or unreachable registry must not become a message that is
+// retried forever), and a registry that refuses Siskin's credentials is a retryable failure
+// with an Event on the canaries it blocks, never a drop.
+func TestPushScope(t *testing.T) {
+	teamA, teamB := seedCanary(), seedCanary()
+	teamA.Namespace, teamB.Namespace = "team-a", "team-b"
+	teamA.Key.Namespace, teamB.Key.Namespace = "team-a", "team-b"
+	push := func(ns ...string) ImagePush {
+		return ImagePush{EventID: "e-" + strings.Join(ns, "-"), Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b", Namespaces: ns}
+	}
+	tests := []struct {
+		name        string
+		anyNS       bool
+		push        ImagePush
+		registryErr error
+		wantStarted []string
+		wantErr     error
+		wantLookups int
+	}{
+		{"named namespace only", false, push("team-a"), nil, []string{"team-a/podinfo"}, nil, 1},
+		{"two named", false, push("team-a", "team-b"), nil, []string{"team-a/podinfo", "team-b/podinfo"}, nil, 1},
+		{"no namespace named", false, push(), nil, nil, ErrInvalid, 0},
+		{"any namespace when configured", true, push(), nil, []string{"team-a/podinfo", "team-b/podinfo"}, nil, 1},
+		{"a namespace without the image", false, push("team-c"), nil, nil, nil, 0},
+		{"unreachable registry nobody in scope uses", false, ImagePush{EventID: "x", Registry: "evil.example:5000", Repository: "lab/podinfo", Tag: "9.9.9", Namespaces: []string{"team-a"}}, ErrUnavailable, nil, nil, 0},
+		{"registry refuses Siskin's credentials", false, push("team-a"), fmt.Errorf("HEAD manifest: %w: 401", ErrUpstreamDenied), nil, ErrUpstreamDenied, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, teamA, teamB)
+			f.svc.cfg.PushAnyNamespace = tt.anyNS
+			for _, c := range []Canary{teamA, teamB} {
+				f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+				f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
+			}
+			reg := &countingRegistry{fakeRegistry: fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}, err: tt.registryErr}
+			f.svc.d.Registry = reg
+			rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{tt.push})
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("got error %v, want %v", err, tt.wantErr)
+			}
+			slices.Sort(rep.Started)
+			if !slices.Equal(rep.Started, tt.wantStarted) {
+				t.Errorf("started %v, want %v", rep.Started, tt.wantStarted)
+			}
+			if reg.calls != tt.wantLookups {
+				t.Errorf("registry lookups: got %d, want %d", reg.calls, tt.wantLookups)
+			}
+			if errors.Is(tt.wantErr, ErrUpstreamDenied) && !slices.ContainsFunc(f.cluster.events, func(e string) bool {
+				return strings.HasPrefix(e, "team-a/podinfo: ") && strings.Contains(e, "fix Siskin's credentials")
+			}) {
+				t.Errorf("events %q: want the denial said on team-a/podinfo", f.cluster.events)
 			}
 		})
 	}

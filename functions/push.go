@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,6 +177,24 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 		out.Outcome, out.Reason = "rejected", err.Error()
 		return out, nil
 	}
+	scope, err := s.pushScope(p)
+	if err != nil {
+		out.Outcome, out.Reason = "rejected", err.Error()
+		return out, err
+	}
+	fl, err := fleetNow()
+	if err != nil {
+		out.Outcome, out.Reason = "error", err.Error()
+		return out, err
+	}
+	// Only a push that some canary in scope runs is worth the registry's time: a push of an
+	// image nobody runs, or from a registry nobody uses (forged, or unreachable from here), is
+	// acknowledged at once instead of failing, and being retried, forever.
+	fl = fl.running(pushed, scope, s.d.Registry)
+	if len(fl.canaries) == 0 {
+		out.Outcome, out.Reason = "ignored", "no canary in "+scope.String()+" runs "+pushed.Repo()
+		return out, nil
+	}
 	// A forged notification must not roll production: the digest (or the tag) must exist.
 	digest, err := s.d.Registry.Resolve(ctx, pushed)
 	switch {
@@ -184,6 +203,12 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 		return out, nil
 	case err != nil:
 		out.Outcome, out.Reason = "error", err.Error()
+		if errors.Is(err, ErrUpstreamDenied) {
+			// Siskin's registry credentials are wrong: say so where the user looks.
+			for _, c := range fl.canaries {
+				s.recordEvents(ctx, c, []Event{{Warning: true, Message: upstreamDenied("verifying the push of "+pushed.String(), err)}})
+			}
+		}
 		return out, fmt.Errorf("verify %s: %w", pushed, err)
 	}
 	if pushed.Digest == "" || pushed.Digest != digest {
@@ -198,7 +223,7 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 	pushed.Digest = digest
 	out.Image = pushed.String()
 
-	dedupe := "push:" + pushed.Repo() + ":" + pushed.Tag + "@" + digest
+	dedupe := "push:" + pushed.Repo() + ":" + pushed.Tag + "@" + digest + ":" + scope.String()
 	first, err := s.d.Store.FirstSeen(ctx, dedupe, PushDedupeWindow)
 	if err != nil {
 		out.Outcome, out.Reason = "error", err.Error()
@@ -208,20 +233,62 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 		out.Outcome, out.Reason = "duplicate", "the same push was handled within "+PushDedupeWindow.String()
 		return out, nil
 	}
-	fl, err := fleetNow()
+	started, reasons, err := s.applyPush(ctx, p, pushed, fl)
 	if err == nil {
-		var started, reasons []string
-		started, reasons, err = s.applyPush(ctx, p, pushed, fl)
-		if err == nil {
-			return s.pushOutcome(out, started, reasons), nil
-		}
+		return s.pushOutcome(out, started, reasons), nil
 	}
 	// Let the sender's retry do it again.
 	if ferr := s.d.Store.Forget(ctx, dedupe); ferr != nil {
-		s.log.Warn("forget push after failure", "push", dedupe, "err", ferr)
+		s.log.WarnContext(ctx, "forget push after failure", "push", dedupe, "err", ferr)
 	}
 	out.Outcome, out.Reason = "error", err.Error()
 	return out, err
+}
+
+// namespaceScope is where a push may release: every namespace, or the ones listed.
+type namespaceScope struct {
+	any        bool
+	namespaces []string
+}
+
+func (n namespaceScope) has(ns string) bool { return n.any || slices.Contains(n.namespaces, ns) }
+
+func (n namespaceScope) String() string {
+	if n.any {
+		return "any namespace"
+	}
+	return "namespace " + strings.Join(n.namespaces, ",")
+}
+
+// pushScope is where p may release (see Config.PushAnyNamespace).
+func (s *Service) pushScope(p ImagePush) (namespaceScope, error) {
+	switch {
+	case s.cfg.Namespace != "":
+		return namespaceScope{namespaces: []string{s.cfg.Namespace}}, nil
+	case len(p.Namespaces) > 0:
+		return namespaceScope{namespaces: p.Namespaces}, nil
+	case s.cfg.PushAnyNamespace:
+		return namespaceScope{any: true}, nil
+	}
+	return namespaceScope{}, fmt.Errorf("%w: the push names no namespace to release into: add ?namespace=NS to the webhook URL (repeat it for more), or run Siskin with --push-scope=cluster", ErrInvalid)
+}
+
+// running keeps the canaries in scope whose target runs the pushed repository and that take
+// pushes.
+func (fl fleet) running(pushed ImageRef, scope namespaceScope, reg Registry) fleet {
+	out := fleet{images: fl.images}
+	for _, c := range fl.canaries {
+		if !scope.has(c.Namespace) || strings.EqualFold(c.Annotations[AnnotationPushTrigger], "disabled") {
+			continue
+		}
+		for _, image := range fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}] {
+			if running, err := reg.Parse(image); err == nil && running.Repo() == pushed.Repo() {
+				out.canaries = append(out.canaries, c)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (s *Service) pushOutcome(out PushOutcome, started, reasons []string) PushOutcome {
@@ -262,9 +329,6 @@ func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, f
 		trigger = Trigger{Kind: "push", EventID: p.EventID, Source: p.Source, Detail: pushed.String(), At: s.cfg.Now()}
 	)
 	for _, c := range fl.canaries {
-		if strings.EqualFold(c.Annotations[AnnotationPushTrigger], "disabled") {
-			continue
-		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
@@ -378,7 +442,13 @@ func DecidePush(annotations map[string]string, running, pushed ImageRef) (string
 			return "", false, fmt.Sprintf("tag %s does not satisfy %s", pushed.Tag, c)
 		}
 	}
-	if rv, err := semver.NewVersion(running.Tag); err == nil && perr == nil {
+	rv, rerr := semver.NewVersion(running.Tag)
+	if rerr == nil && perr != nil && annotations[AnnotationTagPattern] == "" {
+		// A semver release line is not left for a tag like "latest" or "main-abc123": which
+		// is newer cannot be told, and guessing would roll production sideways.
+		return "", false, fmt.Sprintf("tag %s is not a semantic version, and the running %s is", pushed.Tag, running.Tag)
+	}
+	if rerr == nil && perr == nil {
 		if pv.LessThan(rv) {
 			return "", false, fmt.Sprintf("tag %s is older than the running %s", pushed.Tag, running.Tag)
 		}

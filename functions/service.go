@@ -61,6 +61,11 @@ type Config struct {
 	LeaseTTL time.Duration
 	// StepTimeout bounds one step, webhook gates included.
 	StepTimeout time.Duration
+	// PushAnyNamespace lets a push release canaries in every namespace whose targets run the
+	// image. Off (the default), a push releases only in the namespaces it names (the webhook
+	// URL's ?namespace=), or in Namespace for a namespace-scoped Siskin: one team's push of a
+	// shared base image must not release another team's canaries.
+	PushAnyNamespace bool
 	// Parallelism bounds the canaries a tick steps at once.
 	Parallelism int
 	// DueBatch is how many due canaries a tick claims per round.

@@ -321,6 +321,10 @@ func TestDecidePush(t *testing.T) {
 		{"range", map[string]string{AnnotationSemver: ">=1.0.0 <2.0.0"}, ref("1.4.0", ""), ref("2.0.0", "sha256:b"), ""},
 		{"pattern unmet", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("1.5.0", "sha256:b"), ""},
 		{"pattern met", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("v2", "sha256:b"), "r:5000/lab/podinfo:v2@sha256:b"},
+		{"non-semver never replaces semver", nil, ref("1.2.0", "sha256:a"), ref("latest", "sha256:b"), ""},
+		{"nor a branch build", nil, ref("1.2.0", "sha256:a"), ref("main-3f2a1c", "sha256:b"), ""},
+		{"unless a tag pattern says so", map[string]string{AnnotationTagPattern: `^main-`}, ref("1.2.0", ""), ref("main-3f2a1c", "sha256:b"), "r:5000/lab/podinfo:main-3f2a1c@sha256:b"},
+		{"semver replaces non-semver", nil, ref("main", "sha256:a"), ref("1.0.0", "sha256:b"), "r:5000/lab/podinfo:1.0.0@sha256:b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -338,7 +342,8 @@ func TestHandlePushesVerifiesAndDedupes(t *testing.T) {
 	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
 	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
 	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}
-	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b"}
+	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b",
+		Namespaces: []string{c.Namespace}}
 
 	forged := push
 	forged.Digest = "sha256:forged"

@@ -57,27 +57,32 @@ func handleCanaryEvents(rel Releases) http.HandlerFunc {
 }
 
 // handleGate is the manual promote, abort and resume.
-func handleGate(rel Releases, gate string, log *slog.Logger) http.HandlerFunc {
+func handleGate(rel Releases, gate string, opts Options, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		k := keyOf(r)
+		ctx, cancel := detached(r, opts.WorkTimeout)
+		defer cancel()
 		var (
 			rep functions.StepReport
 			err error
 		)
 		switch gate {
 		case "promote":
-			rep, err = rel.RequestPromotion(r.Context(), k)
+			rep, err = rel.RequestPromotion(ctx, k)
 		case "resume":
-			rep, err = rel.Resume(r.Context(), k)
+			rep, err = rel.Resume(ctx, k)
 		case "abort":
 			reason := r.URL.Query().Get("reason")
 			if reason == "" {
 				reason = "manual abort"
 			}
 			var aborted bool
-			rep, aborted, err = rel.Abort(context.WithoutCancel(r.Context()), k, reason)
+			rep, aborted, err = rel.Abort(ctx, k, reason)
 			if err == nil && !aborted {
 				err = fmt.Errorf("%w: %s is %s, no release to abort", functions.ErrRejected, k, rep.From)
+				if rep.Message != "" {
+					err = fmt.Errorf("%w: %s", functions.ErrRejected, rep.Message)
+				}
 			}
 		}
 		if err != nil {

@@ -81,7 +81,9 @@ func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.Handler
 		case InboundAlert:
 			runAlerts(w, r, rel, opts, log, *in.Alert, ev.Source()+"/"+ev.ID(), start)
 		case InboundDeployment:
-			reps, err := rel.DeploymentChanged(r.Context(), *in.Deployment, in.EventID)
+			ctx, cancel := detached(r, opts.WorkTimeout)
+			defer cancel()
+			reps, err := rel.DeploymentChanged(ctx, *in.Deployment, in.EventID)
 			observe(opts, "deployment", err, start)
 			if err != nil {
 				writeError(w, err)
@@ -93,6 +95,13 @@ func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.Handler
 			writeJSON(w, http.StatusAccepted, map[string]string{"ignored": "event type " + ev.Type() + " concerns nothing here"})
 		}
 	}
+}
+
+// detached is the context of work a request started: it keeps the request's values (its log
+// attributes), but not its cancellation, so work under way is not lost when the sender hangs
+// up; it ends at its own deadline.
+func detached(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), d)
 }
 
 func observe(opts Options, kind string, err error, start time.Time) {
@@ -111,7 +120,10 @@ func runTick(w http.ResponseWriter, r *http.Request, rel Releases, opts Options,
 	if dl, ok := r.Context().Deadline(); ok && dl.Add(-2*time.Second).Before(until) {
 		until = dl.Add(-2 * time.Second)
 	}
-	rep, err := rel.Tick(r.Context(), until)
+	// The tick keeps working for its window whether or not the sender waits for the answer.
+	ctx, cancel := detached(r, time.Until(until)+opts.WorkTimeout)
+	defer cancel()
+	rep, err := rel.Tick(ctx, until)
 	observe(opts, "tick", err, start)
 	if err != nil {
 		log.Error("tick", "kind", kind, "err", err)
@@ -123,12 +135,23 @@ func runTick(w http.ResponseWriter, r *http.Request, rel Releases, opts Options,
 }
 
 func runPushes(w http.ResponseWriter, r *http.Request, rel Releases, opts Options, log *slog.Logger, pushes []functions.ImagePush, start time.Time) {
+	namespaces, err := pushNamespaces(r)
+	if err != nil {
+		opts.Observe("push", "invalid", time.Since(start))
+		writeError(w, err)
+		return
+	}
+	for i := range pushes {
+		pushes[i].Namespaces = namespaces
+	}
 	if len(pushes) == 0 {
 		opts.Observe("push", "ignored", time.Since(start))
 		writeJSON(w, http.StatusOK, map[string]string{"ignored": "no tagged manifest push in this notification"})
 		return
 	}
-	rep, err := rel.HandlePushes(r.Context(), pushes)
+	ctx, cancel := detached(r, opts.WorkTimeout)
+	defer cancel()
+	rep, err := rel.HandlePushes(ctx, pushes)
 	observe(opts, "push", err, start)
 	if err != nil {
 		log.Error("push", "err", err)
@@ -141,7 +164,7 @@ func runPushes(w http.ResponseWriter, r *http.Request, rel Releases, opts Option
 
 func runAlerts(w http.ResponseWriter, r *http.Request, rel Releases, opts Options, log *slog.Logger, n functions.AlertNotification, eventID string, start time.Time) {
 	// The abort must land even if the sender hangs up: it is the one thing that cannot wait.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	ctx, cancel := detached(r, opts.WorkTimeout)
 	defer cancel()
 	rep, err := rel.HandleAlerts(ctx, n, eventID)
 	observe(opts, "alert", err, start)
@@ -152,6 +175,26 @@ func runAlerts(w http.ResponseWriter, r *http.Request, rel Releases, opts Option
 	}
 	log.Info("alert", "firing", rep.Firing, "resolved", rep.Resolved, "aborted", len(rep.Aborted))
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// pushNamespaces are the namespaces a push may release into: the URL's namespace parameters,
+// repeated or comma-separated (a registry's webhook URL, or a Knative Trigger's subscriber
+// uri, carries them).
+func pushNamespaces(r *http.Request) ([]string, error) {
+	var out []string
+	for _, v := range r.URL.Query()["namespace"] {
+		for _, ns := range strings.Split(v, ",") {
+			ns = strings.TrimSpace(ns)
+			if ns == "" {
+				continue
+			}
+			if len(ns) > 63 || !dnsLabelRE.MatchString(ns) {
+				return nil, invalid("namespace", "%s is not a namespace name", quote(ns))
+			}
+			out = append(out, ns)
+		}
+	}
+	return out, nil
 }
 
 // handleRegistryWebhook is POST /webhooks/registry: a raw registry notification, its format

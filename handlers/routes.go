@@ -66,6 +66,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// TickWindow is how long a tick may keep stepping canaries that are due within it.
 	TickWindow time.Duration
+	// WorkTimeout bounds the work a request starts (a push, an alert, a gate), which goes on
+	// if the sender hangs up; 60 s by default.
+	WorkTimeout time.Duration
 	// Ready are checked by /readyz, each with ReadyTimeout.
 	Ready        []Checker
 	ReadyTimeout time.Duration
@@ -82,6 +85,9 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 	}
 	if opts.TickWindow <= 0 {
 		opts.TickWindow = 50 * time.Second
+	}
+	if opts.WorkTimeout <= 0 {
+		opts.WorkTimeout = time.Minute
 	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 2 * time.Second
@@ -114,9 +120,9 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 			r.Get("/{namespace}", handleListCanaries(rel))
 			r.Get("/{namespace}/{name}", handleGetCanary(rel))
 			r.Get("/{namespace}/{name}/events", handleCanaryEvents(rel))
-			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", log))
-			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", log))
-			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", log))
+			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", opts, log))
+			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", opts, log))
+			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", opts, log))
 		})
 	})
 	return r

@@ -386,23 +386,25 @@ func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Con
 	return fn(ctx)
 }
 
-// apiError maps an API error to Siskin's error vocabulary, keeping the original for callers
-// that inspect it.
+// apiError maps an API error to Siskin's error vocabulary with functions.UpstreamStatus, the
+// one status mapping every adapter uses, keeping the original for callers that inspect it.
 func apiError(op string, err error) error {
-	var sentinel error
+	var status apierrors.APIStatus
 	switch {
 	case errors.Is(err, functions.ErrInvalid):
 		return fmt.Errorf("%s: %w", op, err)
-	case apierrors.IsNotFound(err):
-		sentinel = functions.ErrNotFound
-	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
-		sentinel = functions.ErrConflict
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
-		sentinel = functions.ErrInvalid
-	default:
-		sentinel = functions.ErrUnavailable
+	case apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("%s: %w: %w", op, functions.ErrConflict, err)
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%s: %w: Siskin's ServiceAccount may not do this (check its RBAC): %w", op, functions.ErrUpstreamDenied, err)
+	case errors.As(err, &status):
+		if sentinel := functions.UpstreamStatus(int(status.Status().Code)); sentinel != nil {
+			return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+		}
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+	// No API status: no answer (a timeout, a reset, DNS).
+	return fmt.Errorf("%s: %w: %w", op, functions.ErrUnavailable, err)
 }
 
 func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {

@@ -503,3 +503,30 @@ func TestEachCallHasItsOwnTimeout(t *testing.T) {
 		t.Errorf("apiError(deadline): got %v, want ErrUnavailable", got)
 	}
 }
+
+// The istio adapter classifies API errors with the same table as every other adapter: an RBAC
+// denial is a denial (not a transient error), a schema refusal is invalid.
+func TestAPIErrorsAreClassifiedLikeEveryAdapter(t *testing.T) {
+	gr := schema.GroupResource{Group: "networking.istio.io", Resource: "virtualservices"}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"RBAC denial", apierrors.NewForbidden(gr, "podinfo", errors.New("RBAC: access denied")), functions.ErrUpstreamDenied},
+		{"expired credentials", apierrors.NewUnauthorized("token expired"), functions.ErrUpstreamDenied},
+		{"schema refusal", apierrors.NewInvalid(schema.GroupKind{Group: gr.Group, Kind: "VirtualService"}, "podinfo", nil), functions.ErrInvalid},
+		{"conflict", apierrors.NewConflict(gr, "podinfo", errors.New("changed")), functions.ErrConflict},
+		{"already exists", apierrors.NewAlreadyExists(gr, "podinfo"), functions.ErrConflict},
+		{"not found", apierrors.NewNotFound(gr, "podinfo"), functions.ErrNotFound},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), functions.ErrUnavailable},
+		{"no answer", errors.New("connection reset by peer"), functions.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := apiError("update VirtualService default/podinfo", tt.err); !errors.Is(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

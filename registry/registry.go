@@ -105,7 +105,10 @@ func (c *Client) Resolve(ctx context.Context, ref functions.ImageRef) (string, e
 		if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || isManifestUnknown(terr)) {
 			return "", fmt.Errorf("manifest %s: %w", s, functions.ErrNotFound)
 		}
-		if errors.As(err, &terr) && terr.StatusCode < 500 && terr.StatusCode != http.StatusTooManyRequests {
+		if errors.As(err, &terr) {
+			if sentinel := functions.UpstreamStatus(terr.StatusCode); sentinel != nil {
+				return "", fmt.Errorf("%w: manifest %s: %v", sentinel, s, err)
+			}
 			return "", fmt.Errorf("%w: manifest %s: %v", functions.ErrRejected, s, err)
 		}
 		return "", fmt.Errorf("%w: manifest %s: %v", functions.ErrUnavailable, s, err)

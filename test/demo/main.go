@@ -241,10 +241,16 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		return err
 	}
 	out.say("  Alertmanager's webhook receiver  -> %s/webhooks/alertmanager (bearer token)", d.siskin.url)
-	if err := d.lab.SetRegistryNotify(ctx, d.siskin.url+"/webhooks/registry", token); err != nil {
+	// A push releases only in the namespaces its webhook URL names.
+	var scope []string
+	for _, s := range d.scenarios {
+		scope = append(scope, "namespace="+s.namespace)
+	}
+	notify := "/webhooks/registry?" + strings.Join(scope, "&")
+	if err := d.lab.SetRegistryNotify(ctx, d.siskin.url+notify, token); err != nil {
 		return err
 	}
-	out.say("  the registry's notifications     -> %s/webhooks/registry (bearer token)", d.siskin.url)
+	out.say("  the registry's notifications     -> %s%s (bearer token)", d.siskin.url, notify)
 
 	out.heading("4. Three podinfo workloads, each with the seed Canary (knative/testdata/canary-seed.yaml)")
 	if err := <-scraped; err != nil {
