@@ -48,6 +48,8 @@ type serveConfig struct {
 	stepTimeout      time.Duration
 	parallelism      int
 	pushScope        string
+	egressDeny       string
+	egressAllow      string
 	callTimeout      time.Duration
 	insecureRegs     string
 	eventWebhook     string
@@ -98,6 +100,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		"namespace: a push releases only in the namespaces its URL names (?namespace=); cluster: in any namespace that runs the image (env SISKIN_PUSH_SCOPE)")
 	fs.DurationVar(&c.callTimeout, "call-timeout", dur("SISKIN_CALL_TIMEOUT", 5*time.Second), "timeout of each Kubernetes, Istio and registry call")
 	fs.StringVar(&c.insecureRegs, "insecure-registries", getenv("SISKIN_INSECURE_REGISTRIES"), "comma-separated registries reached over plain HTTP")
+	fs.StringVar(&c.egressDeny, "egress-deny", getenv("SISKIN_EGRESS_DENY"), "comma-separated CIDRs Siskin never calls, beside the link-local and metadata ones it never calls by default (env SISKIN_EGRESS_DENY)")
+	fs.StringVar(&c.egressAllow, "egress-allow", getenv("SISKIN_EGRESS_ALLOW"), "comma-separated CIDRs Siskin may call even if denied (env SISKIN_EGRESS_ALLOW)")
 	fs.StringVar(&c.eventWebhook, "event-webhook", getenv("EVENT_WEBHOOK_URL"), "global event webhook, for canaries without an event hook (env EVENT_WEBHOOK_URL)")
 	fs.StringVar(&c.alertType, "alert-type", getenv("SISKIN_ALERT_TYPE"), "global notifier type: slack, msteams, discord, rocket, gchat, webhook")
 	fs.StringVar(&c.alertURL, "alert-url", getenv("SISKIN_ALERT_URL"), "global notifier URL, for canaries without analysis.alerts")
@@ -177,6 +181,14 @@ func reviewClient(kcfg *rest.Config, qps float64) (*kubernetes.Clientset, error)
 	return kube, nil
 }
 
+// guardedTransport is http.DefaultTransport with a dialer that applies the egress policy.
+func guardedTransport(p functions.EgressPolicy) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: p.Control}
+	t.DialContext = d.DialContext
+	return t
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, v := range strings.Split(s, ",") {
@@ -243,12 +255,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	cluster := deploy.New(kube, dyn, log, deploy.Options{Timeout: cfg.callTimeout})
 	router := istio.NewRouter(ic, log, cfg.callTimeout)
 	templates := templateSource{cluster}
-	analyzer, err := analysis.NewAnalyzer(analysis.AnalyzerConfig{PrometheusURL: cfg.prometheusURL, Templates: templates}, log)
+	// Every call to an address a user object names (webhooks, Prometheus, alert providers,
+	// registries) goes through one transport that refuses link-local and metadata addresses.
+	egress, err := functions.NewEgressPolicy(splitList(cfg.egressDeny), splitList(cfg.egressAllow))
 	if err != nil {
 		return err
 	}
-	hooks := analysis.NewHooks(analysis.HooksConfig{EventWebhookURL: cfg.eventWebhook}, log)
-	alertCfg := analysis.AlerterConfig{Providers: templates, ClusterName: cfg.clusterName}
+	outbound := guardedTransport(egress)
+	analyzer, err := analysis.NewAnalyzer(analysis.AnalyzerConfig{PrometheusURL: cfg.prometheusURL, Templates: templates, Transport: outbound}, log)
+	if err != nil {
+		return err
+	}
+	hooks := analysis.NewHooks(analysis.HooksConfig{EventWebhookURL: cfg.eventWebhook, Transport: outbound}, log)
+	alertCfg := analysis.AlerterConfig{Providers: templates, ClusterName: cfg.clusterName, Transport: outbound}
 	if cfg.alertURL != "" {
 		alertCfg.Global = &analysis.AlertTarget{Type: cfg.alertType, URL: cfg.alertURL}
 	}
@@ -274,7 +293,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	svc := functions.New(functions.Deps{
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
-		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout}),
+		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
 		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter,
 	}, svcCfg, log)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -263,8 +264,11 @@ type target struct {
 	auth      string // the Authorization header, if any
 }
 
+// RoundTrip adds the template's headers and credentials to requests for the template's own
+// host only: the Prometheus client follows redirects through this RoundTripper, and a
+// redirect to another host must not carry them there.
 func (t target) RoundTrip(r *http.Request) (*http.Response, error) {
-	if len(t.headers) == 0 && t.auth == "" {
+	if (len(t.headers) == 0 && t.auth == "") || !t.sameHost(r.URL) {
 		return t.transport.RoundTrip(r)
 	}
 	r = r.Clone(r.Context()) // a RoundTripper must not modify the caller's request
@@ -277,6 +281,11 @@ func (t target) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set("Authorization", t.auth)
 	}
 	return t.transport.RoundTrip(r)
+}
+
+func (t target) sameHost(u *url.URL) bool {
+	own, err := url.Parse(t.address)
+	return err == nil && strings.EqualFold(own.Host, u.Host) && own.Scheme == u.Scheme
 }
 
 // query runs an instant query with the analyzer's timeout and reads one value with Flagger's

@@ -569,3 +569,54 @@ func BenchmarkQueryMetrics(b *testing.B) {
 		a.QueryMetrics(context.Background(), c)
 	}
 }
+
+// A MetricTemplate's provider that redirects to another host must not hand that host the
+// template's credentials or headers; a redirect on the same host keeps them.
+func TestTemplateCredentialsStayOnTheirHost(t *testing.T) {
+	const q = `up{namespace="default"}`
+	elsewhere := newFakeProm(t, map[string]string{q: vector("1")})
+	sameHost := newFakeProm(t, map[string]string{q: vector("1")})
+	var redirectTo string
+	sameHost.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/moved") {
+			r.URL.Path = strings.TrimPrefix(r.URL.Path, "/moved")
+			sameHost.serve(w, r)
+			return
+		}
+		http.Redirect(w, r, redirectTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	})
+	for _, tt := range []struct {
+		name      string
+		target    func() string
+		landed    *fakeProm
+		wantCreds bool
+	}{
+		{"redirect to another host", func() string { return elsewhere.URL }, elsewhere, false},
+		{"redirect on the same host", func() string { return sameHost.URL + "/moved" }, sameHost, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			redirectTo = tt.target()
+			before := len(tt.landed.Requests())
+			src := &fakeSource{
+				templates: map[string]MetricTemplate{"default/up": {Query: `up{namespace="{{ namespace }}"}`,
+					Provider: MetricProvider{Type: "prometheus", Address: sameHost.URL, SecretRef: &SecretRef{Name: "auth"},
+						Headers: http.Header{"X-Api-Key": {"k3y"}}}}},
+				secrets: map[string]map[string][]byte{"default/auth": {"token": []byte("s3cret")}},
+			}
+			a := newTestAnalyzer(t, AnalyzerConfig{Templates: src})
+			c := seedCanary()
+			c.Spec.Analysis.Metrics = []functions.Metric{{Name: "up", TemplateRef: &functions.CrossRef{Name: "up"}}}
+			if got := a.QueryMetrics(context.Background(), c); got[0].Err != "" {
+				t.Fatalf("query: %s", got[0].Err)
+			}
+			reqs := tt.landed.Requests()[before:]
+			if len(reqs) == 0 {
+				t.Fatal("the redirect was not followed")
+			}
+			got := reqs[len(reqs)-1].Header
+			if has := got.Get("Authorization") != "" || got.Get("X-Api-Key") != ""; has != tt.wantCreds {
+				t.Errorf("landed with Authorization %q, X-Api-Key %q; want credentials: %v", got.Get("Authorization"), got.Get("X-Api-Key"), tt.wantCreds)
+			}
+		})
+	}
+}

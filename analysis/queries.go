@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/siskin-dev/siskin/functions"
 )
 
@@ -97,16 +99,33 @@ func metricInterval(m functions.Metric) string {
 
 // RenderQuery renders a query template with Go's text/template. A key that is missing (an
 // unknown variable, a field on the nil data) is an error, not an empty string.
+//
+// The values come from the Canary, whose author may not be the template's: each is escaped
+// for a PromQL string literal (the place templates put them, "{{ namespace }}"), so a value
+// cannot close its string and add PromQL of its own; a value with a backtick (which a raw
+// string cannot escape) or a newline is refused, and the interval must be a duration.
 func RenderQuery(query string, model TemplateModel) (string, error) {
+	if model.Interval != "" {
+		if _, err := promDuration(model.Interval); err != nil {
+			return "", fmt.Errorf("render query template: interval %q is not a Prometheus duration", model.Interval)
+		}
+	}
+	vars := make(map[string]string, len(model.Variables))
+	for k, v := range model.Variables {
+		if strings.ContainsAny(v, "`\n\r") {
+			return "", fmt.Errorf("render query template: variable %s holds a backtick or a line break", k)
+		}
+		vars[k] = promEscape(v)
+	}
 	funcs := template.FuncMap{
-		"name":      func() string { return model.Name },
-		"namespace": func() string { return model.Namespace },
-		"target":    func() string { return model.Target },
-		"service":   func() string { return model.Service },
-		"ingress":   func() string { return model.Ingress },
-		"route":     func() string { return model.Route },
+		"name":      func() string { return promEscape(model.Name) },
+		"namespace": func() string { return promEscape(model.Namespace) },
+		"target":    func() string { return promEscape(model.Target) },
+		"service":   func() string { return promEscape(model.Service) },
+		"ingress":   func() string { return promEscape(model.Ingress) },
+		"route":     func() string { return promEscape(model.Route) },
 		"interval":  func() string { return model.Interval },
-		"variables": func() map[string]string { return model.Variables },
+		"variables": func() map[string]string { return vars },
 	}
 	t, err := template.New("query").Option("missingkey=error").Funcs(funcs).Parse(query)
 	if err != nil {
@@ -118,6 +137,12 @@ func RenderQuery(query string, model TemplateModel) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// promEscape escapes s for a PromQL string literal in double or single quotes (Go's escapes).
+var promEscape = strings.NewReplacer(`\`, `\\`, `"`, `\"`, `'`, `\'`).Replace
+
+// promDuration parses a Prometheus duration ("30s", "1m30s", "1h").
+func promDuration(s string) (model.Duration, error) { return model.ParseDuration(s) }
 
 var whitespace = regexp.MustCompile(`\s+`)
 

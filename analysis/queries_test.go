@@ -88,6 +88,37 @@ func TestRenderQuery(t *testing.T) {
 		{"unknown function", `{{ canary }}`, "", `function "canary" not defined`},
 		{"syntax error", `{{ target `, "", "parse query template"},
 	}
+	hostile := model
+	hostile.Variables = map[string]string{"code": `5.."} or vector(1) or up{x="`, "app": `x\" or on() vector(1) #`}
+	injection := []struct {
+		name    string
+		model   TemplateModel
+		query   string
+		want    string
+		wantErr string
+	}{
+		{"a variable cannot close its string", hostile, `rate(http{code=~"{{ variables.code }}"}[1m])`,
+			`rate(http{code=~"5..\"} or vector(1) or up{x=\""}[1m])`, ""},
+		{"nor with a backslash of its own", hostile, `up{app="{{ variables.app }}"}`, `up{app="x\\\" or on() vector(1) #"}`, ""},
+		{"nor a single-quoted one", hostile, `up{app='{{ variables.code }}'}`, `up{app='5..\"} or vector(1) or up{x=\"'}`, ""},
+		{"a backtick is refused", TemplateModel{Variables: map[string]string{"v": "a`b"}}, "up{v=`{{ variables.v }}`}", "", "backtick"},
+		{"a line break is refused", TemplateModel{Variables: map[string]string{"v": "a\nb"}}, `up`, "", "line break"},
+		{"an interval that is not a duration", TemplateModel{Interval: "1m]) or vector(1"}, `rate(x[{{ interval }}])`, "", "not a Prometheus duration"},
+	}
+	for _, tt := range injection {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := RenderQuery(tt.query, tt.model)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("RenderQuery() error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("RenderQuery() = (%q, %v), want (%q, nil)", got, err, tt.want)
+			}
+		})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := RenderQuery(tt.query, model)

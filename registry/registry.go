@@ -25,9 +25,10 @@ import (
 
 // Client resolves references against registries.
 type Client struct {
-	insecure map[string]bool
-	timeout  time.Duration
-	keychain authn.Keychain
+	insecure  map[string]bool
+	timeout   time.Duration
+	keychain  authn.Keychain
+	transport http.RoundTripper
 }
 
 // Options configure a Client.
@@ -38,10 +39,16 @@ type Options struct {
 	Timeout time.Duration
 	// Keychain finds credentials (the default keychain, ~/.docker/config.json, when nil).
 	Keychain authn.Keychain
+	// Transport carries the calls (remote.DefaultTransport when nil); Siskin's applies the
+	// egress policy.
+	Transport http.RoundTripper
 }
 
 func New(opts Options) *Client {
-	c := &Client{insecure: map[string]bool{}, timeout: opts.Timeout, keychain: opts.Keychain}
+	c := &Client{insecure: map[string]bool{}, timeout: opts.Timeout, keychain: opts.Keychain, transport: opts.Transport}
+	if c.transport == nil {
+		c.transport = remote.DefaultTransport
+	}
 	for _, r := range opts.Insecure {
 		c.insecure[strings.ToLower(r)] = true
 	}
@@ -99,7 +106,10 @@ func (c *Client) Resolve(ctx context.Context, ref functions.ImageRef) (string, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	desc, err := remote.Head(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(c.keychain))
+	desc, err := remote.Head(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(c.keychain), remote.WithTransport(c.transport))
+	if errors.Is(err, functions.ErrRejected) {
+		return "", fmt.Errorf("manifest %s: %w", s, err) // the egress policy
+	}
 	if err != nil {
 		var terr *transport.Error
 		if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || isManifestUnknown(terr)) {

@@ -366,3 +366,26 @@ func (e *env) countEvents(name, msg string) int32 {
 	}
 	return n
 }
+
+// Anyone who may write a Canary names the URLs Siskin calls. A webhook on the cloud metadata
+// address is refused before any connection is made, and the check fails saying why.
+func TestWebhookToTheMetadataAddressIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "egress")
+	ex := startExporter(t, e)
+	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
+	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
+	e.apply(seedCanaryWith(t, e.ns, "podinfo", "1s", `    webhooks:
+      - name: steal-credentials
+        type: pre-rollout
+        url: http://169.254.169.254/latest/meta-data/iam/security-credentials/
+`))
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	stepThrough(t, e, s, "podinfo", time.Second, []observed{{Phase: "Initializing"}, {Phase: "Initialized", Primary: 100}}, 20)
+	e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:2.0.0")
+	stepThrough(t, e, s, "podinfo", time.Second, []observed{{Phase: "Initialized", Primary: 100}, {Phase: "Progressing", Primary: 100},
+		{Phase: "Progressing", FailedChecks: 1, Primary: 100}}, 30)
+	if n := e.countEvents("podinfo", "egress denied: 169.254.169.254 is a link-local or metadata address"); n == 0 {
+		t.Errorf("no Event says the metadata address was refused; events: %v", e.canaryEvents("podinfo"))
+	}
+}
