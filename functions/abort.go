@@ -238,6 +238,12 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		switch verdict {
 		case AbortIgnored:
 			rep.Message = why
+			if st.Phase == PhaseFailed && c.Status.Phase != PhaseFailed {
+				// An earlier abort saved, but could not write the status (and was retried).
+				if err := s.d.Workloads.WriteStatus(ctx, c, st.Status()); err != nil {
+					return rep, false, fmt.Errorf("abort %s: record it on the Canary's status: %w", k, err)
+				}
+			}
 			return rep, false, nil
 		case AbortRefused:
 			rep.Message = why
@@ -261,7 +267,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 			saved         State
 		)
 		wg.Go(func() { actErr = s.act(ctx, c, out, live, nil) })
-		wg.Go(func() { saved, svErr = s.d.Store.Save(ctx, k, out.State, lease) })
+		wg.Go(func() { saved, svErr = s.d.Store.SaveReplicated(ctx, k, out.State, lease) })
 		wg.Go(func() { s.recordEvents(ctx, c, out.Events) })
 		wg.Wait()
 		if errors.Is(svErr, ErrConflict) && attempt < 3 {
@@ -273,11 +279,16 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 		rep.Duration = s.cfg.Now().Sub(start)
 		s.d.Observer.Aborted(c, rep.Duration)
-		// The status says Failed only once it is true: after the act and the save.
-		var schedErr error
-		wg.Go(func() { s.writeStatus(ctx, c, saved) })
+		// The status says Failed only once it is true: after the act and the save. It is also
+		// where the abort survives a Redis failover that loses the save (AbortLostByRedis), so
+		// the abort is acknowledged only once it is written.
+		var statusErr, schedErr error
+		wg.Go(func() { statusErr = s.d.Workloads.WriteStatus(ctx, c, saved.Status()) })
 		wg.Go(func() { schedErr = s.scheduleSaved(ctx, k, saved) })
 		wg.Wait()
+		if statusErr != nil {
+			return rep, false, fmt.Errorf("abort %s: record it on the Canary's status: %w", k, statusErr)
+		}
 		// Alerts, post-rollout hooks and webhooks may take their own timeouts: the abort does
 		// not wait for them.
 		s.inBackground(ctx, func(ctx context.Context) { s.notify(ctx, c, st, saved, out) })

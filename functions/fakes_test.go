@@ -177,6 +177,10 @@ func (m *memStore) DueAt(_ context.Context, k Key) (time.Time, bool, error) {
 	return at, ok, nil
 }
 
+func (m *memStore) SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error) {
+	return m.Save(ctx, k, next, lease)
+}
+
 func (m *memStore) FirstSeen(_ context.Context, id string, _ time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -424,3 +424,64 @@ func TestPushScope(t *testing.T) {
 		})
 	}
 }
+
+// An abort acknowledged just before a Redis failover: the replica that takes over never got
+// the abort's save and still says Progressing. The Canary's status, written before the abort
+// was acknowledged, wins: the next step must not carry the aborted release on.
+func TestAbortSurvivesAFailoverThatLosesItsSave(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	ctx := context.Background()
+	f.cluster.setTemplate(c.Key, "v2")
+	before, err := f.store.Save(ctx, c.Key, State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastPromotedSpec: "v1",
+		Routing: Routing{Primary: 70, Canary: 30}, LastTransitionTime: t0.Add(-time.Minute)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, aborted, err := f.svc.Abort(ctx, c.Key, "bad release"); err != nil || !aborted {
+		t.Fatalf("abort: %v %v", aborted, err)
+	}
+	// The failover: the replica has the state from before the abort.
+	f.store.mu.Lock()
+	f.store.states[c.Key] = before
+	f.store.mu.Unlock()
+	for range 3 {
+		f.advanceClock(time.Minute)
+		if _, err := f.svc.Advance(ctx, c.Key); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.state(t, c.Key); st.Phase != PhaseFailed || st.Routing != AllToPrimary {
+			t.Fatalf("after the failover: got %s at %v, want the abort kept (Failed at 100/0)", st.Phase, st.Routing)
+		}
+		if got := f.routes(c.Key); got != AllToPrimary {
+			t.Fatalf("VirtualService after the failover: got %v, want 100/0", got)
+		}
+	}
+}
+
+func TestAbortLostByRedis(t *testing.T) {
+	at := t0
+	aborted := Status{Phase: PhaseFailed, LastAppliedSpec: "v2", Trigger: &Trigger{Kind: "alert", At: at}}
+	progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastTransitionTime: at.Add(-time.Minute)}
+	tests := []struct {
+		name   string
+		state  State
+		status Status
+		want   bool
+	}{
+		{"the replica lost the abort", progressing, aborted, true},
+		{"a manual abort too", progressing, Status{Phase: PhaseFailed, LastAppliedSpec: "v2", Trigger: &Trigger{Kind: "manual", At: at}}, true},
+		{"Redis has the abort", State{Phase: PhaseFailed, LastAppliedSpec: "v2"}, aborted, false},
+		{"a failed check, not an abort", progressing, Status{Phase: PhaseFailed, LastAppliedSpec: "v2", Trigger: &Trigger{Kind: "push", At: at}}, false},
+		{"a later release of another revision", State{Phase: PhaseProgressing, LastAppliedSpec: "v3", LastTransitionTime: at.Add(time.Minute)}, aborted, false},
+		{"the same revision resumed after the abort", State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastTransitionTime: at.Add(time.Second)}, aborted, false},
+		{"a status that lags", progressing, Status{Phase: PhaseProgressing, LastAppliedSpec: "v2"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := AbortLostByRedis(tt.state, tt.status); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -33,6 +33,9 @@ type Store interface {
 	NextDue(ctx context.Context, releasingOnly bool) (Key, time.Time, bool, error)
 	// DueAt is when the canary's next step is scheduled.
 	DueAt(ctx context.Context, k Key) (time.Time, bool, error)
+	// SaveReplicated is Save that also waits, briefly, for a replica to have the write when
+	// Redis has replicas, so that a failover right after does not lose it (aborts use it).
+	SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error)
 	// FirstSeen records an event id for ttl and reports whether this is its first sighting.
 	FirstSeen(ctx context.Context, id string, ttl time.Duration) (bool, error)
 	// Forget removes an event id recorded by FirstSeen, so a failed delivery can be retried.

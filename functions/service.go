@@ -305,9 +305,16 @@ func (s *Service) loadState(ctx context.Context, c Canary) (State, error) {
 }
 
 // orRebuilt passes a loaded state through, or rebuilds a lost one from the Canary's status and
-// the live VirtualService.
+// the live VirtualService. A state that lost an abort (a Redis failover) is rebuilt from the
+// status too, keeping its version for the compare-and-set.
 func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr error) (State, error) {
 	switch {
+	case loadErr == nil && AbortLostByRedis(st, c.Status):
+		s.log.WarnContext(ctx, "Redis lost an abort (a failover?): the Canary's status wins", "canary", c.Key.String(),
+			"namespace", c.Key.Namespace, "redisPhase", st.Phase, "statusPhase", c.Status.Phase, "abort", c.Status.Trigger.Detail)
+		rebuilt := RebuildState(c.Status, Routing{}, false)
+		rebuilt.Version, rebuilt.Steps, rebuilt.NextStepAt = st.Version, st.Steps, st.NextStepAt
+		return rebuilt, nil
 	case loadErr == nil:
 		return st, nil
 	case !errors.Is(loadErr, ErrNotFound):

@@ -206,6 +206,17 @@ var phaseMessages = map[Phase]string{
 	PhaseWaitingPromotion: "Waiting for approval.",
 }
 
+// AbortLostByRedis reports whether the Canary's status records an abort that the state read
+// from Redis does not: Redis failed over to a replica that had not yet received the abort's
+// save (replication is asynchronous). The status, written before the abort was acknowledged,
+// then wins, and the state is rebuilt from it; otherwise the release would carry on from the
+// replica's older state.
+func AbortLostByRedis(st State, status Status) bool {
+	t := status.Trigger
+	return status.Phase == PhaseFailed && t != nil && (t.Kind == "alert" || t.Kind == "manual") &&
+		st.Phase.Abortable() && status.LastAppliedSpec == st.LastAppliedSpec && t.At.After(st.LastTransitionTime)
+}
+
 // RebuildState recovers the state of a canary whose Redis state was lost, from what the cluster
 // still says: the Canary's status and the live VirtualService routing (if found).
 func RebuildState(st Status, live Routing, liveFound bool) State {

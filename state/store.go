@@ -56,10 +56,11 @@ const (
 
 // Store implements functions.Store on Redis.
 type Store struct {
-	rdb     redis.UniversalClient
-	prefix  string
-	timeout time.Duration
-	log     *slog.Logger
+	rdb         redis.UniversalClient
+	prefix      string
+	timeout     time.Duration
+	log         *slog.Logger
+	replicaInfo replicaCount
 }
 
 var _ functions.Store = (*Store)(nil)
@@ -168,6 +169,10 @@ return {1, v + 1}
 // have the caller step again from the old state, early. So when the outcome is unknown, the
 // stored document is read back: if it is the one this call wrote, the save succeeded.
 func (s *Store) Save(ctx context.Context, k functions.Key, next functions.State, lease functions.Lease) (functions.State, error) {
+	return s.save(ctx, s.rdb, k, next, lease)
+}
+
+func (s *Store) save(ctx context.Context, on redis.Scripter, k functions.Key, next functions.State, lease functions.Lease) (functions.State, error) {
 	if err := validKey(k); err != nil {
 		return functions.State{}, err
 	}
@@ -187,7 +192,7 @@ func (s *Store) Save(ctx context.Context, k functions.Key, next functions.State,
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	keys := []string{s.canaryKey(k, "state"), s.canaryKey(k, "lease")}
-	res, err := saveScript.Run(cctx, s.rdb, keys, next.Version, raw, token).Int64Slice()
+	res, err := saveScript.Run(cctx, on, keys, next.Version, raw, token).Int64Slice()
 	if err != nil {
 		if s.wrote(ctx, k, raw) {
 			return saved, nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -387,5 +388,48 @@ func TestWebhookToTheMetadataAddressIsRefused(t *testing.T) {
 		{Phase: "Progressing", FailedChecks: 1, Primary: 100}}, 30)
 	if n := e.countEvents("podinfo", "egress denied: 169.254.169.254 is a link-local or metadata address"); n == 0 {
 		t.Errorf("no Event says the metadata address was refused; events: %v", e.canaryEvents("podinfo"))
+	}
+}
+
+// An abort acknowledged just before Redis loses it: restarted without persistence (all gone),
+// or failed over to a replica that never got the abort's save (the release still in flight).
+// Either way the next steps keep the release aborted, from the Canary's status.
+func TestAbortSurvivesRedisLosingIt(t *testing.T) {
+	t.Parallel()
+	e, _, s := seedSetup(t, "abort-durable", "1s")
+	releaseTo(t, e, s, "podinfo", 10)
+	rdb := redis.NewClient(&redis.Options{Addr: e.lab.RedisAddr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	stateKey := "siskin:{" + e.ns + "/podinfo}:state"
+	before, err := rdb.Get(ctx, stateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := s.post("/api/v1/canaries/"+e.ns+"/podinfo/abort?reason=bad+release", nil, nil); code != http.StatusOK {
+		t.Fatalf("abort: %d %s", code, body)
+	}
+	for _, loss := range []struct {
+		name string
+		lose func() error
+	}{
+		{"failed over to a replica without the abort", func() error { return rdb.Set(ctx, stateKey, before, 0).Err() }},
+		{"restarted without persistence", func() error { return rdb.FlushAll(ctx).Err() }},
+	} {
+		if err := loss.lose(); err != nil {
+			t.Fatal(err)
+		}
+		for step := range 3 {
+			forceDue(t, e, "podinfo")
+			if code, body := s.tick(fmt.Sprintf("after-loss-%s-%d", loss.name, step)); code != http.StatusOK {
+				t.Fatalf("%s: tick: %d %s", loss.name, code, body)
+			}
+			if got := e.observe("podinfo"); got.Phase != "Failed" || got.Primary != 100 || got.Canary != 0 {
+				t.Fatalf("%s, step %d: got %v, want the release still aborted (Failed at 100/0)", loss.name, step, got)
+			}
+		}
+	}
+	if _, replicas := e.deployment("podinfo"); replicas != 0 {
+		t.Errorf("the aborted canary has %d replicas, want 0", replicas)
 	}
 }
