@@ -89,7 +89,6 @@ func TestSaveReplicatedWaitsForAReplica(t *testing.T) {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-
 func waitUntilTrue(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
