@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -201,5 +202,51 @@ func TestExternalRedisOverlay(t *testing.T) {
 	}
 	if got := env["PROMETHEUS_URL"]["value"]; got != containerEnv(t, find(base, "Service", "siskin"))["PROMETHEUS_URL"]["value"] {
 		t.Errorf("PROMETHEUS_URL changed by the overlay: %v", got)
+	}
+}
+
+// The namespaced install: no ClusterRole over workloads at all, the same rules as a Role in the
+// one namespace, TokenReviews alone cluster-wide, and Siskin told its namespace.
+func TestNamespacedOverlay(t *testing.T) {
+	base := kustomizeBuild(t, "core")
+	objs := kustomizeBuild(t, "overlays/namespaced")
+	for _, o := range objs {
+		if o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
+			if name := o.GetName(); name != "siskin-tokenreview" && name != "siskin-apiserversource" {
+				t.Errorf("the namespaced install grants cluster-wide %s", objectID(o))
+			}
+		}
+	}
+	rulesOf := func(o *unstructured.Unstructured) []any {
+		if o == nil {
+			t.Fatal("missing role")
+		}
+		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+		return rules
+	}
+	var clusterRules, tokenReview []any
+	for _, r := range rulesOf(find(base, "ClusterRole", "siskin")) {
+		if fmt.Sprint(r.(map[string]any)["resources"]) == "[tokenreviews]" {
+			tokenReview = append(tokenReview, r)
+			continue
+		}
+		clusterRules = append(clusterRules, r)
+	}
+	role := find(objs, "Role", "siskin")
+	if diff := cmp.Diff(clusterRules, rulesOf(role)); diff != "" {
+		t.Errorf("the Role drifted from the ClusterRole (-cluster +role):\n%s", diff)
+	}
+	if role.GetNamespace() != "apps" {
+		t.Errorf("Role namespace: got %q, want apps", role.GetNamespace())
+	}
+	if diff := cmp.Diff(tokenReview, rulesOf(find(objs, "ClusterRole", "siskin-tokenreview"))); diff != "" {
+		t.Errorf("siskin-tokenreview (-want +got):\n%s", diff)
+	}
+	if got := containerEnv(t, find(objs, "Service", "siskin"))["SISKIN_NAMESPACE"]["value"]; got != "apps" {
+		t.Errorf("SISKIN_NAMESPACE: got %v, want apps", got)
+	}
+	src := find(objs, "ApiServerSource", "siskin-deployments")
+	if got, _, _ := unstructured.NestedString(src.Object, "spec", "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name"); got != "apps" {
+		t.Errorf("ApiServerSource namespaceSelector: got %q, want the namespace apps", got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,8 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/siskin-dev/siskin/istio"
 	"github.com/siskin-dev/siskin/test/traffic"
@@ -431,5 +437,78 @@ func TestAbortSurvivesRedisLosingIt(t *testing.T) {
 	}
 	if _, replicas := e.deployment("podinfo"); replicas != 0 {
 		t.Errorf("the aborted canary has %d replicas, want 0", replicas)
+	}
+}
+
+// The namespaced install (knative/overlays/namespaced): Siskin as a ServiceAccount whose only
+// grants are the overlay's Role in one namespace runs a whole release there, and can touch
+// nothing elsewhere.
+func TestNamespacedIdentityRunsARelease(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "namespaced")
+	ctx := context.Background()
+	ex := startExporter(t, e)
+	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
+	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
+	e.apply(seedCanary(t, e.ns, "podinfo", "1s"))
+
+	if _, err := e.kube.CoreV1().ServiceAccounts(e.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "siskin"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role, err := os.ReadFile(filepath.Join(repoDir(), "knative", "overlays", "namespaced", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The overlay's Role, for this namespace, bound to the test's ServiceAccount.
+	e.apply([]byte(strings.NewReplacer("namespace: apps", "namespace: "+e.ns, "namespace: siskin-system", "namespace: "+e.ns).Replace(string(role))))
+	tr, err := e.kube.CoreV1().ServiceAccounts(e.ns).CreateToken(ctx, "siskin", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrTo(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := e.lab.KubeconfigForToken("siskin-namespaced", tr.Status.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, kubeconfig: kubeconfig})
+
+	stepThrough(t, e, s, "podinfo", time.Second, []observed{{Phase: "Initializing"}, {Phase: "Initialized", Primary: 100}}, 20)
+	e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:1.1.0")
+	want := []observed{{Phase: "Initialized", Primary: 100}, {Phase: "Progressing", Primary: 100}}
+	for w := int64(5); w <= 50; w += 5 {
+		want = append(want, observed{Phase: "Progressing", CanaryWeight: w, Primary: int32(100 - w), Canary: int32(w)})
+	}
+	want = append(want, observed{Phase: "Promoting", CanaryWeight: 50, Primary: 50, Canary: 50},
+		observed{Phase: "Finalising", Primary: 100}, observed{Phase: "Succeeded", Primary: 100})
+	stepThrough(t, e, s, "podinfo", time.Second, want, 60)
+	if img, _ := e.deployment("podinfo-primary"); img != e.lab.Registry()+"/lab/podinfo:1.1.0" {
+		t.Errorf("primary runs %s, want the new image", img)
+	}
+	if logs := s.Logs(); strings.Contains(logs, "forbidden") {
+		t.Errorf("Siskin was refused something it needs:\n%s", logs)
+	}
+
+	cfg := e.lab.RESTConfig()
+	cfg.CertData, cfg.KeyData, cfg.BearerToken = nil, nil, tr.Status.Token
+	as := kubernetes.NewForConfigOrDie(cfg)
+	for _, probe := range []struct {
+		what string
+		call func() error
+	}{
+		{"list Deployments in another namespace", func() error {
+			_, err := as.AppsV1().Deployments("default").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"list Secrets in its own namespace", func() error {
+			_, err := as.CoreV1().Secrets(e.ns).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"delete a Deployment", func() error {
+			return as.AppsV1().Deployments(e.ns).Delete(ctx, "podinfo", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+		}},
+	} {
+		if err := probe.call(); !apierrors.IsForbidden(err) {
+			t.Errorf("%s: got %v, want Forbidden", probe.what, err)
+		}
 	}
 }

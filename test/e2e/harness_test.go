@@ -123,6 +123,8 @@ type siskinOpts struct {
 	extraEnv  []string
 	extraArgs []string // more `siskin serve` flags; a repeated flag's last value wins
 	admin     bool     // use the admin kubeconfig instead of the restricted identity
+	// kubeconfig, when set, is the identity to run as (a namespaced ServiceAccount, say).
+	kubeconfig string
 }
 
 // startSiskin runs `siskin serve` against the lab with the restricted identity, so that a
@@ -130,8 +132,11 @@ type siskinOpts struct {
 func startSiskin(t testing.TB, l *lab.Lab, o siskinOpts) *siskin {
 	t.Helper()
 	kubeconfig := l.SiskinKubeconfig()
-	if o.admin {
+	switch {
+	case o.admin:
 		kubeconfig = l.Kubeconfig()
+	case o.kubeconfig != "":
+		kubeconfig = o.kubeconfig
 	}
 	cmd := exec.Command(siskinBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "text"}, o.extraArgs...)...)
 	cmd.Env = append(os.Environ(),

@@ -57,6 +57,13 @@ func (l *Lab) writeKubeconfigs() error {
 	return err
 }
 
+// KubeconfigForToken writes a kubeconfig for the lab's apiserver that authenticates with a
+// bearer token (a ServiceAccount's, say), and returns its path.
+func (l *Lab) KubeconfigForToken(name, token string) (string, error) {
+	path := filepath.Join(l.dir, name+".kubeconfig")
+	return path, writeKubeconfig(path, l.APIServerURL(), l.pki.caPEM, name, &clientcmdapi.AuthInfo{Token: token})
+}
+
 func writeKubeconfig(path, server string, ca []byte, user string, auth *clientcmdapi.AuthInfo) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["siskin-lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
