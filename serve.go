@@ -277,7 +277,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	insecure := splitList(cfg.insecureRegs)
 	metrics := handlers.NewMetrics(version)
-	svcCfg := functions.Config{Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
+	// Due times are saved by one process and compared by another: they all read Redis's clock.
+	svcCfg := functions.Config{Now: store.Clock(ctx).Now, Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
 		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)

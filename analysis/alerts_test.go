@@ -366,3 +366,25 @@ func TestAlertFields(t *testing.T) {
 		})
 	}
 }
+
+// Slack reads the text as mrkdwn: a reason or an alert name from a user must not mention the
+// channel or hide a link.
+func TestSlackEscapesMrkdwn(t *testing.T) {
+	n := notification{name: "podinfo", namespace: "default", message: "Canary aborted: <!channel> see <https://evil.example|the logs> & more",
+		fields: []field{{name: "Reason", value: "<@U123>"}}}
+	_, body, err := encode(receiver{kind: NotifierSlack, address: "https://hooks.slack.com/services/x"}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got slackMessage
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	a := got.Attachments[0]
+	if want := "Canary aborted: &lt;!channel&gt; see &lt;https://evil.example|the logs&gt; &amp; more"; a.Text != want {
+		t.Errorf("text: got %q, want %q", a.Text, want)
+	}
+	if a.Fields[0].Value != "&lt;@U123&gt;" {
+		t.Errorf("field: got %q", a.Fields[0].Value)
+	}
+}

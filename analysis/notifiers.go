@@ -52,7 +52,7 @@ func encode(r receiver, n notification) (target string, body []byte, err error) 
 	var v any
 	switch r.kind {
 	case NotifierSlack:
-		v = slackBody(r, n, "good", "danger")
+		v = slackBody(r, escapeSlack(n), "good", "danger")
 	case NotifierRocket:
 		v = slackBody(r, n, "#0076D7", "#FF0000")
 	case NotifierDiscord:
@@ -78,6 +78,20 @@ func encode(r receiver, n notification) (target string, body []byte, err error) 
 }
 
 func (n notification) subject() string { return n.name + "." + n.namespace }
+
+// escapeSlack escapes &, < and > in everything Slack reads as mrkdwn, as Slack asks: a
+// message carries text from users (an abort's reason, alert names, a canary's message), and
+// "<!channel>" or "<https://evil|click>" in it must come out as text, not a mention or a link.
+func escapeSlack(n notification) notification {
+	esc := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace
+	n.name, n.namespace, n.message = esc(n.name), esc(n.namespace), esc(n.message)
+	fields := make([]field, len(n.fields))
+	for i, f := range n.fields {
+		fields[i] = field{name: esc(f.name), value: esc(f.value)}
+	}
+	n.fields = fields
+	return n
+}
 
 type slackMessage struct {
 	Channel     string            `json:"channel"`

@@ -128,31 +128,27 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 		}
 	}
 	var (
-		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
 	)
-	for _, t := range targets {
-		wg.Go(func() {
-			r, aborted, err := s.abort(ctx, t.c.Key, &t.c, alertReason(t.a), &Trigger{Kind: "alert", EventID: eventID,
-				Source: t.a.GeneratorURL, Detail: t.a.Labels["alertname"] + " " + t.a.Fingerprint, At: s.cfg.Now()})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, ErrAlreadyPromoted):
-				// Alertmanager cannot act on a refusal: acknowledge it, with the reason.
-				rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+r.Message+")")
-			case err != nil:
-				errs = append(errs, err)
-			case aborted:
-				rep.Aborted = append(rep.Aborted, r)
-			default:
-				rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+string(r.From)+")")
-			}
-		})
-	}
-	wg.Wait()
-	return rep, errors.Join(errs...)
+	panicked := forEach(targets, 0, func(t target) {
+		r, aborted, err := s.abort(ctx, t.c.Key, &t.c, alertReason(t.a), &Trigger{Kind: "alert", EventID: eventID,
+			Source: t.a.GeneratorURL, Detail: t.a.Labels["alertname"] + " " + t.a.Fingerprint, At: s.cfg.Now()})
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, ErrAlreadyPromoted):
+			// Alertmanager cannot act on a refusal: acknowledge it, with the reason.
+			rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+r.Message+")")
+		case err != nil:
+			errs = append(errs, err)
+		case aborted:
+			rep.Aborted = append(rep.Aborted, r)
+		default:
+			rep.Ignored = append(rep.Ignored, t.c.Key.String()+" ("+string(r.From)+")")
+		}
+	})
+	return rep, errors.Join(append(errs, panicked)...)
 }
 
 func alertReason(a Alert) string {

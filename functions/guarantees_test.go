@@ -485,3 +485,38 @@ func TestAbortLostByRedis(t *testing.T) {
 		})
 	}
 }
+
+// panickingWorkloads panics when it observes one canary: a bug in an adapter.
+type panickingWorkloads struct {
+	*fakeCluster
+	victim Key
+}
+
+func (p panickingWorkloads) ObserveWorkloads(ctx context.Context, c Canary) (WorkloadObservation, error) {
+	if c.Key == p.victim {
+		panic("adapter bug")
+	}
+	return p.fakeCluster.ObserveWorkloads(ctx, c)
+}
+
+// One canary's panic is that canary's failure: the tick steps the others and the process
+// lives on.
+func TestAPanicInOneStepDoesNotStopTheTick(t *testing.T) {
+	a, b := seedCanary(), seedCanary()
+	b.Name, b.Key.Name = "other", "other"
+	f := newFixture(t, a, b)
+	f.svc.d.Workloads = panickingWorkloads{fakeCluster: f.cluster, victim: a.Key}
+	ctx := context.Background()
+	for _, c := range []Canary{a, b} {
+		if err := f.store.Schedule(ctx, c.Key, f.clock(), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := f.svc.Tick(ctx, f.clock())
+	if err != nil {
+		t.Fatalf("tick: %v", err)
+	}
+	if rep.Failed != 1 || len(rep.Stepped) != 1 || rep.Stepped[0].Key != b.Key {
+		t.Errorf("got %d failed and stepped %v, want the panicking canary failed and the other stepped", rep.Failed, rep.Stepped)
+	}
+}

@@ -320,34 +320,27 @@ func pushName(p ImagePush) string {
 
 func (s *Service) applyPush(ctx context.Context, p ImagePush, pushed ImageRef, fl fleet) ([]string, []string, error) {
 	var (
-		wg      sync.WaitGroup
 		mu      sync.Mutex
 		started []string
 		reasons []string
 		errs    []error
-		slots   = make(chan struct{}, s.cfg.Parallelism)
 		trigger = Trigger{Kind: "push", EventID: p.EventID, Source: p.Source, Detail: pushed.String(), At: s.cfg.Now()}
 	)
-	for _, c := range fl.canaries {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			images := fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}]
-			took, reason, err := s.pushToCanary(ctx, c, images, pushed, trigger)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err != nil:
-				errs = append(errs, fmt.Errorf("%s: %w", c.Key, err))
-			case took:
-				started = append(started, c.Key.String())
-			case reason != "":
-				reasons = append(reasons, c.Key.String()+": "+reason)
-			}
-		})
-	}
-	wg.Wait()
-	return started, reasons, errors.Join(errs...)
+	panicked := forEach(fl.canaries, s.cfg.Parallelism, func(c Canary) {
+		images := fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}]
+		took, reason, err := s.pushToCanary(ctx, c, images, pushed, trigger)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", c.Key, err))
+		case took:
+			started = append(started, c.Key.String())
+		case reason != "":
+			reasons = append(reasons, c.Key.String()+": "+reason)
+		}
+	})
+	return started, reasons, errors.Join(append(errs, panicked)...)
 }
 
 // pushToCanary sets the new image on the canary's target when the policy takes it, records

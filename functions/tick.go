@@ -102,11 +102,9 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("list canaries: %w", err)
 	}
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		n     int
-		errs  []error
-		slots = make(chan struct{}, s.cfg.Parallelism)
+		mu   sync.Mutex
+		n    int
+		errs []error
 	)
 	now := s.cfg.Now()
 	perNamespace := map[string]int{}
@@ -114,29 +112,24 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 		perNamespace[c.Namespace]++
 	}
 	s.d.Observer.Counted(perNamespace)
-	for _, c := range canaries {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			_, ok, err := s.d.Store.DueAt(ctx, c.Key)
-			if err == nil && !ok {
-				err = s.d.Store.Schedule(ctx, c.Key, now, c.Status.Phase.Releasing())
-				if err == nil {
-					mu.Lock()
-					n++
-					mu.Unlock()
-				}
-			}
-			if err != nil {
+	panicked := forEach(canaries, s.cfg.Parallelism, func(c Canary) {
+		_, ok, err := s.d.Store.DueAt(ctx, c.Key)
+		if err == nil && !ok {
+			err = s.d.Store.Schedule(ctx, c.Key, now, c.Status.Phase.Releasing())
+			if err == nil {
 				mu.Lock()
-				errs = append(errs, err)
+				n++
 				mu.Unlock()
 			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return n, fmt.Errorf("schedule discovered canaries: %w", errors.Join(errs...))
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	if err := errors.Join(append(errs, panicked)...); err != nil {
+		return n, fmt.Errorf("schedule discovered canaries: %w", err)
 	}
 	return n, nil
 }
@@ -147,36 +140,42 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 	if err != nil {
 		return fmt.Errorf("list due canaries: %w", err)
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		slots = make(chan struct{}, s.cfg.Parallelism)
-	)
+	var mine []Key
 	for _, k := range due {
-		if s.cfg.Namespace != "" && k.Namespace != s.cfg.Namespace {
-			// Another Siskin, scoped to its own namespace, shares this Redis.
-			continue
+		// Another Siskin, scoped to its own namespace, may share this Redis.
+		if s.cfg.Namespace == "" || k.Namespace == s.cfg.Namespace {
+			mine = append(mine, k)
 		}
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			r, err := s.claimAndStep(ctx, k, gateDue, nil, nil)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, ErrBusy):
-				rep.Busy++
-			case err != nil:
-				rep.Failed++
-				s.log.ErrorContext(ctx, "step failed", "canary", k.String(), "namespace", k.Namespace, "err", err)
-				s.retryLater(ctx, k, r.From.Releasing())
-			case r.Skipped == "":
-				rep.Stepped = append(rep.Stepped, r)
-			}
-		})
 	}
-	wg.Wait()
-	return nil
+	var mu sync.Mutex
+	panicked := forEach(mine, s.cfg.Parallelism, func(k Key) {
+		var (
+			r   StepReport
+			err error
+		)
+		func() {
+			// A step that panics is that canary's failure, not the tick's.
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("step of %s: %w: %v", k, ErrPanic, p)
+				}
+			}()
+			r, err = s.claimAndStep(ctx, k, gateDue, nil, nil)
+		}()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, ErrBusy):
+			rep.Busy++
+		case err != nil:
+			rep.Failed++
+			s.log.ErrorContext(ctx, "step failed", "canary", k.String(), "namespace", k.Namespace, "err", err)
+			s.retryLater(ctx, k, r.From.Releasing())
+		case r.Skipped == "":
+			rep.Stepped = append(rep.Stepped, r)
+		}
+	})
+	return panicked
 }
 
 // retryLater pushes a failed canary's step a little into the future so a tick's loop does not

@@ -102,7 +102,9 @@ func handleHealthz() http.HandlerFunc {
 }
 
 // handleReadyz checks every dependency concurrently, each with its own short timeout.
-func handleReadyz(checks []Checker, timeout time.Duration) http.HandlerFunc {
+// handleReadyz is open to anyone who reaches the pod (the kubelet has no token): it names the
+// dependencies that failed, never how (addresses, errors), which go to the log.
+func handleReadyz(checks []Checker, timeout time.Duration, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var (
 			wg   sync.WaitGroup
@@ -114,8 +116,9 @@ func handleReadyz(checks []Checker, timeout time.Duration) http.HandlerFunc {
 				ctx, cancel := context.WithTimeout(r.Context(), timeout)
 				defer cancel()
 				if err := c.Check(ctx); err != nil {
+					log.WarnContext(ctx, "not ready", "dependency", c.Name, "err", err)
 					mu.Lock()
-					errs[c.Name] = err.Error()
+					errs[c.Name] = "unavailable"
 					mu.Unlock()
 				}
 			})

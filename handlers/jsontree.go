@@ -57,6 +57,9 @@ func parseJSON(body []byte, root string) (jsonNode, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return jsonNode{}, invalid(name, "empty, want a JSON object")
 	}
+	if err := checkShape(body, name); err != nil {
+		return jsonNode{}, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
@@ -68,6 +71,47 @@ func parseJSON(body []byte, root string) (jsonNode, error) {
 		return jsonNode{}, invalid(name, "invalid JSON at offset %d: data after the top-level value", len(body)-len(rest))
 	}
 	return jsonNode{doc: &jsonDoc{}, path: root, val: v}, nil
+}
+
+// A 1 MiB body of tiny objects and arrays ("[{},{},…]") decodes into hundreds of thousands of
+// maps and slices, tens of times its size in memory. No webhook Siskin reads comes near these
+// bounds (Alertmanager's largest groups hold a few hundred alerts of a dozen labels each).
+const (
+	maxJSONContainers = 50_000
+	maxJSONDepth      = 64
+)
+
+// checkShape bounds the objects and arrays a body would decode into, before decoding it, in
+// one pass that skips strings.
+func checkShape(body []byte, name string) error {
+	containers, depth, inString, escaped := 0, 0, false, false
+	for _, b := range body {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+		case b == '"':
+			inString = true
+		case b == '{' || b == '[':
+			containers++
+			depth++
+			if containers > maxJSONContainers {
+				return invalid(name, "more than %d JSON objects and arrays", maxJSONContainers)
+			}
+			if depth > maxJSONDepth {
+				return invalid(name, "JSON nested deeper than %d levels", maxJSONDepth)
+			}
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return nil
 }
 
 func jsonSyntaxError(name string, err error, size int) error {

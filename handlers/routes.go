@@ -106,7 +106,7 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 	r.Use(middleware.Recoverer)
 
 	r.Get("/healthz", handleHealthz())
-	r.Get("/readyz", handleReadyz(opts.Ready, opts.ReadyTimeout))
+	r.Get("/readyz", handleReadyz(opts.Ready, opts.ReadyTimeout, log))
 	r.Method(http.MethodGet, "/metrics", opts.Metrics)
 
 	r.Group(func(r chi.Router) {

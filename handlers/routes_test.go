@@ -220,4 +220,11 @@ func TestReadyz(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "kubernetes") {
 		t.Errorf("got %d %s, want 503 naming kubernetes (timed out)", resp.StatusCode, body)
 	}
+	fail = true
+	resp, _ = http.Get(srv.URL + "/readyz")
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "redis") || strings.Contains(string(body), "dial tcp") || strings.Contains(string(body), "deadline") {
+		t.Errorf("got %s, want the failed dependencies named without their errors", body)
+	}
 }
