@@ -275,6 +275,9 @@ func (s *Service) checkHolder(ctx context.Context, k Key, l Lease) error {
 		return fmt.Errorf("step of %s gave up before writing: %w", k, cause)
 	}
 	if err := l.Renew(ctx, s.cfg.LeaseTTL); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
+			err = cause // the keeper found out first, and cancelled the renewal
+		}
 		return fmt.Errorf("step of %s gave up before writing: %w", k, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -420,7 +421,13 @@ func TestAbortSurvivesRedisLosingIt(t *testing.T) {
 		lose func() error
 	}{
 		{"failed over to a replica without the abort", func() error { return rdb.Set(ctx, stateKey, before, 0).Err() }},
-		{"restarted without persistence", func() error { return rdb.FlushAll(ctx).Err() }},
+		// Everything Redis held for this canary (a FLUSHALL would take the other tests' state,
+		// which run alongside; TestRedisLosesEverythingMidRelease runs one alone).
+		{"restarted without persistence", func() error {
+			k := e.ns + "/podinfo"
+			return errors.Join(rdb.Del(ctx, stateKey, "siskin:{"+k+"}:lease").Err(),
+				rdb.ZRem(ctx, "{siskin}:due", k).Err(), rdb.ZRem(ctx, "{siskin}:due:releasing", k).Err())
+		}},
 	} {
 		if err := loss.lose(); err != nil {
 			t.Fatal(err)
