@@ -49,6 +49,10 @@ type serveConfig struct {
 	parallelism      int
 	pushScope        string
 	egressDeny       string
+	stepSink         string
+	resync           time.Duration
+	kubeQPS          float64
+	kubeBurst        int
 	egressAllow      string
 	callTimeout      time.Duration
 	insecureRegs     string
@@ -92,7 +96,11 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		"comma-separated usernames (path.Match patterns, system:serviceaccount:NS:NAME) allowed to send OIDC tokens (env SISKIN_OIDC_SENDERS)")
 	fs.Float64Var(&c.oidcReviewQPS, "oidc-review-qps", 5, "token reviews a second, on a client of their own; past it the CloudEvents route answers 429")
 	fs.DurationVar(&c.minInterval, "min-interval", dur("SISKIN_MIN_INTERVAL", functions.MinAnalysisInterval), "analysis interval floor (Flagger's is 10s; lower it only for tests)")
-	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 50*time.Second), "how long one tick keeps stepping releases that fall due within it")
+	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 75*time.Second), "how long one tick keeps dispatching the steps of releases that fall due within it; past a minute, it overlaps the next ping, which takes over")
+	fs.StringVar(&c.stepSink, "step-sink", getenv("SISKIN_STEP_SINK"), "URL of Siskin's own Service: each due step is sent there as a request of its own (env SISKIN_STEP_SINK; empty: the tick steps them itself)")
+	fs.DurationVar(&c.resync, "resync", dur("SISKIN_RESYNC", 5*time.Minute), "how often a canary at rest is checked anyway; events bring its changes at once (env SISKIN_RESYNC; 0: at its interval)")
+	fs.Float64Var(&c.kubeQPS, "kube-qps", 100, "Kubernetes client requests a second")
+	fs.IntVar(&c.kubeBurst, "kube-burst", 250, "Kubernetes client burst")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed or stalled step can hold a canary; a live step renews its lease every third of it")
 	fs.DurationVar(&c.stepTimeout, "step-timeout", dur("SISKIN_STEP_TIMEOUT", time.Minute), "bound on one step, webhook gates included")
 	fs.IntVar(&c.parallelism, "parallelism", 16, "canaries stepped at once by one tick")
@@ -146,7 +154,7 @@ func newLogger(c serveConfig, w io.Writer) *slog.Logger {
 	return slog.New(handlers.NewContextLogHandler(h))
 }
 
-func restConfig(kubeconfig string, log *slog.Logger) (*rest.Config, error) {
+func restConfig(kubeconfig string, qps float64, burst int, log *slog.Logger) (*rest.Config, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -159,7 +167,7 @@ func restConfig(kubeconfig string, log *slog.Logger) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes config: %w", err)
 	}
-	cfg.QPS, cfg.Burst = 100, 250
+	cfg.QPS, cfg.Burst = float32(qps), burst
 	cfg.UserAgent = "siskin/" + version
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		cfg.Wrap(func(next http.RoundTripper) http.RoundTripper { return timedCalls{next: next, log: log} })
@@ -229,7 +237,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("AUTHENTICATION IS OFF (--insecure-skip-auth): anyone who reaches this server can start, promote and abort releases")
 	}
 
-	kcfg, err := restConfig(cfg.kubeconfig, log)
+	kcfg, err := restConfig(cfg.kubeconfig, cfg.kubeQPS, cfg.kubeBurst, log)
 	if err != nil {
 		return err
 	}
@@ -279,7 +287,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	metrics := handlers.NewMetrics(version)
 	// Due times are saved by one process and compared by another: they all read Redis's clock.
 	svcCfg := functions.Config{Now: store.Clock(ctx).Now, Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
-		StepTimeout: cfg.stepTimeout, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
+		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}
@@ -292,7 +300,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		emitter = em
 		log.Info("publishing transitions", "sink", sink)
 	}
-	svc := functions.New(functions.Deps{
+	var dispatcher functions.StepDispatcher
+	if cfg.stepSink != "" {
+		tokens := splitList(cfg.webhookToken)
+		token := ""
+		if len(tokens) > 0 {
+			token = tokens[0]
+		}
+		dispatcher = analysis.NewStepSender(cfg.stepSink, token, cfg.stepTimeout+10*time.Second)
+		log.Info("dispatching steps as events", "sink", cfg.stepSink)
+	}
+	svc := functions.New(functions.Deps{Dispatcher: dispatcher,
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,

@@ -324,5 +324,5 @@ func (s *Service) Resume(ctx context.Context, k Key) (StepReport, error) {
 
 // mutateAndAdvance changes the state and steps the canary at once, under one lease.
 func (s *Service) mutateAndAdvance(ctx context.Context, k Key, mutate func(*State) error) (StepReport, error) {
-	return s.claimAndStep(ctx, k, gateNone, nil, mutate)
+	return s.claimAndStep(ctx, k, stepGate{kind: gateNone}, nil, mutate)
 }

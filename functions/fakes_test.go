@@ -22,6 +22,7 @@ type memStore struct {
 	seen      map[string]bool
 	// failSchedule makes Schedule fail as an unreachable Redis would.
 	failSchedule bool
+	dispatch map[string]int64
 	// lostSaveReplies makes that many saves write, then report ErrUnavailable, as a save
 	// whose reply was lost would.
 	lostSaveReplies int
@@ -175,6 +176,31 @@ func (m *memStore) DueAt(_ context.Context, k Key) (time.Time, bool, error) {
 	defer m.mu.Unlock()
 	at, ok := m.due[k]
 	return at, ok, nil
+}
+
+func (m *memStore) BeginDispatch(_ context.Context, scope string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dispatch == nil {
+		m.dispatch = map[string]int64{}
+	}
+	m.dispatch[scope]++
+	return m.dispatch[scope], nil
+}
+
+func (m *memStore) DispatchGeneration(_ context.Context, scope string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dispatch[scope], nil
+}
+
+func (m *memStore) Postpone(_ context.Context, k Key, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.due[k]; ok {
+		m.due[k] = at
+	}
+	return nil
 }
 
 func (m *memStore) SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error) {

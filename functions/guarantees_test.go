@@ -126,7 +126,7 @@ func TestDeploymentChangeEventsStepOnce(t *testing.T) {
 			}
 			wg.Go(func() {
 				for {
-					_, err := svc.DeploymentChanged(ctx, dep, id)
+					_, err := svc.ObjectChanged(ctx, ObjectRef{Group: "apps", Kind: "Deployment", Namespace: dep.Namespace, Name: dep.Name}, id)
 					if err == nil || !isRetryable(err) {
 						return
 					}

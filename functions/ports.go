@@ -36,6 +36,12 @@ type Store interface {
 	// SaveReplicated is Save that also waits, briefly, for a replica to have the write when
 	// Redis has replicas, so that a failover right after does not lose it (aborts use it).
 	SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error)
+	// BeginDispatch starts a dispatcher for scope and returns its generation;
+	// DispatchGeneration is the newest one's. An older dispatcher stops when it sees a newer.
+	BeginDispatch(ctx context.Context, scope string) (int64, error)
+	DispatchGeneration(ctx context.Context, scope string) (int64, error)
+	// Postpone moves a scheduled canary's next step to at (releasing or not, as it was).
+	Postpone(ctx context.Context, k Key, at time.Time) error
 	// FirstSeen records an event id for ttl and reports whether this is its first sighting.
 	FirstSeen(ctx context.Context, id string, ttl time.Duration) (bool, error)
 	// Forget removes an event id recorded by FirstSeen, so a failed delivery can be retried.
@@ -106,6 +112,12 @@ const (
 type TokenIdentity struct {
 	User      string
 	Audiences []string
+}
+
+// StepDispatcher sends one canary's due step as a request of its own (a step CloudEvent to
+// the Service), so that Knative spreads the steps over pods (package analysis).
+type StepDispatcher interface {
+	DispatchStep(ctx context.Context, k Key, dueAt time.Time) error
 }
 
 // PrimaryRevisions reads the Revision the primary Deployment runs, for an abort, which does

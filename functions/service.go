@@ -48,6 +48,9 @@ type Deps struct {
 	EventLog EventLog
 	// Observer is told about steps and aborts, for metrics; nil means nobody.
 	Observer Observer
+	// Dispatcher, when set, sends each due step as an event of its own instead of the tick
+	// stepping it.
+	Dispatcher StepDispatcher
 }
 
 // Config tunes a Service.
@@ -61,6 +64,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// StepTimeout bounds one step, webhook gates included.
 	StepTimeout time.Duration
+	// Resync is how often a canary with no release in flight is stepped anyway, to catch what
+	// no event reported (a missed event, a change outside the watched objects); at least its
+	// interval. Zero: its interval, as Flagger checks every canary at every interval.
+	Resync time.Duration
 	// PushAnyNamespace lets a push release canaries in every namespace whose targets run the
 	// image. Off (the default), a push releases only in the namespaces it names (the webhook
 	// URL's ?namespace=), or in Namespace for a namespace-scoped Siskin: one team's push of a
@@ -115,6 +122,8 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 	bg  sync.WaitGroup
+	// inflight bounds the step events a dispatcher has sent and not yet heard back from.
+	inflight chan struct{}
 }
 
 func New(d Deps, cfg Config, log *slog.Logger) *Service {
@@ -124,7 +133,8 @@ func New(d Deps, cfg Config, log *slog.Logger) *Service {
 	if d.Observer == nil {
 		d.Observer = nopObserver{}
 	}
-	return &Service{d: d, cfg: cfg.withDefaults(), log: log}
+	cfg = cfg.withDefaults()
+	return &Service{d: d, cfg: cfg, log: log, inflight: make(chan struct{}, 4*cfg.Parallelism)}
 }
 
 // StepReport is what one step did, for logs, metrics and the HTTP reply.
@@ -141,21 +151,28 @@ type StepReport struct {
 // Advance runs one step of one canary now, whether it is due or not (manual gates). A
 // concurrent step of the same canary makes it return ErrBusy.
 func (s *Service) Advance(ctx context.Context, k Key) (StepReport, error) {
-	return s.claimAndStep(ctx, k, gateNone, nil, nil)
+	return s.claimAndStep(ctx, k, stepGate{kind: gateNone}, nil, nil)
 }
 
 // stepGate says when a claimed canary is stepped.
-type stepGate int
+type stepGate struct {
+	kind gateKind
+	// cause is what changed, for gateChanged.
+	cause changeCause
+}
+
+type gateKind int
 
 const (
 	// gateNone steps at once (manual gates, the first step after a push).
-	gateNone stepGate = iota
-	// gateDue steps only once the saved state's next step is due (ticks).
+	gateNone gateKind = iota
+	// gateDue steps only once the saved state's next step is due (ticks, step events).
 	gateDue
-	// gateDueOrNewRevision also steps a canary that is not due when its target carries a
-	// revision the state has not seen (Deployment change events): a new release starts, or
-	// the analysis restarts, at once, while a duplicate or unrelated event steps nothing.
-	gateDueOrNewRevision
+	// gateChanged is an object event's: a canary that is due, not initialised yet, or whose
+	// target carries a revision the state has not seen is stepped at once (a new release
+	// starts, or the analysis restarts); a generated object edited by hand is put back from the
+	// saved state without a step; anything else does nothing.
+	gateChanged
 )
 
 // claimAndStep claims the canary and steps it under the lease. read, when not nil, is the
@@ -199,7 +216,7 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, gate stepGate, read *
 		return StepReport{Key: k}, err
 	}
 	now := s.cfg.Now()
-	if gate == gateDue && !st.Due(now) {
+	if gate.kind == gateDue && !st.Due(now) {
 		// Stepped by someone else since the schedule said it was due, or the schedule is
 		// behind the saved state: the state is the truth, the schedule follows it.
 		return StepReport{Key: k, From: st.Phase, Skipped: "not due"}, s.d.Store.Schedule(ctx, k, st.NextStepAt, st.Phase.Releasing())
@@ -213,7 +230,7 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, gate stepGate, read *
 		}
 	}
 	var late time.Duration
-	if gate == gateDue && !st.NextStepAt.IsZero() {
+	if gate.kind == gateDue && !st.NextStepAt.IsZero() {
 		late = now.Sub(st.NextStepAt)
 	}
 	rep, err := s.step(ctx, c, st, held{lease: lease, gate: gate, late: late})
@@ -360,7 +377,16 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	}
 	st.SpecError = ""
 
-	due := h.gate != gateDueOrNewRevision || st.Due(now)
+	due := h.gate.kind != gateChanged || st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing
+	if !due {
+		switch h.gate.cause {
+		case causeCanary, causePrimary:
+			rep.To, rep.Skipped = st.Phase, "not due"
+			return rep, nil
+		case causeRoutes, causeServices:
+			return s.restore(ctx, c, st, h)
+		}
+	}
 	// The metrics do not depend on the workloads: query them alongside when the step will
 	// want them (a read; unused if the canary turns out not to be ready).
 	var (
@@ -386,6 +412,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		rep.To, rep.Skipped = st.Phase, "not due, and no new revision"
 		return rep, nil
 	}
+	// A new revision: the release (or its restart) starts now.
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
 		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
 	if prefetched {
@@ -405,6 +432,11 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	}
 	if err != nil {
 		return rep, err
+	}
+	if p := out.State.Phase; s.cfg.Resync > out.Next && p != "" && p != PhaseInitializing && !p.Releasing() {
+		// At rest, events bring the changes: the interval becomes the slow safety resync.
+		out.Next = s.cfg.Resync
+		out.State.NextStepAt = now.Add(out.Next)
 	}
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
@@ -428,6 +460,34 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
 	s.log.InfoContext(ctx, "step", "canary", k.String(), "namespace", k.Namespace, "from", st.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
+	return rep, nil
+}
+
+// restore puts a generated object edited by hand back to what the saved state says, without a
+// step: the routes (VirtualService, DestinationRules) or the Services.
+func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (StepReport, error) {
+	rep := StepReport{Key: c.Key, From: st.Phase, To: st.Phase, Routing: st.Routing, Skipped: "not due; restored"}
+	if !st.WillRoute() {
+		rep.Skipped = "not due"
+		return rep, nil
+	}
+	if err := s.checkHolder(ctx, c.Key, h.lease); err != nil {
+		return rep, err
+	}
+	var err error
+	switch h.gate.cause {
+	case causeRoutes:
+		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
+	case causeServices:
+		// Observing reconciles the canary and primary Services; the apex is asserted apart.
+		if _, err = s.d.Workloads.ObserveWorkloads(ctx, c); err == nil {
+			err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureApex: true})
+		}
+	}
+	if err != nil {
+		return rep, fmt.Errorf("restore %s: %w", c.Key, err)
+	}
+	s.log.InfoContext(ctx, "restored after a change made outside Siskin", "canary", c.Key.String(), "namespace", c.Key.Namespace)
 	return rep, nil
 }
 

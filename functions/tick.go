@@ -12,28 +12,54 @@ import (
 type TickReport struct {
 	Discovered int          `json:"discovered"`
 	Stepped    []StepReport `json:"stepped"`
-	Busy       int          `json:"busy"`
-	Failed     int          `json:"failed"`
-	Rounds     int          `json:"rounds"`
+	// Dispatched counts the steps sent as step events (with a StepDispatcher).
+	Dispatched int `json:"dispatched,omitempty"`
+	Busy       int `json:"busy"`
+	Failed     int `json:"failed"`
+	Rounds     int `json:"rounds"`
+	// HandedOver: a newer tick took over the dispatching before this one's window closed.
+	HandedOver bool `json:"handedOver,omitempty"`
 }
 
-// Tick advances every canary that is due, then keeps doing so until `until` while a release in
-// flight has a step due before it, and returns at once when none has. That is how analysis
-// intervals shorter than the once-a-minute PingSource are honoured without a resident process:
-// a ping keeps one invocation alive for the minute only while something is releasing.
+// dispatchGrace is how long a step sent as an event has to reschedule itself before the
+// dispatcher sends it again (the event was lost, or its process died).
+const dispatchGrace = 10 * time.Second
+
+// Tick is the dispatcher. It advances every canary that is due, then keeps doing so until
+// `until` while a release in flight has a step due before it, and returns at once when none
+// has. That is how analysis intervals shorter than the once-a-minute PingSource are honoured
+// without a resident process: a ping keeps one invocation alive only while something is
+// releasing. A window longer than a minute overlaps the next ping, which takes over (the older
+// tick stops at its next wake-up), so a step due in the last seconds of a minute is on time.
 //
-// A canary's failure is logged and counted; it never stops the others.
+// With a StepDispatcher, each due step is sent as a request of its own, which Knative spreads
+// over pods; without one, the tick steps the canaries itself, with bounded parallelism. A
+// canary's failure is logged and counted; it never stops the others.
 func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error) {
 	var rep TickReport
+	scope := s.cfg.Namespace
+	if scope == "" {
+		scope = "*"
+	}
+	gen, err := s.d.Store.BeginDispatch(ctx, scope)
+	if err != nil {
+		return rep, fmt.Errorf("begin dispatch: %w", err)
+	}
 	n, err := s.discover(ctx)
 	rep.Discovered = n
 	if err != nil {
 		return rep, err
 	}
+	var sent sync.WaitGroup
+	defer sent.Wait()
 	for {
 		rep.Rounds++
+		if newest, err := s.d.Store.DispatchGeneration(ctx, scope); err == nil && newest > gen {
+			rep.HandedOver = true
+			return rep, nil
+		}
 		roundStart := s.cfg.Now()
-		if err := s.stepDue(ctx, &rep); err != nil {
+		if err := s.stepDue(ctx, &rep, &sent); err != nil {
 			return rep, err
 		}
 		next, ok, err := s.nextReleasingDue(ctx, roundStart, until)
@@ -134,8 +160,9 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// stepDue claims and steps every canary due now, with bounded parallelism.
-func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
+// stepDue claims and steps every canary due now, with bounded parallelism, or sends each its
+// step event.
+func (s *Service) stepDue(ctx context.Context, rep *TickReport, sent *sync.WaitGroup) error {
 	due, err := s.d.Store.Due(ctx, s.cfg.Now(), s.cfg.DueBatch)
 	if err != nil {
 		return fmt.Errorf("list due canaries: %w", err)
@@ -146,6 +173,10 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 		if s.cfg.Namespace == "" || k.Namespace == s.cfg.Namespace {
 			mine = append(mine, k)
 		}
+	}
+	if s.d.Dispatcher != nil {
+		s.dispatch(ctx, mine, rep, sent)
+		return nil
 	}
 	var mu sync.Mutex
 	panicked := forEach(mine, s.cfg.Parallelism, func(k Key) {
@@ -160,7 +191,7 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 					err = fmt.Errorf("step of %s: %w: %v", k, ErrPanic, p)
 				}
 			}()
-			r, err = s.claimAndStep(ctx, k, gateDue, nil, nil)
+			r, err = s.claimAndStep(ctx, k, stepGate{kind: gateDue}, nil, nil)
 		}()
 		mu.Lock()
 		defer mu.Unlock()
@@ -176,6 +207,37 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport) error {
 		}
 	})
 	return panicked
+}
+
+// dispatch sends each due step as an event, without waiting for it: the tick goes on
+// scheduling. A sent step is postponed by dispatchGrace first, so that only a lost one is sent
+// again; a step that fails is retried a little later.
+func (s *Service) dispatch(ctx context.Context, due []Key, rep *TickReport, sent *sync.WaitGroup) {
+	var mu sync.Mutex
+	for _, k := range due {
+		at, _, err := s.d.Store.DueAt(ctx, k)
+		if err == nil {
+			err = s.d.Store.Postpone(ctx, k, s.cfg.Now().Add(dispatchGrace))
+		}
+		if err != nil {
+			rep.Failed++
+			s.log.ErrorContext(ctx, "dispatch step", "canary", k.String(), "err", err)
+			continue
+		}
+		rep.Dispatched++
+		s.inflight <- struct{}{}
+		sent.Go(func() {
+			defer func() { <-s.inflight }()
+			err := s.d.Dispatcher.DispatchStep(context.WithoutCancel(ctx), k, at)
+			if err != nil {
+				mu.Lock()
+				rep.Failed++
+				mu.Unlock()
+				s.log.WarnContext(ctx, "step event failed; retrying it shortly", "canary", k.String(), "err", err)
+				s.retryLater(ctx, k, true)
+			}
+		})
+	}
 }
 
 // retryLater pushes a failed canary's step a little into the future so a tick's loop does not

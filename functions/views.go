@@ -82,61 +82,6 @@ func (s *Service) Views(ctx context.Context, namespace string) ([]CanaryView, er
 	return views, errors.Join(errs...)
 }
 
-// deploymentEventTTL is how long a Deployment change event's id is remembered: ApiServerSource
-// retries within minutes.
-const deploymentEventTTL = 10 * time.Minute
-
-// DeploymentChanged reacts at once to a change of a Deployment (a Knative ApiServerSource
-// event) for every canary that targets it: a new revision starts a release, or restarts the
-// analysis, without waiting for the next tick. It never steps a canary early otherwise: the
-// event only wakes the step, which runs if the canary is due or its target carries a revision
-// the state has not seen. A repeated event id is acknowledged and ignored. A canary whose
-// step is running is reported busy, so the sender retries and the change is not missed.
-func (s *Service) DeploymentChanged(ctx context.Context, dep Key, eventID string) ([]StepReport, error) {
-	if eventID != "" {
-		first, err := s.d.Store.FirstSeen(ctx, "deployment:"+eventID, deploymentEventTTL)
-		if err != nil {
-			return nil, fmt.Errorf("dedupe event %s: %w", eventID, err)
-		}
-		if !first {
-			return nil, nil
-		}
-	}
-	reps, err := s.deploymentChanged(ctx, dep)
-	if err != nil && eventID != "" {
-		// Let the sender's retry through; the gate keeps it from stepping twice.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if ferr := s.d.Store.Forget(fctx, "deployment:"+eventID); ferr != nil {
-			s.log.WarnContext(ctx, "forget event after a failure", "event", eventID, "err", ferr)
-		}
-	}
-	return reps, err
-}
-
-func (s *Service) deploymentChanged(ctx context.Context, dep Key) ([]StepReport, error) {
-	cs, err := s.d.Workloads.ListCanaries(ctx, dep.Namespace)
-	if err != nil {
-		return nil, fmt.Errorf("list canaries in %s: %w", dep.Namespace, err)
-	}
-	var (
-		reps []StepReport
-		errs []error
-	)
-	for _, c := range cs {
-		if c.Spec.TargetRef.Name != dep.Name {
-			continue
-		}
-		r, err := s.claimAndStep(ctx, c.Key, gateDueOrNewRevision, &c, nil)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		reps = append(reps, r)
-	}
-	return reps, errors.Join(errs...)
-}
-
 // EventRecord is one Kubernetes Event of a canary.
 type EventRecord struct {
 	Time    time.Time `json:"time"`

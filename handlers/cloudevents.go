@@ -29,6 +29,10 @@ const (
 	TypeAlertmanagerNotification = "dev.siskin.alertmanager.notification.v1"
 	// TypePing is a Knative PingSource tick.
 	TypePing = "dev.knative.sources.ping"
+	// TypeStep is one canary's due step, sent by the dispatcher (a tick) to the Service, so
+	// that each step is a request of its own, spread over pods. Its data is
+	// {"namespace", "name", "dueAt"}.
+	TypeStep = functions.StepEventType
 )
 
 // InboundKind says what a CloudEvent asks of Siskin.
@@ -43,8 +47,11 @@ const (
 	InboundPush InboundKind = "push"
 	// InboundAlert: Alert holds an Alertmanager notification.
 	InboundAlert InboundKind = "alert"
-	// InboundDeployment: the Deployment named by Deployment was added or changed.
-	InboundDeployment InboundKind = "deployment"
+	// InboundObject: an object Siskin cares about (a Canary, a target or primary Deployment,
+	// a generated VirtualService, DestinationRule or Service) was added, changed or deleted.
+	InboundObject InboundKind = "object"
+	// InboundStep: one canary's step is due.
+	InboundStep InboundKind = "step"
 )
 
 // Inbound is a CloudEvent decoded into one of the inputs Siskin acts on.
@@ -58,8 +65,10 @@ type Inbound struct {
 	Reason string                       `json:"reason,omitempty"`
 	Pushes []functions.ImagePush        `json:"pushes,omitempty"`
 	Alert  *functions.AlertNotification `json:"alert,omitempty"`
-	// Deployment names a Deployment (not a Canary): namespace and name.
-	Deployment *functions.Key `json:"deployment,omitempty"`
+	// Object is the object of an ApiServerSource event.
+	Object *functions.ObjectRef `json:"object,omitempty"`
+	// Step is the canary of a step event.
+	Step *functions.Key `json:"step,omitempty"`
 }
 
 type ceDecoder func(e event.Event, in *Inbound) error
@@ -75,8 +84,11 @@ var ceDecoders = map[string]ceDecoder{
 	"google.cloud.pubsub.topic.v1.messagePublished": decodePubSubEvent,
 	"dev.knative.apiserver.resource.add":            decodeAPIServerEvent,
 	"dev.knative.apiserver.resource.update":         decodeAPIServerEvent,
+	"dev.knative.apiserver.resource.delete":         decodeAPIServerEvent,
 	"dev.knative.apiserver.ref.add":                 decodeAPIServerEvent,
 	"dev.knative.apiserver.ref.update":              decodeAPIServerEvent,
+	"dev.knative.apiserver.ref.delete":              decodeAPIServerEvent,
+	TypeStep:                                        decodeStepEvent,
 }
 
 // DecodeCloudEvent classifies a CloudEvent (as parsed by cehttp.NewEventFromHTTPRequest) and
@@ -219,8 +231,17 @@ func decodePubSubEvent(e event.Event, in *Inbound) error {
 	})
 }
 
-// decodeAPIServerEvent reads an ApiServerSource event about a Deployment: in Resource mode the
-// data is the object, in Reference mode an object reference. Other kinds are ignored.
+// watchedKinds are the objects whose changes Siskin acts on, by API group and kind.
+var watchedKinds = map[[2]string]bool{
+	{"flagger.app", "Canary"}:                  true,
+	{"apps", "Deployment"}:                     true,
+	{"networking.istio.io", "VirtualService"}:  true,
+	{"networking.istio.io", "DestinationRule"}: true,
+	{"", "Service"}:                            true,
+}
+
+// decodeAPIServerEvent reads an ApiServerSource event: in Resource mode the data is the
+// object, in Reference mode an object reference. Kinds Siskin does not watch are ignored.
 func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 	return withData(e, func(data jsonNode) {
 		data.object()
@@ -229,8 +250,12 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 			meta = data.get("metadata").object()
 		}
 		kind, apiVersion := data.get("kind").str(), data.get("apiVersion").str()
-		if kind != "Deployment" || !strings.HasPrefix(apiVersion, "apps/") {
-			in.Reason = "not an apps Deployment"
+		group, _, _ := strings.Cut(apiVersion, "/")
+		if !strings.Contains(apiVersion, "/") {
+			group = "" // the core group: "v1"
+		}
+		if !watchedKinds[[2]string{group, kind}] {
+			in.Reason = fmt.Sprintf("%s %s is not a kind Siskin watches", plain(apiVersion), plain(kind))
 			return
 		}
 		nsNode, nameNode := meta.get("namespace"), meta.get("name")
@@ -239,9 +264,28 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 			nsNode.fail("%s is not a namespace name", quote(ns))
 		}
 		if name != "" && (len(name) > 253 || !dnsSubdomainRE.MatchString(name)) {
-			nameNode.fail("%s is not a Deployment name", quote(name))
+			nameNode.fail("%s is not a %s name", quote(name), plain(kind))
 		}
-		in.Kind, in.Deployment = InboundDeployment, &functions.Key{Namespace: ns, Name: name}
+		in.Kind = InboundObject
+		in.Object = &functions.ObjectRef{Group: group, Kind: kind, Namespace: ns, Name: name,
+			Deleted: strings.HasSuffix(e.Type(), ".delete")}
+	})
+}
+
+// decodeStepEvent reads the dispatcher's step event.
+func decodeStepEvent(e event.Event, in *Inbound) error {
+	return withData(e, func(data jsonNode) {
+		data.object()
+		data.allowOnly("namespace", "name", "dueAt")
+		nsNode, nameNode := data.get("namespace"), data.get("name")
+		ns, name := nsNode.requiredStr(), nameNode.requiredStr()
+		if ns != "" && (len(ns) > 63 || !dnsLabelRE.MatchString(ns)) {
+			nsNode.fail("%s is not a namespace name", quote(ns))
+		}
+		if name != "" && (len(name) > 253 || !dnsSubdomainRE.MatchString(name)) {
+			nameNode.fail("%s is not a Canary name", quote(name))
+		}
+		in.Kind, in.Step = InboundStep, &functions.Key{Namespace: ns, Name: name}
 	})
 }
 

@@ -92,8 +92,44 @@ func TestDecodeCloudEvent(t *testing.T) {
 		{
 			name:  "deployment of another group",
 			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Deployment","apiVersion":"extensions/v1beta1","namespace":"a","name":"web"}`),
-			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update", Reason: "not an apps Deployment"},
+			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update", Reason: "extensions/v1beta1 Deployment is not a kind Siskin watches"},
 		},
+		{
+			name:  "a Canary applied, by reference",
+			event: newEvent("dev.knative.apiserver.ref.add", "application/json", `{"kind":"Canary","apiVersion":"flagger.app/v1beta1","namespace":"shop","name":"cart"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.add",
+				Object: &functions.ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: "shop", Name: "cart"}},
+		},
+		{
+			name:  "a Canary deleted",
+			event: newEvent("dev.knative.apiserver.ref.delete", "application/json", `{"kind":"Canary","apiVersion":"flagger.app/v1beta1","namespace":"shop","name":"cart"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.delete",
+				Object: &functions.ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: "shop", Name: "cart", Deleted: true}},
+		},
+		{
+			name:  "a VirtualService edited, as a resource",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart"}},
+		},
+		{
+			name:  "a core Service",
+			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Service","apiVersion":"v1","namespace":"shop","name":"cart-canary"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update",
+				Object: &functions.ObjectRef{Kind: "Service", Namespace: "shop", Name: "cart-canary"}},
+		},
+		{
+			name:  "a Knative Service is not a core Service",
+			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Service","apiVersion":"serving.knative.dev/v1","namespace":"shop","name":"cart"}`),
+			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update", Reason: "serving.knative.dev/v1 Service is not a kind Siskin watches"},
+		},
+		{
+			name:  "a step",
+			event: newEvent(TypeStep, "application/json", `{"namespace":"shop","name":"cart","dueAt":"2026-12-02T12:00:00Z"}`),
+			want:  Inbound{Kind: InboundStep, EventID: "ce:/test#42", Type: TypeStep, Step: &functions.Key{Namespace: "shop", Name: "cart"}},
+		},
+		{name: "a step with an unknown field", event: newEvent(TypeStep, "application/json", `{"namespace":"shop","name":"cart","weight":5}`), wantErr: `data.weight`},
+		{name: "a step without a name", event: newEvent(TypeStep, "application/json", `{"namespace":"shop"}`), wantErr: `data.name: missing`},
 		{
 			name:  "unknown type with data that is not JSON",
 			event: newEvent("com.example.thing", "text/plain", "hello"),

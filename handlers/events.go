@@ -80,16 +80,26 @@ func handleCloudEvent(rel Releases, opts Options, log *slog.Logger) http.Handler
 			runPushes(w, r, rel, opts, log, in.Pushes, start)
 		case InboundAlert:
 			runAlerts(w, r, rel, opts, log, *in.Alert, ev.Source()+"/"+ev.ID(), start)
-		case InboundDeployment:
+		case InboundObject:
 			ctx, cancel := detached(r, opts.WorkTimeout)
 			defer cancel()
-			reps, err := rel.DeploymentChanged(ctx, *in.Deployment, in.EventID)
-			observe(opts, "deployment", err, start)
+			reps, err := rel.ObjectChanged(ctx, *in.Object, in.EventID)
+			observe(opts, "object", err, start)
 			if err != nil {
 				writeError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, map[string]any{"stepped": reps})
+		case InboundStep:
+			ctx, cancel := detached(r, opts.WorkTimeout)
+			defer cancel()
+			rep, err := rel.StepDue(ctx, *in.Step)
+			observe(opts, "step", err, start)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, rep)
 		default:
 			opts.Observe("cloudevent", "ignored", time.Since(start))
 			writeJSON(w, http.StatusAccepted, map[string]string{"ignored": "event type " + ev.Type() + " concerns nothing here"})

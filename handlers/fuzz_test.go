@@ -90,12 +90,16 @@ func FuzzDecodeCloudEvent(f *testing.F) {
 				t.Fatal("alert without notification")
 			}
 			assertNotification(t, *in.Alert)
-		case InboundDeployment:
-			if in.Deployment == nil || in.Deployment.Namespace == "" || in.Deployment.Name == "" {
-				t.Errorf("deployment %v is not namespace/name", in.Deployment)
+		case InboundObject:
+			if in.Object == nil || in.Object.Namespace == "" || in.Object.Name == "" || in.Object.Kind == "" {
+				t.Errorf("object %v is not a kind and namespace/name", in.Object)
+			}
+		case InboundStep:
+			if in.Step == nil || in.Step.Namespace == "" || in.Step.Name == "" {
+				t.Errorf("step %v is not namespace/name", in.Step)
 			}
 		case InboundTick, InboundIgnored:
-			if in.Pushes != nil || in.Alert != nil || in.Deployment != nil {
+			if in.Pushes != nil || in.Alert != nil || in.Object != nil || in.Step != nil {
 				t.Errorf("%s with a payload: %+v", in.Kind, in)
 			}
 		default:

@@ -42,7 +42,7 @@ func (s *slowReleases) RequestPromotion(ctx context.Context, k functions.Key) (f
 	s.wait(ctx)
 	return functions.StepReport{}, nil
 }
-func (s *slowReleases) DeploymentChanged(ctx context.Context, k functions.Key, _ string) ([]functions.StepReport, error) {
+func (s *slowReleases) ObjectChanged(ctx context.Context, o functions.ObjectRef, _ string) ([]functions.StepReport, error) {
 	s.wait(ctx)
 	return nil, nil
 }

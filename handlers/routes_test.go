@@ -50,9 +50,13 @@ func (f *fakeReleases) HandlePushes(ctx context.Context, p []functions.ImagePush
 	f.pushes = p
 	return functions.PushReport{}, f.err
 }
-func (f *fakeReleases) DeploymentChanged(ctx context.Context, k functions.Key, _ string) ([]functions.StepReport, error) {
-	f.record("deployment " + k.String())
+func (f *fakeReleases) ObjectChanged(ctx context.Context, o functions.ObjectRef, _ string) ([]functions.StepReport, error) {
+	f.record("object " + o.String())
 	return nil, f.err
+}
+func (f *fakeReleases) StepDue(ctx context.Context, k functions.Key) (functions.StepReport, error) {
+	f.record("step " + k.String())
+	return functions.StepReport{Key: k}, f.err
 }
 func (f *fakeReleases) RequestPromotion(ctx context.Context, k functions.Key) (functions.StepReport, error) {
 	f.record("promote " + k.String())

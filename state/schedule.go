@@ -139,3 +139,52 @@ func (s *Store) Forget(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+func (s *Store) dispatcherKey(scope string) string { return "{" + s.prefix + "}:dispatcher:" + scope }
+
+// BeginDispatch records that a new dispatcher started for scope (a namespace, or "*") and
+// returns its generation: an older dispatcher still running sees a larger one and stops.
+func (s *Store) BeginDispatch(ctx context.Context, scope string) (int64, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	gen, err := s.rdb.Incr(ctx, s.dispatcherKey(scope)).Result()
+	if err != nil {
+		return 0, redisErr("begin dispatch", err)
+	}
+	return gen, nil
+}
+
+// DispatchGeneration is the generation of the newest dispatcher for scope.
+func (s *Store) DispatchGeneration(ctx context.Context, scope string) (int64, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	gen, err := s.rdb.Get(ctx, s.dispatcherKey(scope)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, redisErr("read dispatch generation", err)
+	}
+	return gen, nil
+}
+
+// Postpone moves a scheduled canary's next step to at, leaving it in or out of the releasing
+// set as it is; a canary not scheduled stays unscheduled. The dispatcher postpones a step it
+// has sent, so that it is sent again only if it was lost.
+func (s *Store) Postpone(ctx context.Context, k functions.Key, at time.Time) error {
+	if err := validKey(k); err != nil {
+		return err
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	member := redis.Z{Score: float64(at.UnixMilli()), Member: k.String()}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddXX(ctx, s.dueKey(), member)
+		p.ZAddXX(ctx, s.releasingKey(), member)
+		return nil
+	})
+	if err != nil {
+		return redisErr("postpone canary "+k.String(), err)
+	}
+	return nil
+}

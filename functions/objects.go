@@ -1,0 +1,140 @@
+package functions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ObjectRef names an object an ApiServerSource event is about.
+type ObjectRef struct {
+	Group     string `json:"group,omitempty"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Deleted: the event says the object is gone.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+func (o ObjectRef) String() string {
+	kind := o.Kind
+	if o.Group != "" {
+		kind += "." + o.Group
+	}
+	return kind + " " + o.Namespace + "/" + o.Name
+}
+
+// objectEventTTL is how long an object event's id is remembered: ApiServerSource retries
+// within minutes.
+const objectEventTTL = 10 * time.Minute
+
+// ObjectChanged reacts at once to a change of an object a canary depends on (a Knative
+// ApiServerSource event), instead of waiting for a tick:
+//
+//   - a Canary created or changed is stepped if it is not initialised yet, being deleted, due,
+//     or its target carries a new revision; a Canary deleted is forgotten;
+//   - a target Deployment with a new revision starts a release or restarts the analysis;
+//   - a primary Deployment matters while the canary initialises (it waits for it);
+//   - a generated VirtualService, DestinationRule or Service edited by hand is put back to what
+//     the saved state says, without a step.
+//
+// It never steps a canary early otherwise: a duplicated event, Siskin's own writes coming
+// back, or a status change of a rollout does nothing. A repeated event id is acknowledged and
+// ignored. A canary whose step is running is reported busy, so the sender retries and the
+// change is not missed.
+func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID string) ([]StepReport, error) {
+	if s.cfg.Namespace != "" && obj.Namespace != s.cfg.Namespace {
+		return nil, nil
+	}
+	if eventID != "" {
+		first, err := s.d.Store.FirstSeen(ctx, "object:"+eventID, objectEventTTL)
+		if err != nil {
+			return nil, fmt.Errorf("dedupe event %s: %w", eventID, err)
+		}
+		if !first {
+			return nil, nil
+		}
+	}
+	reps, err := s.objectChanged(ctx, obj)
+	if err != nil && eventID != "" {
+		// Let the sender's retry through; the gates keep it from stepping twice.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if ferr := s.d.Store.Forget(fctx, "object:"+eventID); ferr != nil {
+			s.log.WarnContext(ctx, "forget event after a failure", "event", eventID, "err", ferr)
+		}
+	}
+	return reps, err
+}
+
+func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
+	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
+		k := Key{Namespace: obj.Namespace, Name: obj.Name}
+		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
+		return []StepReport{r}, err
+	}
+	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
+	}
+	var (
+		reps []StepReport
+		errs []error
+	)
+	for _, c := range cs {
+		cause, ok := dependsOn(c, obj)
+		if !ok {
+			continue
+		}
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, &c, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reps = append(reps, r)
+	}
+	return reps, errors.Join(errs...)
+}
+
+// changeCause is what changed, for the gate of a step an object event woke.
+type changeCause int
+
+const (
+	causeCanary changeCause = iota
+	causeTarget
+	causePrimary
+	causeRoutes
+	causeServices
+)
+
+// dependsOn reports whether c depends on obj, and how.
+func dependsOn(c Canary, obj ObjectRef) (changeCause, bool) {
+	n := c.Names()
+	switch {
+	case obj.Group == "apps" && obj.Kind == "Deployment" && obj.Name == n.Target:
+		return causeTarget, true
+	case obj.Group == "apps" && obj.Kind == "Deployment" && obj.Name == n.Primary:
+		return causePrimary, true
+	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService" && obj.Name == n.Apex,
+		obj.Group == "networking.istio.io" && obj.Kind == "DestinationRule" && (obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc):
+		return causeRoutes, true
+	case obj.Group == "" && obj.Kind == "Service" && (obj.Name == n.Apex || obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc):
+		return causeServices, true
+	}
+	return 0, false
+}
+
+// StepEventType is the CloudEvent type of one due step, from the dispatcher to the Service.
+const StepEventType = "dev.siskin.canary.step"
+
+// StepDue runs one canary's step if it is due (a step event): a duplicate, late or early
+// event, or one for a canary another instance is stepping, does nothing.
+func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
+	r, err := s.claimAndStep(ctx, k, stepGate{kind: gateDue}, nil, nil)
+	if errors.Is(err, ErrBusy) {
+		// Another instance holds it: it saves the next due time itself.
+		return StepReport{Key: k, Skipped: "busy"}, nil
+	}
+	return r, err
+}
