@@ -347,8 +347,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Handler:           handlers.New(svc, opts, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
-		// A tick may keep working for its window; leave it room to answer.
-		WriteTimeout: cfg.tickWindow + 60*time.Second,
+		// A tick may keep dispatching for its window, then wait for the steps it sent.
+		WriteTimeout: cfg.tickWindow + cfg.stepTimeout + 15*time.Second,
 		IdleTimeout:  120 * time.Second,
 	}
 	fmt.Fprintf(stdout, "siskin %s listening on %s\n", version, ln.Addr())

@@ -155,7 +155,7 @@ func TestANewerTickTakesTheDispatchingOver(t *testing.T) {
 		}
 		done <- rep
 	}()
-	<-woke // the first tick stepped and sleeps until the next step is due
+	<-woke                                                     // the first tick stepped and sleeps until the next step is due
 	if _, err := f.store.BeginDispatch(ctx, "*"); err != nil { // the next ping
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ type memStore struct {
 	seen      map[string]bool
 	// failSchedule makes Schedule fail as an unreachable Redis would.
 	failSchedule bool
-	dispatch map[string]int64
+	dispatch     map[string]int64
 	// lostSaveReplies makes that many saves write, then report ErrUnavailable, as a save
 	// whose reply was lost would.
 	lostSaveReplies int
