@@ -314,7 +314,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
-		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter,
+		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter, History: store,
 	}, svcCfg, log)
 
 	opts := handlers.Options{

@@ -51,6 +51,8 @@ type Deps struct {
 	// Dispatcher, when set, sends each due step as an event of its own instead of the tick
 	// stepping it.
 	Dispatcher StepDispatcher
+	// History keeps every step's outcome per release; optional.
+	History History
 }
 
 // Config tunes a Service.
@@ -438,6 +440,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		out.Next = s.cfg.Resync
 		out.State.NextStepAt = now.Add(out.Next)
 	}
+	assignRelease(st, &out.State, now)
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
 			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
@@ -453,7 +456,15 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
-	if err := s.after(ctx, c, st, saved, out); err != nil {
+	var remembered sync.WaitGroup
+	if worthRecording(st, saved) {
+		remembered.Go(func() {
+			s.remember(ctx, k, saved.Release, NewStepRecord("step", c, st, saved, out, in.Metrics, in.Hooks, now))
+		})
+	}
+	err = s.after(ctx, c, st, saved, out)
+	remembered.Wait()
+	if err != nil {
 		return rep, err
 	}
 	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)

@@ -124,6 +124,8 @@ type State struct {
 	NextStepAt time.Time `json:"nextStepAt,omitempty"`
 	// SpecError is why the Canary's spec cannot be honoured, if it cannot.
 	SpecError string `json:"specError,omitempty"`
+	// Release names the release the history files this state's steps under.
+	Release string `json:"release,omitempty"`
 }
 
 // Due reports whether the next step may run at now. A state that never saved a due time (a

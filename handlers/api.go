@@ -56,6 +56,20 @@ func handleCanaryEvents(rel Releases) http.HandlerFunc {
 	}
 }
 
+func handleCanaryHistory(rel Releases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rs, err := rel.History(r.Context(), keyOf(r))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if rs == nil {
+			rs = []functions.Release{}
+		}
+		writeJSON(w, http.StatusOK, rs)
+	}
+}
+
 // handleGate is the manual promote, abort and resume.
 func handleGate(rel Releases, gate string, opts Options, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

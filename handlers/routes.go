@@ -28,6 +28,8 @@ type Releases interface {
 	View(ctx context.Context, k functions.Key) (functions.CanaryView, error)
 	Events(ctx context.Context, k functions.Key) ([]functions.EventRecord, error)
 	Views(ctx context.Context, namespace string) ([]functions.CanaryView, error)
+	History(ctx context.Context, k functions.Key) ([]functions.Release, error)
+	Detail(ctx context.Context, k functions.Key) (functions.CanaryDetail, error)
 }
 
 // TokenReviewer verifies a Knative Eventing OIDC token (the Kubernetes TokenReview API). ok
@@ -121,6 +123,7 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 			r.Get("/{namespace}", handleListCanaries(rel))
 			r.Get("/{namespace}/{name}", handleGetCanary(rel))
 			r.Get("/{namespace}/{name}/events", handleCanaryEvents(rel))
+			r.Get("/{namespace}/{name}/history", handleCanaryHistory(rel))
 			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", opts, log))
 			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", opts, log))
 			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", opts, log))

@@ -54,6 +54,9 @@ func suite(t *testing.T, rdb redis.UniversalClient, flush func(context.Context) 
 		{"SeizeDisplacesTheHolder", testSeize},
 		{"Schedule", testSchedule},
 		{"Delete", testDelete},
+		{"History", testHistory},
+		{"HistoryCapped", testHistoryCapped},
+		{"DeleteForgetsHistory", testDeleteForgetsHistory},
 		{"FirstSeen", testFirstSeen},
 		{"WrongTypeIsNotTransient", testWrongType},
 		{"InvalidInput", testInvalidInput},
@@ -172,6 +175,7 @@ func populated() functions.State {
 		LastStepAt:          at.Add(time.Second),
 		NextStepAt:          at.Add(time.Minute),
 		SpecError:           "service.canary.host does not match podinfo-canary",
+		Release:             "1767323045000",
 	}
 }
 
