@@ -28,6 +28,7 @@ usage:
   siskin status [namespace[/name]] [--watch] show canaries like kubectl get canaries
   siskin events namespace/name               show a canary's Kubernetes events
   siskin history namespace/name              show a canary's last releases, step by step
+  siskin dashboard [flags]                   the web dashboard on localhost (kubeconfig, REDIS_URL)
   siskin promote|abort|resume namespace/name manual gates
   siskin version
 
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEvents(ctx, rest, getenv, stdout, stderr)
 	case "history":
 		return runHistory(ctx, rest, getenv, stdout, stderr)
+	case "dashboard":
+		return dashboard(ctx, rest, getenv, stdout, stderr)
 	case "promote", "abort", "resume":
 		return runGate(ctx, verb, rest, getenv, stdout, stderr)
 	case "version":
