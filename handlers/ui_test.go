@@ -65,6 +65,12 @@ func (f *uiFake) Detail(ctx context.Context, k functions.Key) (functions.CanaryD
 		return functions.CanaryDetail{}, functions.ErrNotFound
 	}
 	at := v.LastTransitionTime
+	if k.Name == "checkout" {
+		return functions.CanaryDetail{CanaryView: v, Description: "10 % steps to 50 % every 10s; rollback after 5 failed checks",
+			Metrics: []functions.MetricSpec{{Name: "request-success-rate", Pass: "≥ 99 %"}}, Webhooks: []functions.HookSpec{},
+			Alerts: []string{}, Target: "Deployment checkout", Releases: []functions.Release{release(at)}, Events: []functions.EventRecord{
+				{Time: at, Type: "Normal", Message: "New revision detected! Scaling up checkout.shop", Count: 1}}}, nil
+	}
 	return functions.CanaryDetail{CanaryView: v, Description: "10 % steps to 50 % every 10s; rollback after 5 failed checks",
 		Metrics:  []functions.MetricSpec{{Name: "request-success-rate", Pass: "≥ 99 %"}},
 		Webhooks: []functions.HookSpec{{Type: functions.HookRollout, Name: "load-" + evilHTML}}, Alerts: []string{"on-call"},
@@ -74,6 +80,33 @@ func (f *uiFake) Detail(ctx context.Context, k functions.Key) (functions.CanaryD
 		}}},
 		Events: []functions.EventRecord{{Time: at, Type: "Warning", Message: "Rolling back: " + evilHTML, Count: 1}},
 	}, nil
+}
+
+// release is a release in flight: weight 0 to 20, a failed check, webhooks, an alert.
+func release(at time.Time) functions.Release {
+	lo, hi := 99.0, 500.0
+	r := functions.Release{ID: "2", Start: at, Outcome: functions.PhaseProgressing,
+		Trigger: &functions.Trigger{Kind: "push", Detail: "registry.example/shop/checkout:2.0.0", At: at}}
+	for i, w := range []int{0, 0, 10, 10, 20} {
+		s := functions.StepRecord{At: at.Add(time.Duration(i) * 10 * time.Second), Kind: "step", From: functions.PhaseProgressing,
+			To: functions.PhaseProgressing, Weight: w, PrimaryWeight: 100 - w, Threshold: 5, Decision: "hold",
+			Metrics: []functions.MetricCheck{
+				{Name: "request-success-rate", Value: 99.9, Min: &lo, OK: true},
+				{Name: "request-duration", Value: 120 + float64(i*40), Max: &hi, OK: true},
+			}}
+		if i == 3 {
+			s.Metrics[0].Value, s.Metrics[0].OK, s.FailedChecks = 97.5, false, 1
+			s.Reason = "Halt checkout.shop advancement success rate 97.50% < 99%"
+		}
+		if i == 1 {
+			s.Hooks = []functions.HookCheck{{Type: functions.HookPreRollout, Name: "smoke", OK: true}}
+		}
+		if i == 4 {
+			s.Alerts = []functions.AlertNote{{Severity: "info", Message: "Advance checkout.shop canary weight 20"}}
+		}
+		r.Steps = append(r.Steps, s)
+	}
+	return r
 }
 
 func (f *uiFake) Abort(ctx context.Context, k functions.Key, reason string) (functions.StepReport, bool, error) {

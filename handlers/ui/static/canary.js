@@ -57,7 +57,7 @@
 
   // ---- timeline ----
 
-  const PAD_L = 46, PAD_R = 12, PANEL = 120, GAP = 26, MARKS = 34;
+  const PAD_L = 58, PAD_R = 12, PANEL = 120, GAP = 26, MARKS = 34;
 
   function scaleX(t0, t1, w) {
     const span = Math.max(t1 - t0, 1000);
@@ -107,7 +107,10 @@
     const steps = rel.steps;
     const t0 = new Date(steps[0].at).getTime();
     const inFlight = zero(rel.end);
-    const t1 = Math.max(inFlight ? new Date(last.now).getTime() : new Date(steps[steps.length - 1].at).getTime(), t0 + 1000);
+    // A release in flight runs to now, but a stalled one does not squash its steps into a corner.
+    const tLast = new Date(steps[steps.length - 1].at).getTime();
+    const tNow = Math.min(new Date(last.now).getTime(), tLast + Math.max(60000, 0.25 * (tLast - t0)));
+    const t1 = Math.max(inFlight ? Math.max(tNow, tLast) : tLast, t0 + 1000);
     const w = Math.max(300, box.clientWidth || 600);
     const x = scaleX(t0, t1, w);
     const metricNames = [];

@@ -24,14 +24,14 @@
     const ns = nsSel.value, ph = phaseSel.value;
     const shown = last.canaries.filter((c) => (!ns || c.namespace === ns) && (!ph || c.phase === ph));
     const trs = shown.map((c) => el('tr', { 'data-key': c.namespace + '/' + c.name },
-      el('td', null, c.namespace),
-      el('td', null, el('a', { href: '/ui/canaries/' + encodeURIComponent(c.namespace) + '/' + encodeURIComponent(c.name) }, c.name)),
-      el('td', null, phase(c.phase)),
-      el('td', { class: 'weight' }, ...weight(c.weight)),
-      el('td', { class: 'checks' + (c.failedChecks > 0 ? ' bad' : '') }, c.failedChecks + ' / ' + c.threshold),
-      el('td', null, el('time', { datetime: c.lastTransitionTime }, when(c.lastTransitionTime))),
-      el('td', null, since(c.lastStepAt, last.now)),
-      el('td', { class: 'msg' }, c.message || '')));
+      el('td', { 'data-label': 'Namespace' }, c.namespace),
+      el('td', { 'data-label': 'Name', class: 'name' }, el('a', { href: '/ui/canaries/' + encodeURIComponent(c.namespace) + '/' + encodeURIComponent(c.name) }, c.name)),
+      el('td', { 'data-label': 'Phase' }, phase(c.phase)),
+      el('td', { 'data-label': 'Weight', class: 'weight' }, ...weight(c.weight)),
+      el('td', { 'data-label': 'Failed checks', class: 'checks' + (c.failedChecks > 0 ? ' bad' : '') }, c.failedChecks + ' / ' + c.threshold),
+      el('td', { 'data-label': 'Last transition' }, el('time', { datetime: c.lastTransitionTime }, when(c.lastTransitionTime))),
+      el('td', { 'data-label': 'Last activity' }, since(c.lastStepAt, last.now)),
+      el('td', { 'data-label': 'Message', class: 'msg' }, c.message || '')));
     if (trs.length === 0) {
       trs.push(el('tr', null, el('td', { colspan: 8 }, 'No canaries' + (ns || ph ? ' match the filter.' : '.'))));
     }
