@@ -151,4 +151,3 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Errorf("the page reported problems: %q", p)
 	}
 }
-
