@@ -16,13 +16,14 @@ import (
 	"github.com/siskin-dev/siskin/test/browser"
 )
 
-// shotsDir is where the screenshots go: $SISKIN_SHOTS, or the test's temporary folder.
+// shotsDir is where the screenshots go: $SISKIN_SHOTS, or the test's artifact folder (kept
+// with `go test -artifacts -outputdir DIR`).
 func shotsDir(t *testing.T) string {
 	if d := os.Getenv("SISKIN_SHOTS"); d != "" {
 		abs, _ := filepath.Abs(d)
 		return abs
 	}
-	return t.TempDir()
+	return t.ArtifactDir()
 }
 
 // The dashboard in a real browser, against a fake fleet: login, the fleet, the filters, a
