@@ -224,6 +224,7 @@ func envOr(getenv func(string) string, key, def string) string {
 // runEvents is `siskin events namespace/name`.
 func runEvents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs, server, token := cliFlags("events", getenv, stderr)
+	fromHistory := fs.Bool("from-history", false, "the Events the history recorded with each step (kept past Kubernetes' Event TTL), instead of the Kubernetes Events")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -236,6 +237,14 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	c := apiClient{base: *server, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	if *fromHistory {
+		var rs []functions.Release
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/canaries/%s/%s/history", url.PathEscape(k.Namespace), url.PathEscape(k.Name)), &rs); err != nil {
+			return err
+		}
+		printEvents(stdout, historyEvents(rs))
+		return nil
+	}
 	var events []functions.EventRecord
 	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/canaries/%s/%s/events", url.PathEscape(k.Namespace), url.PathEscape(k.Name)), &events); err != nil {
 		return err
@@ -326,4 +335,21 @@ func printHistory(w io.Writer, rs []functions.Release) {
 		}
 		tw.Flush()
 	}
+}
+
+// historyEvents are the Events the kept releases recorded, oldest first.
+func historyEvents(rs []functions.Release) []functions.EventRecord {
+	var out []functions.EventRecord
+	for i := len(rs) - 1; i >= 0; i-- {
+		for _, s := range rs[i].Steps {
+			for _, e := range s.Events {
+				typ := "Normal"
+				if e.Warning {
+					typ = "Warning"
+				}
+				out = append(out, functions.EventRecord{Time: s.At, Type: typ, Reason: "Synced", Message: e.Message, Count: 1})
+			}
+		}
+	}
+	return out
 }

@@ -69,3 +69,19 @@ func TestPrintHistory(t *testing.T) {
 		t.Errorf("empty history: got %q", got)
 	}
 }
+
+func TestHistoryEventsOldestFirst(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rs := []functions.Release{ // newest first, as the API gives them
+		{ID: "2", Steps: []functions.StepRecord{{At: t0.Add(time.Hour), Events: []functions.EventNote{{Warning: true, Message: "Rolling back"}}}}},
+		{ID: "1", Steps: []functions.StepRecord{{At: t0, Events: []functions.EventNote{{Message: "New revision detected"}}}}},
+	}
+	got := historyEvents(rs)
+	want := []functions.EventRecord{
+		{Time: t0, Type: "Normal", Reason: "Synced", Message: "New revision detected", Count: 1},
+		{Time: t0.Add(time.Hour), Type: "Warning", Reason: "Synced", Message: "Rolling back", Count: 1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -22,7 +22,7 @@ type History interface {
 // StepRecord is what one step, abort or gate of a canary did.
 type StepRecord struct {
 	At            time.Time     `json:"at"`
-	Kind          string        `json:"kind"` // step, abort
+	Kind          string        `json:"kind"` // step, gate (a manual promote or resume), abort
 	From          Phase         `json:"from"`
 	To            Phase         `json:"to"`
 	Weight        int           `json:"weight"`

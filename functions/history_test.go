@@ -57,18 +57,21 @@ func TestHistoryRecordsEachReleaseAndAbort(t *testing.T) {
 	if _, aborted, err := f.svc.Abort(ctx, c.Key, "looks <b>bad</b>"); err != nil || !aborted {
 		t.Fatalf("Abort: %v, %v", aborted, err)
 	}
+	if _, err := f.svc.Resume(ctx, c.Key); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
 
 	rs, err := f.svc.History(ctx, c.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 3 {
+	if len(rs) != 4 {
 		for _, r := range rs {
 			t.Logf("release %s: %d steps, %s", r.ID, len(r.Steps), r.Outcome)
 		}
-		t.Fatalf("got %d releases, want 3 (initialisation, v2, v3)", len(rs))
+		t.Fatalf("got %d releases, want 4 (initialisation, v2, v3 aborted, v3 resumed)", len(rs))
 	}
-	aborted, released, initial := rs[0], rs[1], rs[2]
+	resumed, aborted, released, initial := rs[0], rs[1], rs[2], rs[3]
 	t.Run("initialisation", func(t *testing.T) {
 		if got, want := initial.Outcome, PhaseInitialized; got != want {
 			t.Errorf("outcome: got %s, want %s", got, want)
@@ -95,6 +98,11 @@ func TestHistoryRecordsEachReleaseAndAbort(t *testing.T) {
 		}
 		if released.Duration <= 0 || released.End.IsZero() {
 			t.Errorf("duration %s, end %s: want both set", released.Duration, released.End)
+		}
+	})
+	t.Run("gate", func(t *testing.T) {
+		if first := resumed.Steps[0]; first.Kind != "gate" || first.From != PhaseFailed || first.To != PhaseProgressing {
+			t.Errorf("the resumed release starts with %+v, want the gate's step from Failed to Progressing", first)
 		}
 	})
 	t.Run("abort", func(t *testing.T) {

@@ -235,7 +235,11 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, gate stepGate, read *
 	if gate.kind == gateDue && !st.NextStepAt.IsZero() {
 		late = now.Sub(st.NextStepAt)
 	}
-	rep, err := s.step(ctx, c, st, held{lease: lease, gate: gate, late: late})
+	h := held{lease: lease, gate: gate, late: late, kind: "step"}
+	if mutate != nil {
+		h.kind = "gate" // a manual promote or resume, and the step it runs at once
+	}
+	rep, err := s.step(ctx, c, st, h)
 	rep.Duration = s.cfg.Now().Sub(start)
 	return rep, err
 }
@@ -245,6 +249,8 @@ type held struct {
 	lease Lease
 	gate  stepGate
 	late  time.Duration
+	// kind names the step in the history: step, or gate.
+	kind string
 }
 
 // keepLease renews the lease while the step runs, so a slow webhook gate does not outlive it.
@@ -459,7 +465,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	var remembered sync.WaitGroup
 	if worthRecording(st, saved) {
 		remembered.Go(func() {
-			s.remember(ctx, k, saved.Release, NewStepRecord("step", c, st, saved, out, in.Metrics, in.Hooks, now))
+			s.remember(ctx, k, saved.Release, NewStepRecord(h.kind, c, st, saved, out, in.Metrics, in.Hooks, now))
 		})
 	}
 	err = s.after(ctx, c, st, saved, out)

@@ -153,6 +153,10 @@
         g.appendChild(svg('rect', { x: cx - 4, y: rows.fail - 4, width: 8, height: 8, class: 'mark fail' },
           svg('title', null, when(s.at) + ': ' + (s.kind === 'abort' ? 'aborted' : 'failed check ' + s.failedChecks + '/' + s.threshold) + (s.reason ? ': ' + s.reason : ''))));
       }
+      if (s.kind === 'gate') {
+        g.appendChild(svg('circle', { cx, cy: rows.hook, r: 4, class: 'mark gate' },
+          svg('title', null, when(s.at) + ': manual gate: ' + s.decision)));
+      }
       for (const hk of s.hooks || []) {
         g.appendChild(svg('polygon', { points: (cx - 4) + ',' + (rows.hook + 4) + ' ' + (cx + 4) + ',' + (rows.hook + 4) + ' ' + cx + ',' + (rows.hook - 4), class: hk.ok ? 'mark hook' : 'mark hook fail' },
           svg('title', null, when(s.at) + ': webhook ' + hk.name + ' (' + hk.type + ') ' + (hk.ok ? 'ok' : 'failed') + (hk.detail ? ': ' + hk.detail : ''))));
