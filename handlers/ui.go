@@ -62,6 +62,7 @@ func newDashboard(rel Releases, a authenticator, opts Options, log *slog.Logger)
 		"when":  formatWhen,
 		"since": func(t time.Time) string { return since(t, time.Now()) },
 		"join":  strings.Join,
+		"dur":   func(d time.Duration) string { return d.Round(time.Second).String() },
 	}).ParseFS(uiFiles, "ui/*.html"))
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
