@@ -103,7 +103,7 @@ func TestBrowserDashboard(t *testing.T) {
 		b.Do("back to 1280", 10*time.Second, browser.Width(1280))
 	})
 	t.Run("abort", func(t *testing.T) {
-		f.fakeReleases.calls = nil
+		f.fakeReleases.reset()
 		b.Do("click Abort", 10*time.Second, chromedp.Click(chromedp.CSS(`button[data-gate="abort"]`)),
 			chromedp.WaitVisible(chromedp.ID("confirm")))
 		b.Screenshot("confirm-abort")
@@ -112,7 +112,7 @@ func TestBrowserDashboard(t *testing.T) {
 		}
 		b.Do("cancel", 10*time.Second, chromedp.Click(chromedp.ID("confirm-cancel")), chromedp.WaitNotVisible(chromedp.ID("confirm")))
 		time.Sleep(200 * time.Millisecond)
-		for _, c := range f.fakeReleases.calls {
+		for _, c := range f.fakeReleases.snapshot() {
 			if strings.HasPrefix(c, "abort") {
 				t.Fatalf("cancelled, yet called %q", c)
 			}
@@ -122,11 +122,11 @@ func TestBrowserDashboard(t *testing.T) {
 		b.WaitFor("the outcome", `document.getElementById('gate-result').textContent.includes('abort done: Progressing → Failed')`, 10*time.Second)
 		b.Screenshot("aborted")
 		aborted := false
-		for _, c := range f.fakeReleases.calls {
+		for _, c := range f.fakeReleases.snapshot() {
 			aborted = aborted || c == "abort shop/checkout manual abort from the dashboard"
 		}
 		if !aborted {
-			t.Errorf("calls %q: want the abort with the dialog's reason", f.fakeReleases.calls)
+			t.Errorf("calls %q: want the abort with the dialog's reason", f.fakeReleases.snapshot())
 		}
 	})
 	t.Run("escaping", func(t *testing.T) {

@@ -343,7 +343,7 @@ func TestUIGatesNeedCSRF(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f.fakeReleases.calls = nil
+			f.fakeReleases.reset()
 			var cookies []*http.Cookie
 			if tc.cookie {
 				cookies = append(cookies, c)
@@ -352,12 +352,12 @@ func TestUIGatesNeedCSRF(t *testing.T) {
 			if resp.StatusCode != tc.wantCode {
 				t.Fatalf("got %d, want %d: %s", resp.StatusCode, tc.wantCode, body)
 			}
-			called := len(f.fakeReleases.calls) > 0
+			called := len(f.fakeReleases.snapshot()) > 0
 			if called != tc.wantCall {
-				t.Errorf("gate called: %v (%v), want %v", called, f.fakeReleases.calls, tc.wantCall)
+				t.Errorf("gate called: %v (%v), want %v", called, f.fakeReleases.snapshot(), tc.wantCall)
 			}
-			if tc.wantCall && f.fakeReleases.calls[0] != "abort shop/checkout bad build" {
-				t.Errorf("call: got %q", f.fakeReleases.calls[0])
+			if tc.wantCall && f.fakeReleases.snapshot()[0] != "abort shop/checkout bad build" {
+				t.Errorf("call: got %q", f.fakeReleases.snapshot()[0])
 			}
 		})
 	}
@@ -377,14 +377,14 @@ func TestUIReadOnly(t *testing.T) {
 	if strings.Contains(page, `data-gate=`) || !strings.Contains(page, "read-only") {
 		t.Errorf("a read-only canary page shows gate buttons, or does not say it is read-only:\n%s", page)
 	}
-	f.fakeReleases.calls = nil
+	f.fakeReleases.reset()
 	for _, g := range gates {
 		resp, body := do(t, "POST", srv.URL+"/ui/api/canaries/shop/checkout/"+g, nil, map[string]string{csrfHeader: csrfOf(t, srv, c)}, c)
 		if resp.StatusCode != 403 || !strings.Contains(body, "read-only") {
 			t.Errorf("%s: got %d %s, want 403 read-only", g, resp.StatusCode, body)
 		}
 	}
-	for _, call := range f.fakeReleases.calls {
+	for _, call := range f.fakeReleases.snapshot() {
 		if !strings.HasPrefix(call, "views") {
 			t.Errorf("a read-only dashboard called %q", call)
 		}
@@ -527,4 +527,16 @@ func TestUIWithoutAuth(t *testing.T) {
 	if resp, body := do(t, "POST", srv.URL+"/ui/api/canaries/shop/checkout/abort", nil, map[string]string{csrfHeader: m[1]}); resp.StatusCode != 200 {
 		t.Errorf("gate with CSRF: got %d %s, want 200", resp.StatusCode, body)
 	}
+}
+
+func (f *fakeReleases) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = nil
+}
+
+func (f *fakeReleases) snapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
 }
