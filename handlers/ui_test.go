@@ -540,3 +540,21 @@ func (f *fakeReleases) snapshot() []string {
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
 }
+
+// NewDashboard (siskin dashboard) serves the pages and the API, and no event route.
+func TestNewDashboardHasNoEventRoutes(t *testing.T) {
+	srv := httptest.NewServer(NewDashboard(newUIFake(), Options{APITokens: []string{apiToken}}, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	bearer := map[string]string{"Authorization": "Bearer " + apiToken}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/ui/", 200}, {"GET", "/api/v1/canaries", 200}, {"GET", "/healthz", 200},
+		{"POST", "/", 404}, {"POST", "/webhooks/alertmanager", 404}, {"POST", "/webhooks/registry", 404},
+	} {
+		if resp, _ := do(t, tc.method, srv.URL+tc.path, nil, bearer); resp.StatusCode != tc.want {
+			t.Errorf("%s %s: got %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+		}
+	}
+}
