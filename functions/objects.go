@@ -128,6 +128,10 @@ func dependsOn(c Canary, obj ObjectRef) (changeCause, bool) {
 // StepEventType is the CloudEvent type of one due step, from the dispatcher to the Service.
 const StepEventType = "dev.siskin.canary.step"
 
+// WakeEventType is the CloudEvent type that starts a dispatcher, as a ping does, sent when a
+// release goes on between pings with no dispatcher running.
+const WakeEventType = "dev.siskin.dispatcher.wake"
+
 // StepDue runs one canary's step if it is due (a step event): a duplicate, late or early
 // event, or one for a canary another instance is stepping, does nothing.
 func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {

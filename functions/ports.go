@@ -36,10 +36,14 @@ type Store interface {
 	// SaveReplicated is Save that also waits, briefly, for a replica to have the write when
 	// Redis has replicas, so that a failover right after does not lose it (aborts use it).
 	SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error)
-	// BeginDispatch starts a dispatcher for scope and returns its generation;
-	// DispatchGeneration is the newest one's. An older dispatcher stops when it sees a newer.
-	BeginDispatch(ctx context.Context, scope string) (int64, error)
+	// BeginDispatch starts a dispatcher for scope, dispatching until until, and returns its
+	// generation; DispatchGeneration is the newest one's. An older dispatcher stops when it
+	// sees a newer. EndDispatch says dispatcher gen stopped early. ReserveDispatch reports
+	// whether no dispatcher runs past dueAt, and if so records one as running until until.
+	BeginDispatch(ctx context.Context, scope string, until time.Time) (int64, error)
 	DispatchGeneration(ctx context.Context, scope string) (int64, error)
+	EndDispatch(ctx context.Context, scope string, gen int64) error
+	ReserveDispatch(ctx context.Context, scope string, dueAt, until time.Time) (bool, error)
 	// Postpone moves a scheduled canary's next step to at (releasing or not, as it was).
 	Postpone(ctx context.Context, k Key, at time.Time) error
 	// FirstSeen records an event id for ttl and reports whether this is its first sighting.
@@ -116,8 +120,12 @@ type TokenIdentity struct {
 
 // StepDispatcher sends one canary's due step as a request of its own (a step CloudEvent to
 // the Service), so that Knative spreads the steps over pods (package analysis).
+//
+// WakeDispatcher starts a dispatcher (a tick of its own, through the same sink) when a release
+// began or went on between pings with none running: the request lasts the dispatcher's window.
 type StepDispatcher interface {
 	DispatchStep(ctx context.Context, k Key, dueAt time.Time) error
+	WakeDispatcher(ctx context.Context, id string) error
 }
 
 // PrimaryRevisions reads the Revision the primary Deployment runs, for an abort, which does

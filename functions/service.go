@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +74,12 @@ type Config struct {
 	// URL's ?namespace=), or in Namespace for a namespace-scoped Siskin: one team's push of a
 	// shared base image must not release another team's canaries.
 	PushAnyNamespace bool
+	// DispatchWindow is how long a dispatcher woken by a step keeps dispatching (the tick
+	// window); zero wakes none, and releases between pings wait for the next ping.
+	DispatchWindow time.Duration
+	// DispatchPoll caps how long a dispatcher waits before it looks at the schedule again
+	// (a second when zero): steps scheduled meanwhile by events are seen within it.
+	DispatchPoll time.Duration
 	// Parallelism bounds the canaries a tick steps at once.
 	Parallelism int
 	// DueBatch is how many due canaries a tick claims per round.
@@ -104,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.DispatchPoll <= 0 {
+		c.DispatchPoll = time.Second
 	}
 	if c.Sleep == nil {
 		c.Sleep = func(ctx context.Context, d time.Duration) {
@@ -666,7 +676,46 @@ func (s *Service) scheduleSaved(ctx context.Context, k Key, saved State) error {
 		s.log.ErrorContext(ctx, "schedule next step", "canary", k.String(), "err", err)
 		return fmt.Errorf("schedule next step of %s: %w", k, err)
 	}
+	if saved.Phase.Releasing() {
+		s.wakeDispatcher(ctx, saved.NextStepAt)
+	}
 	return nil
+}
+
+// wakeDispatcher starts a dispatcher when a release's next step falls due and none is
+// dispatching by then: a release started by an event between pings (or going on past the
+// last dispatcher's window) is then stepped on time, not at the next ping. One step of a
+// fleet released at once reserves the wake-up; the others see it. A lost wake-up costs
+// lateness, never a step: the next ping dispatches.
+func (s *Service) wakeDispatcher(ctx context.Context, dueAt time.Time) {
+	if s.d.Dispatcher == nil || s.cfg.DispatchWindow <= 0 {
+		return
+	}
+	now := s.cfg.Now()
+	wake, err := s.d.Store.ReserveDispatch(ctx, s.scope(), dueAt, now.Add(s.cfg.DispatchWindow))
+	if err != nil {
+		s.log.WarnContext(ctx, "reserve a dispatcher", "err", err)
+		return
+	}
+	if !wake {
+		return
+	}
+	id := "wake:" + s.scope() + "@" + strconv.FormatInt(now.UnixMilli(), 10) + "-" + randomLetters(6)
+	s.inBackground(ctx, func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchWindow+s.cfg.StepTimeout)
+		defer cancel()
+		if err := s.d.Dispatcher.WakeDispatcher(ctx, id); err != nil {
+			s.log.WarnContext(ctx, "wake a dispatcher; the next ping dispatches", "err", err)
+		}
+	})
+}
+
+// scope names what this Siskin dispatches for: its namespace, or "*".
+func (s *Service) scope() string {
+	if s.cfg.Namespace == "" {
+		return "*"
+	}
+	return s.cfg.Namespace
 }
 
 // record writes what `kubectl` shows: the Canary's status and its Kubernetes Events.

@@ -33,6 +33,9 @@ const (
 	// that each step is a request of its own, spread over pods. Its data is
 	// {"namespace", "name", "dueAt"}.
 	TypeStep = functions.StepEventType
+	// TypeWake starts a dispatcher, as a ping does: sent by a step when a release goes on
+	// between pings and no dispatcher runs.
+	TypeWake = functions.WakeEventType
 )
 
 // InboundKind says what a CloudEvent asks of Siskin.
@@ -76,10 +79,11 @@ type ceDecoder func(e event.Event, in *Inbound) error
 // ceDecoders by CloudEvent type; any other type is sniffed for an Alertmanager body, then
 // ignored.
 var ceDecoders = map[string]ceDecoder{
-	TypePing:                                        func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
-	TypeImagePushed:                                 decodeNeutralPush,
-	TypeAlertmanagerNotification:                    decodeAlertEvent,
-	"harbor.artifact.pushed":                        decodeHarborEvent,
+	TypePing:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
+	TypeWake:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
+	TypeImagePushed:              decodeNeutralPush,
+	TypeAlertmanagerNotification: decodeAlertEvent,
+	"harbor.artifact.pushed":     decodeHarborEvent,
 	"Microsoft.ContainerRegistry.ImagePushed":       decodeEventGridPush,
 	"google.cloud.pubsub.topic.v1.messagePublished": decodePubSubEvent,
 	"dev.knative.apiserver.resource.add":            decodeAPIServerEvent,
