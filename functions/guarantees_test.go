@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -518,5 +519,52 @@ func TestAPanicInOneStepDoesNotStopTheTick(t *testing.T) {
 	}
 	if rep.Failed != 1 || len(rep.Stepped) != 1 || rep.Stepped[0].Key != b.Key {
 		t.Errorf("got %d failed and stepped %v, want the panicking canary failed and the other stepped", rep.Failed, rep.Stepped)
+	}
+}
+
+// A ConfigMap or Secret event steps a canary only if its target referenced that config when
+// last observed, and only when the config's data changed (a new revision); other configs, the
+// -primary copies Siskin writes, and a config of the same name in another kind do nothing.
+func TestConfigEventsStepOnlyTheCanariesTrackingThem(t *testing.T) {
+	tests := []struct {
+		name      string
+		obj       ObjectRef
+		newData   bool
+		wantSteps int64
+	}{
+		{name: "a tracked Secret with new data restarts the analysis", obj: ObjectRef{Kind: "Secret", Name: "app-secret"}, newData: true, wantSteps: 1},
+		{name: "a tracked ConfigMap with new data restarts the analysis", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config"}, newData: true, wantSteps: 1},
+		{name: "a tracked ConfigMap with the same data does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config"}},
+		{name: "a ConfigMap the target does not use does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "leader-election"}, newData: true},
+		{name: "the primary copy Siskin writes does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config-primary"}, newData: true},
+		{name: "a Secret named like a tracked ConfigMap does nothing", obj: ObjectRef{Kind: "Secret", Name: "app-config"}, newData: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			f := newFixture(t, c)
+			ctx := context.Background()
+			tracked := map[string]string{"configmap/app-config": "c1", "secret/app-secret": "s1"}
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", TrackedConfigs: tracked,
+				Routing: Routing{Primary: 95, Canary: 5}, Steps: 7, NextStepAt: t0.Add(time.Minute)}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			f.cluster.mu.Lock()
+			w := f.cluster.work[c.Key]
+			w.TemplateHash, w.TrackedConfigs = "v1", maps.Clone(tracked)
+			if tt.newData {
+				w.TrackedConfigs["configmap/app-config"], w.TrackedConfigs["secret/app-secret"] = "c2", "s2"
+			}
+			f.cluster.work[c.Key] = w
+			f.cluster.mu.Unlock()
+			tt.obj.Namespace = c.Namespace
+			if _, err := f.svc.ObjectChanged(ctx, tt.obj, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.state(t, c.Key).Steps - progressing.Steps; got != tt.wantSteps {
+				t.Errorf("%s: got %d steps, want %d", tt.obj, got, tt.wantSteps)
+			}
+		})
 	}
 }

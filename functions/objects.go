@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -36,6 +37,8 @@ const objectEventTTL = 10 * time.Minute
 //     or its target carries a new revision; a Canary deleted is forgotten;
 //   - a target Deployment with a new revision starts a release or restarts the analysis;
 //   - a primary Deployment matters while the canary initialises (it waits for it);
+//   - a ConfigMap or Secret the target references (config tracking) with new data is a new
+//     revision, as a template change is;
 //   - a generated VirtualService, DestinationRule or Service edited by hand is put back to what
 //     the saved state says, without a step.
 //
@@ -78,12 +81,20 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
+	config := trackedConfigKey(obj)
 	var (
 		reps []StepReport
 		errs []error
 	)
 	for _, c := range cs {
 		cause, ok := dependsOn(c, obj)
+		if config != "" {
+			cause, ok, err = s.tracks(ctx, c.Key, config)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		if !ok {
 			continue
 		}
@@ -95,6 +106,32 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		reps = append(reps, r)
 	}
 	return reps, errors.Join(errs...)
+}
+
+// trackedConfigKey is the key under which a canary's state tracks obj when obj is a ConfigMap
+// or a Secret ("configmap/<name>", "secret/<name>"), or "" for other objects.
+func trackedConfigKey(obj ObjectRef) string {
+	if obj.Group != "" || (obj.Kind != "ConfigMap" && obj.Kind != "Secret") {
+		return ""
+	}
+	return strings.ToLower(obj.Kind) + "/" + obj.Name
+}
+
+// tracks reports whether the canary's target referenced the config when it was last observed:
+// only then can the config's change be a new revision. A config the target starts to use comes
+// with a template change, which has an event of its own. ConfigMaps that change all the time
+// (leader elections, caches) thus cost a Redis read per canary in their namespace, and no
+// Kubernetes request.
+func (s *Service) tracks(ctx context.Context, k Key, config string) (changeCause, bool, error) {
+	st, err := s.d.Store.Load(ctx, k)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("load state of %s: %w", k, err)
+	}
+	_, ok := st.TrackedConfigs[config]
+	return causeTarget, ok, nil
 }
 
 // changeCause is what changed, for the gate of a step an object event woke.

@@ -235,13 +235,17 @@ func decodePubSubEvent(e event.Event, in *Inbound) error {
 	})
 }
 
-// watchedKinds are the objects whose changes Siskin acts on, by API group and kind.
+// watchedKinds are the objects whose changes Siskin acts on, by API group and kind. For
+// Secrets, the source must run in Reference mode (knative/ does): in Resource mode it would
+// send their data, which Siskin reads nothing of but the name.
 var watchedKinds = map[[2]string]bool{
 	{"flagger.app", "Canary"}:                  true,
 	{"apps", "Deployment"}:                     true,
 	{"networking.istio.io", "VirtualService"}:  true,
 	{"networking.istio.io", "DestinationRule"}: true,
 	{"", "Service"}:                            true,
+	{"", "ConfigMap"}:                          true,
+	{"", "Secret"}:                             true,
 }
 
 // decodeAPIServerEvent reads an ApiServerSource event: in Resource mode the data is the

@@ -119,6 +119,18 @@ func TestDecodeCloudEvent(t *testing.T) {
 				Object: &functions.ObjectRef{Kind: "Service", Namespace: "shop", Name: "cart-canary"}},
 		},
 		{
+			name:  "a Secret by reference",
+			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Secret","apiVersion":"v1","namespace":"shop","name":"cart-token"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update",
+				Object: &functions.ObjectRef{Kind: "Secret", Namespace: "shop", Name: "cart-token"}},
+		},
+		{
+			name:  "a deleted ConfigMap",
+			event: newEvent("dev.knative.apiserver.ref.delete", "application/json", `{"kind":"ConfigMap","apiVersion":"v1","namespace":"shop","name":"cart-config"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.delete",
+				Object: &functions.ObjectRef{Kind: "ConfigMap", Namespace: "shop", Name: "cart-config", Deleted: true}},
+		},
+		{
 			name:  "a Knative Service is not a core Service",
 			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Service","apiVersion":"serving.knative.dev/v1","namespace":"shop","name":"cart"}`),
 			want:  Inbound{Kind: InboundIgnored, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update", Reason: "serving.knative.dev/v1 Service is not a kind Siskin watches"},
