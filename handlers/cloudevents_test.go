@@ -61,6 +61,7 @@ func TestDecodeCloudEvent(t *testing.T) {
 	}{
 		{name: "no id", event: func() event.Event { e := newEvent(TypePing, "", ""); e.SetID(""); return e }(), wantErr: "cloudevent: id: id is required"},
 		{name: "ping without data", event: newEvent(TypePing, "", ""), want: Inbound{Kind: InboundTick, EventID: "ce:/test#42", Type: TypePing}},
+		{name: "a dispatcher wake-up is a tick", event: newEvent(TypeWake, "application/json", `{}`), want: Inbound{Kind: InboundTick, EventID: "ce:/test#42", Type: TypeWake}},
 		{
 			name:  "neutral push with charset and without registry",
 			event: newEvent(TypeImagePushed, "application/json; charset=utf-8", `{"repository":"shop/cart","tag":"v3","digest":"`+digest+`"}`),
