@@ -568,3 +568,57 @@ func TestConfigEventsStepOnlyTheCanariesTrackingThem(t *testing.T) {
 		})
 	}
 }
+
+// judgingRoutes is the fake cluster's Routes that can also judge an event's VirtualService.
+type judgingRoutes struct {
+	*fakeCluster
+	asPlanned bool
+	judged    *int
+}
+
+func (r judgingRoutes) AsPlanned(c Canary, p RoutePlan, object []byte) bool {
+	*r.judged++
+	return r.asPlanned
+}
+
+func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
+	tests := []struct {
+		name       string
+		object     []byte
+		asPlanned  bool
+		wantJudged int
+		wantApply  bool
+	}{
+		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1},
+		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true},
+		{name: "an event without the object (Reference mode) is read and put back", wantApply: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			f := newFixture(t, c)
+			judged := 0
+			f.svc.d.Routes = judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}
+			ctx := context.Background()
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+				Routing: Routing{Primary: 95, Canary: 5}, Steps: 3, NextStepAt: t0.Add(time.Minute)}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object}
+			if _, err := f.svc.ObjectChanged(ctx, vs, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			applied := false
+			for _, a := range f.applied() {
+				applied = applied || strings.Contains(a, " routes ")
+			}
+			if judged != tt.wantJudged || applied != tt.wantApply {
+				t.Errorf("got %d judged, routes applied %v (%v); want %d judged, applied %v", judged, applied, f.applied(), tt.wantJudged, tt.wantApply)
+			}
+			if got := f.state(t, c.Key); got.Steps != progressing.Steps || got.Routing != progressing.Routing {
+				t.Errorf("state: got %d steps at %v, want %d at %v: a route event is no step", got.Steps, got.Routing, progressing.Steps, progressing.Routing)
+			}
+		})
+	}
+}

@@ -16,6 +16,9 @@ type ObjectRef struct {
 	Name      string `json:"name"`
 	// Deleted: the event says the object is gone.
 	Deleted bool `json:"deleted,omitempty"`
+	// Object is the object as the event carried it (ApiServerSource's Resource mode), for the
+	// kinds whose events a step can judge without reading the object again; nil otherwise.
+	Object []byte `json:"-"`
 }
 
 func (o ObjectRef) String() string {
@@ -98,7 +101,7 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		if !ok {
 			continue
 		}
-		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, &c, nil)
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause, object: obj.Object}, &c, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue

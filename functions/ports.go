@@ -171,6 +171,12 @@ type RoutesReader interface {
 	ReadRoutes(ctx context.Context, c Canary) LiveRoutes
 }
 
+// EventRoutesChecker is a Routes that can tell from a routing object an event carried
+// (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
+type EventRoutesChecker interface {
+	AsPlanned(c Canary, p RoutePlan, object []byte) bool
+}
+
 // LiveRoutes are routing objects read ahead; Apply is ApplyRoutes from them.
 type LiveRoutes interface {
 	Apply(ctx context.Context, p RoutePlan) error

@@ -169,6 +169,8 @@ type stepGate struct {
 	kind gateKind
 	// cause is what changed, for gateChanged.
 	cause changeCause
+	// object is the changed object as its event carried it, when it did.
+	object []byte
 }
 
 type gateKind int
@@ -487,6 +489,12 @@ func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (Step
 	var err error
 	switch h.gate.cause {
 	case causeRoutes:
+		// Most route events are Siskin's own writes coming back: when the event carries the
+		// VirtualService and it is as planned, there is nothing to read or write.
+		if ec, ok := s.d.Routes.(EventRoutesChecker); ok && len(h.gate.object) > 0 && ec.AsPlanned(c, routePlan(st), h.gate.object) {
+			rep.Skipped = "not due; as planned"
+			return rep, nil
+		}
 		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
 	case causeServices:
 		// Observing reconciles the canary and primary Services; the apex is asserted apart.

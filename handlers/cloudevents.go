@@ -277,6 +277,11 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 		in.Kind = InboundObject
 		in.Object = &functions.ObjectRef{Group: group, Kind: kind, Namespace: ns, Name: name,
 			Deleted: strings.HasSuffix(e.Type(), ".delete")}
+		// A VirtualService in Resource mode can be judged from the event alone (its own write
+		// coming back is the common case), so it travels on.
+		if strings.Contains(e.Type(), ".resource.") && group == "networking.istio.io" && kind == "VirtualService" && !in.Object.Deleted {
+			in.Object.Object = e.Data()
+		}
 	})
 }
 

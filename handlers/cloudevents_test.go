@@ -111,7 +111,8 @@ func TestDecodeCloudEvent(t *testing.T) {
 			name:  "a VirtualService edited, as a resource",
 			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`),
 			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
-				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart"}},
+				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart",
+					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`)}},
 		},
 		{
 			name:  "a core Service",

@@ -123,6 +123,24 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 	return errors.Join(errs...)
 }
 
+// AsPlanned reports whether object, a VirtualService as an ApiServerSource event carried it,
+// is already what the plan renders: then its event (most often Siskin's own write coming back)
+// needs no read and no write. Anything else, a DestinationRule, an object that does not
+// decode or is not the canary's, is not as planned, and is read and corrected.
+func (r *Router) AsPlanned(c functions.Canary, p functions.RoutePlan, object []byte) bool {
+	var live networkingv1.VirtualService
+	if err := json.Unmarshal(object, &live); err != nil || live.Kind != "VirtualService" ||
+		live.Namespace != c.Namespace || live.Name != c.Names().Apex {
+		return false
+	}
+	want, err := RenderVirtualService(c, p)
+	if err != nil {
+		return false
+	}
+	_, changed, err := correctedVirtualService(&live, want, c.UID)
+	return err == nil && !changed
+}
+
 // ObserveRoutes reads the live routing. found is false when there is no VirtualService, or when
 // it has no route to the canary yet (a VirtualService not taken over).
 func (r *Router) ObserveRoutes(ctx context.Context, c functions.Canary) (functions.Routing, bool, error) {
