@@ -136,15 +136,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	report := &report{started: time.Now()}
 	for _, n := range cfg.sizes {
-		results, err := measureSize(ctx, cfg, n, log)
+		results, err := measureSize(ctx, cfg, n, log, func(rs []*result) error { return report.set(n, rs).write(cfg.out) })
 		if err != nil {
 			return fmt.Errorf("N=%d: %w", n, err)
 		}
-		table := report.add(n, results)
-		fmt.Println(table)
-		if err := report.write(cfg.out); err != nil {
-			return err
-		}
+		fmt.Println(report.set(n, results).table(n))
 		if err := plotSteps(filepath.Join(cfg.out, fmt.Sprintf("scale-n%d.png", n)), n, results); err != nil {
 			return err
 		}
@@ -153,12 +149,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-// measureSize runs each system on a fresh lab of its own for fleet size n.
-func measureSize(ctx context.Context, cfg config, n int, log *slog.Logger) ([]*result, error) {
-	if err := claimMachine(ctx, log); err != nil {
-		return nil, err
-	}
-	defer os.Remove(benchRunning)
+// measureSize runs each system on one fresh lab for fleet size n, one after the other; done
+// receives the results so far after each system.
+func measureSize(ctx context.Context, cfg config, n int, log *slog.Logger, done func([]*result) error) ([]*result, error) {
 	l, err := lab.Start(ctx, lab.Options{RepoRoot: cfg.root, Logger: log.With("component", "lab"), KeepDir: true,
 		Dir: filepath.Join(cfg.out, fmt.Sprintf("lab-n%d", n))})
 	if err != nil {
@@ -171,13 +164,65 @@ func measureSize(ctx context.Context, cfg config, n int, log *slog.Logger) ([]*r
 	}()
 	var results []*result
 	for _, s := range cfg.systems {
+		if err := claimMachine(ctx, log); err != nil {
+			return nil, err
+		}
+		watch := watchNeighbours(ctx, l)
 		r, err := measureSystem(ctx, cfg, l, s, n, log.With("system", s, "n", n))
+		os.Remove(benchRunning)
 		if err != nil {
+			watch()
 			return nil, fmt.Errorf("%s: %w", s, err)
 		}
+		r.disturbed = watch()
 		results = append(results, r)
+		if err := done(results); err != nil {
+			return nil, err
+		}
 	}
 	return results, nil
+}
+
+// watchNeighbours samples, every 2 s until the returned function is called, whether another
+// lab's kube-apiserver runs beside this one (another engineer's tests on the same 2 cores), and
+// returns how long one did.
+func watchNeighbours(ctx context.Context, l *lab.Lab) func() time.Duration {
+	ctx, cancel := context.WithCancel(ctx)
+	own := l.PIDs()["kube-apiserver"]
+	var seen time.Duration
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			if otherAPIServer(own) {
+				seen += 2 * time.Second
+			}
+		}
+	}()
+	return func() time.Duration { cancel(); <-finished; return seen }
+}
+
+func otherAPIServer(own int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == own {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err == nil && strings.TrimSpace(string(comm)) == "kube-apiserver" {
+			return true
+		}
+	}
+	return false
 }
 
 // benchRunning tells the other engineers' heavy tests that a measurement runs; e2eRunning is

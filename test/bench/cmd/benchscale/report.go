@@ -45,6 +45,8 @@ type result struct {
 	rssPeak, rssEnd int64
 	phasesAtEnd     map[string]int
 
+	disturbed time.Duration // how long another lab ran beside this measurement
+
 	relStart time.Time
 	changes  []weightChange
 
@@ -91,10 +93,24 @@ func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }
 // report is every table so far, rewritten to scale.md after each fleet size.
 type report struct {
 	started time.Time
-	tables  []string
+	sizes   []int
+	results map[int][]*result
 }
 
-func (rp *report) add(n int, rs []*result) string {
+// set records the results for n, replacing earlier ones.
+func (rp *report) set(n int, rs []*result) *report {
+	if rp.results == nil {
+		rp.results = map[int][]*result{}
+	}
+	if _, ok := rp.results[n]; !ok {
+		rp.sizes = append(rp.sizes, n)
+	}
+	rp.results[n] = slices.Clone(rs)
+	return rp
+}
+
+func (rp *report) table(n int) string {
+	rs := rp.results[n]
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### %d canaries, interval 10 s, one system after the other on one lab\n\n", n)
 	b.WriteString("| figure |")
@@ -142,6 +158,12 @@ func (rp *report) add(n int, rs []*result) string {
 		return fmt.Sprintf("%.1f / %.1f / %.1f", r.idleCPU, r.releaseCPU, r.totalCPU)
 	})
 	row("RSS: peak / at the end", func(r *result) string { return mb(r.rssPeak) + " / " + mb(r.rssEnd) })
+	row("another lab running beside it (others' tests)", func(r *result) string {
+		if r.disturbed == 0 {
+			return "no"
+		}
+		return "for " + secs(r.disturbed)
+	})
 	row("Siskin instances", func(r *result) string {
 		if r.system == "Flagger" {
 			return "–"
@@ -157,7 +179,6 @@ func (rp *report) add(n int, rs []*result) string {
 		fmt.Fprintf(&b, "- %s: idle %s; release %s\n", r.system, top(r.idleByRes, 6), top(r.releaseByRes, 8))
 	}
 	fmt.Fprintf(&b, "\n![weight steps, %d canaries](scale-n%d.png)\n", n, n)
-	rp.tables = append(rp.tables, b.String())
 	return b.String()
 }
 
@@ -199,8 +220,8 @@ func (rp *report) write(dir string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# make bench-scale, %s\n\nSiskin beside Flagger v1.36.1, %s. See test/bench/README.md for what each figure measures.\n",
 		rp.started.UTC().Format(time.RFC3339), machine())
-	for _, t := range rp.tables {
-		b.WriteString(t)
+	for _, n := range rp.sizes {
+		b.WriteString(rp.table(n))
 	}
 	path := filepath.Join(dir, "scale.md")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
