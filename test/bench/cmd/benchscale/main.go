@@ -183,13 +183,19 @@ func measureSize(ctx context.Context, cfg config, n int, log *slog.Logger, done 
 	return results, nil
 }
 
+// neighbours is what else ran on the machine during a measurement.
+type neighbours struct {
+	otherLab time.Duration // how long another lab's kube-apiserver ran beside this one
+	maxLoad  float64       // the highest 1-minute load average seen
+}
+
 // watchNeighbours samples, every 2 s until the returned function is called, whether another
-// lab's kube-apiserver runs beside this one (another engineer's tests on the same 2 cores), and
-// returns how long one did.
-func watchNeighbours(ctx context.Context, l *lab.Lab) func() time.Duration {
+// lab's kube-apiserver runs beside this one (another engineer's tests on the same cores) and
+// the load average.
+func watchNeighbours(ctx context.Context, l *lab.Lab) func() neighbours {
 	ctx, cancel := context.WithCancel(ctx)
 	own := l.PIDs()["kube-apiserver"]
-	var seen time.Duration
+	var nb neighbours
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -200,11 +206,18 @@ func watchNeighbours(ctx context.Context, l *lab.Lab) func() time.Duration {
 			case <-time.After(2 * time.Second):
 			}
 			if otherAPIServer(own) {
-				seen += 2 * time.Second
+				nb.otherLab += 2 * time.Second
+			}
+			if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+				if f := strings.Fields(string(b)); len(f) > 0 {
+					if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+						nb.maxLoad = max(nb.maxLoad, v)
+					}
+				}
 			}
 		}
 	}()
-	return func() time.Duration { cancel(); <-finished; return seen }
+	return func() neighbours { cancel(); <-finished; return nb }
 }
 
 func otherAPIServer(own int) bool {

@@ -45,7 +45,7 @@ type result struct {
 	rssPeak, rssEnd int64
 	phasesAtEnd     map[string]int
 
-	disturbed time.Duration // how long another lab ran beside this measurement
+	disturbed neighbours // what else ran on the machine meanwhile
 
 	relStart time.Time
 	changes  []weightChange
@@ -158,11 +158,12 @@ func (rp *report) table(n int) string {
 		return fmt.Sprintf("%.1f / %.1f / %.1f", r.idleCPU, r.releaseCPU, r.totalCPU)
 	})
 	row("RSS: peak / at the end", func(r *result) string { return mb(r.rssPeak) + " / " + mb(r.rssEnd) })
-	row("another lab running beside it (others' tests)", func(r *result) string {
-		if r.disturbed == 0 {
-			return "no"
+	row("another lab beside it (others' tests) / peak load average", func(r *result) string {
+		other := "no"
+		if r.disturbed.otherLab > 0 {
+			other = "for " + secs(r.disturbed.otherLab)
 		}
-		return "for " + secs(r.disturbed)
+		return fmt.Sprintf("%s / %.1f", other, r.disturbed.maxLoad)
 	})
 	row("Siskin instances", func(r *result) string {
 		if r.system == "Flagger" {
