@@ -91,6 +91,8 @@ type WorkloadObservation struct {
 
 // WorkloadPlan is what a step asks of the workloads, all idempotent.
 type WorkloadPlan struct {
+	// EnsureServices reconciles the canary and primary Services.
+	EnsureServices bool
 	// EnsureApex reconciles the apex Service (after the primary is ready).
 	EnsureApex bool
 	// ScaleTarget: ScaleNone, ScaleToZero (canary down), ScaleUp (canary up for analysis).
@@ -149,6 +151,9 @@ type Workloads interface {
 
 // RoutePlan is the routing a step wants, plus the session-affinity cookies that shape it.
 type RoutePlan struct {
+	// WeightsOnly reconciles the VirtualService alone: the DestinationRules were asserted by
+	// an earlier step, and their hand edits arrive as events.
+	WeightsOnly                   bool
 	Routing                       Routing
 	SessionAffinityCookie         string
 	PrimarySessionAffinityCookie  string
@@ -168,7 +173,8 @@ type Routes interface {
 // step reads them alongside the workloads and the metrics, and the correction after the
 // decision starts from that read instead of reading again.
 type RoutesReader interface {
-	ReadRoutes(ctx context.Context, c Canary) LiveRoutes
+	// rules reads the DestinationRules too, for a step that will re-assert them.
+	ReadRoutes(ctx context.Context, c Canary, rules bool) LiveRoutes
 }
 
 // EventRoutesChecker is a Routes that can tell from a routing object an event carried

@@ -410,10 +410,11 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		prefetched = true
 		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
 	}
-	// So do the routing objects, which every step past initialisation re-asserts.
+	// So do the routing objects, which every step past initialisation checks.
+	reassert := st.ReassertDue(c, now, s.cfg.Resync)
 	var live LiveRoutes
 	if rr, ok := s.d.Routes.(RoutesReader); ok && st.WillRoute() {
-		wg.Go(func() { live = rr.ReadRoutes(ctx, c) })
+		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert) })
 	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
 	wg.Wait()
@@ -426,7 +427,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	}
 	// A new revision: the release (or its restart) starts now.
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
-		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
+		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10), Reassert: reassert}
 	if prefetched {
 		in.Metrics, in.MetricsDone = prefetch, true
 	}
@@ -497,10 +498,7 @@ func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (Step
 		}
 		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
 	case causeServices:
-		// Observing reconciles the canary and primary Services; the apex is asserted apart.
-		if _, err = s.d.Workloads.ObserveWorkloads(ctx, c); err == nil {
-			err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureApex: true})
-		}
+		err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureServices: true, EnsureApex: true})
 	}
 	if err != nil {
 		return rep, fmt.Errorf("restore %s: %w", c.Key, err)
@@ -605,12 +603,14 @@ func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes, 
 		plan.ScaleTarget = ScaleNone
 	}
 	if out.Route {
+		rp := routePlan(out.State)
+		rp.WeightsOnly = !out.Reassert
 		wg.Go(func() {
 			if live != nil {
-				routeErr = live.Apply(ctx, routePlan(out.State))
+				routeErr = live.Apply(ctx, rp)
 				return
 			}
-			routeErr = s.d.Routes.ApplyRoutes(ctx, c, routePlan(out.State))
+			routeErr = s.d.Routes.ApplyRoutes(ctx, c, rp)
 		})
 	}
 	if plan != (WorkloadPlan{}) {

@@ -37,7 +37,11 @@ type Router struct {
 	conflictBackoff wait.Backoff
 }
 
-var _ functions.Routes = (*Router)(nil)
+var (
+	_ functions.Routes             = (*Router)(nil)
+	_ functions.RoutesReader       = (*Router)(nil)
+	_ functions.EventRoutesChecker = (*Router)(nil)
+)
 
 // NewRouter returns a Router using client; timeout bounds every single API call (<= 0 means
 // DefaultCallTimeout).
@@ -57,8 +61,9 @@ func NewRouter(client versioned.Interface, log *slog.Logger, timeout time.Durati
 }
 
 // ApplyRoutes creates or corrects the two DestinationRules and the VirtualService so that they
-// say what the plan says. The three objects are independent and are reconciled concurrently.
-// An object already as rendered is not written.
+// say what the plan says (the VirtualService alone for a plan of WeightsOnly). The three
+// objects are independent and are reconciled concurrently. An object already as rendered is
+// not written.
 func (r *Router) ApplyRoutes(ctx context.Context, c functions.Canary, p functions.RoutePlan) error {
 	return r.apply(ctx, c, p, liveObjects{})
 }
@@ -76,11 +81,11 @@ type LiveRoutes struct {
 	live liveObjects
 }
 
-// ReadRoutes reads the VirtualService and the DestinationRules of a canary from the watch
-// cache, concurrently. A step calls it alongside its other reads, so that the correction after
-// the decision starts from these and needs no read of its own. An object that could not be read
-// is read again by Apply.
-func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary) functions.LiveRoutes {
+// ReadRoutes reads the VirtualService and, with rules, the DestinationRules of a canary from the
+// watch cache, concurrently. A step calls it alongside its other reads, so that the correction
+// after the decision starts from these and needs no read of its own. An object that could not
+// be read, or was not, is read again by Apply if the plan needs it.
+func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary, rules bool) functions.LiveRoutes {
 	l := &LiveRoutes{r: r, c: c}
 	names := c.Names()
 	var wg sync.WaitGroup
@@ -94,8 +99,10 @@ func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary) functions.L
 			*into = dr
 		}
 	}
-	wg.Go(func() { rule(names.PrimarySvc, &l.live.primaryDR) })
-	wg.Go(func() { rule(names.CanarySvc, &l.live.canaryDR) })
+	if rules {
+		wg.Go(func() { rule(names.PrimarySvc, &l.live.primaryDR) })
+		wg.Go(func() { rule(names.CanarySvc, &l.live.canaryDR) })
+	}
 	wg.Wait()
 	return l
 }
@@ -109,6 +116,9 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 	vs, err := RenderVirtualService(c, p)
 	if err != nil {
 		return fmt.Errorf("render VirtualService for canary %s: %w", c.Key, err)
+	}
+	if p.WeightsOnly {
+		return r.applyVirtualService(ctx, c, vs, live.vs)
 	}
 	primaryDR, canaryDR, err := RenderDestinationRules(c)
 	if err != nil {

@@ -173,6 +173,8 @@ func populated() functions.State {
 		LastStepAt:          at.Add(time.Second),
 		NextStepAt:          at.Add(time.Minute),
 		SpecError:           "service.canary.host does not match podinfo-canary",
+		AssertedAt:          at.Add(-time.Minute),
+		AssertedGeneration:  4,
 	}
 }
 
