@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -618,6 +619,89 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 			}
 			if got := f.state(t, c.Key); got.Steps != progressing.Steps || got.Routing != progressing.Routing {
 				t.Errorf("state: got %d steps at %v, want %d at %v: a route event is no step", got.Steps, got.Routing, progressing.Steps, progressing.Routing)
+			}
+		})
+	}
+}
+
+// readingWorkloads is the fake cluster's Workloads, counting its reads, that can also read the
+// facts of an object an event carried (here a small JSON of the facts themselves).
+type readingWorkloads struct {
+	*fakeCluster
+	gets, observations *int
+}
+
+func (r readingWorkloads) GetCanary(ctx context.Context, k Key) (Canary, error) {
+	*r.gets++
+	return r.fakeCluster.GetCanary(ctx, k)
+}
+
+func (r readingWorkloads) ObserveWorkloads(ctx context.Context, c Canary) (WorkloadObservation, error) {
+	*r.observations++
+	return r.fakeCluster.ObserveWorkloads(ctx, c)
+}
+
+func (r readingWorkloads) FactsOf(object []byte) (ObjectFacts, bool) {
+	var f ObjectFacts
+	return f, json.Unmarshal(object, &f) == nil && f.Kind != ""
+}
+
+func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
+	c := seedCanary()
+	c.Generation = 5
+	deployment := func(name string) ObjectRef {
+		return ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: name}
+	}
+	canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
+	tests := []struct {
+		name                 string
+		obj                  ObjectRef
+		object               string
+		due                  bool
+		wantGets, wantObserv int
+		wantSteps            int64
+	}{
+		{name: "the Canary's own status write coming back", obj: canary, object: `{"Kind":"Canary","Generation":5}`},
+		{name: "a Canary of a new generation is read (and waits for its step)", obj: canary, object: `{"Kind":"Canary","Generation":6}`, wantGets: 1},
+		{name: "a Canary being deleted is read and acted on", obj: canary, object: `{"Kind":"Canary","Generation":5,"Deleting":true}`, wantGets: 1},
+		{name: "a Canary event without the object is read", obj: canary, wantGets: 1},
+		{name: "the target's rollout progressing", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`},
+		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantObserv: 1, wantSteps: 1},
+		{name: "the primary's rollout, past initialisation", obj: deployment(c.Names().Primary)},
+		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantObserv: 1, wantSteps: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, c)
+			gets, observations := 0, 0
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations}
+			ctx := context.Background()
+			next := t0.Add(time.Minute)
+			if tt.due {
+				next = t0
+			}
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
+				Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			if newRev := strings.Contains(tt.object, `"v2"`); newRev {
+				f.cluster.mu.Lock()
+				w := f.cluster.work[c.Key]
+				w.TemplateHash = "v2"
+				f.cluster.work[c.Key] = w
+				f.cluster.mu.Unlock()
+			}
+			obj := tt.obj
+			if tt.object != "" {
+				obj.Object = []byte(tt.object)
+			}
+			if _, err := f.svc.ObjectChanged(ctx, obj, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			steps := f.state(t, c.Key).Steps - progressing.Steps
+			if gets != tt.wantGets || observations != tt.wantObserv || steps != tt.wantSteps {
+				t.Errorf("got %d Canary reads, %d observations, %d steps; want %d, %d, %d", gets, observations, steps, tt.wantGets, tt.wantObserv, tt.wantSteps)
 			}
 		})
 	}

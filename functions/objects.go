@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -77,10 +78,13 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
 		k := Key{Namespace: obj.Namespace, Name: obj.Name}
+		if settled, err := s.settled(ctx, k, causeCanary, obj.Object); settled || err != nil {
+			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
+		}
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
 		return []StepReport{r}, err
 	}
-	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
+	cs, err := s.lists.get(ctx, obj.Namespace, s.d.Workloads.ListCanaries)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
@@ -99,6 +103,12 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 			}
 		}
 		if !ok {
+			continue
+		}
+		if settled, err := s.settled(ctx, c.Key, cause, obj.Object); settled || err != nil {
+			if err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause, object: obj.Object}, &c, nil)
@@ -181,4 +191,96 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 		return StepReport{Key: k, Skipped: "busy"}, nil
 	}
 	return r, err
+}
+
+// settled reports, from the saved state and the object the event carried (Resource mode), that
+// the event can change nothing now, so that it costs no lease and no Kubernetes request: most
+// object events are Siskin's own writes coming back, or rollouts reporting their progress.
+func (s *Service) settled(ctx context.Context, k Key, cause changeCause, object []byte) (bool, error) {
+	if cause != causeCanary && cause != causeTarget && cause != causePrimary {
+		return false, nil
+	}
+	var (
+		facts ObjectFacts
+		known bool
+	)
+	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(object) > 0 {
+		facts, known = r.FactsOf(object)
+	}
+	if !known && cause != causePrimary {
+		return false, nil
+	}
+	st, err := s.d.Store.Load(ctx, k)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load state of %s: %w", k, err)
+	}
+	return changesNothing(st, cause, facts, known, s.cfg.Now()), nil
+}
+
+// changesNothing is the gate of an object event decided before the step: a canary that is not
+// due and past its initialisation is left alone by a primary Deployment's event, by a Canary
+// event of the generation its last re-assertion saw (its status, Siskin's own write, changed),
+// and by a target Deployment event that carries no new revision. Anything else, or an object
+// the event did not carry, goes to the step's own gate.
+func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now time.Time) bool {
+	if st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing || st.SpecError != "" || (known && f.Deleting) {
+		return false
+	}
+	switch cause {
+	case causePrimary:
+		return true
+	case causeCanary:
+		return known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
+	case causeTarget:
+		return known && f.Kind == "Deployment" &&
+			!st.SeesNewRevision(WorkloadObservation{TargetFound: true, TemplateHash: f.TemplateHash, TrackedConfigs: st.TrackedConfigs})
+	}
+	return false
+}
+
+// canaryLists shares a list of a namespace's Canaries among the object events of a burst (a
+// rollout sends several, and so do a step's own writes), for Config.CanaryListReuse of this
+// process's clock. A Canary created since is stepped by its own event; a spec changed since is
+// re-read by the step it is due for.
+type canaryLists struct {
+	reuse time.Duration
+	mu    sync.Mutex
+	lists map[string]canaryList
+}
+
+type canaryList struct {
+	at       time.Time
+	canaries []Canary
+}
+
+func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Context, string) ([]Canary, error)) ([]Canary, error) {
+	if l.reuse <= 0 {
+		return list(ctx, ns)
+	}
+	now := time.Now()
+	l.mu.Lock()
+	if got, ok := l.lists[ns]; ok && now.Sub(got.at) < l.reuse {
+		l.mu.Unlock()
+		return got.canaries, nil
+	}
+	l.mu.Unlock()
+	cs, err := list(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lists == nil {
+		l.lists = map[string]canaryList{}
+	}
+	for k, v := range l.lists {
+		if now.Sub(v.at) >= l.reuse {
+			delete(l.lists, k)
+		}
+	}
+	l.lists[ns] = canaryList{at: now, canaries: cs}
+	return cs, nil
 }

@@ -177,6 +177,22 @@ type RoutesReader interface {
 	ReadRoutes(ctx context.Context, c Canary, rules bool) LiveRoutes
 }
 
+// ObjectFacts are what a step's gate reads from an object an event carried.
+type ObjectFacts struct {
+	Kind       string
+	Generation int64
+	Deleting   bool
+	// TemplateHash is a Deployment's, as WorkloadObservation.TemplateHash.
+	TemplateHash string
+}
+
+// EventObjectReader is a Workloads that can read the facts of a Canary or a Deployment that
+// an event carried (ApiServerSource's Resource mode), so that the event's gate needs no read.
+type EventObjectReader interface {
+	// FactsOf decodes object; ok is false for an object it cannot read or of another kind.
+	FactsOf(object []byte) (f ObjectFacts, ok bool)
+}
+
 // EventRoutesChecker is a Routes that can tell from a routing object an event carried
 // (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
 type EventRoutesChecker interface {

@@ -250,6 +250,9 @@ var watchedKinds = map[[2]string]bool{
 
 // decodeAPIServerEvent reads an ApiServerSource event: in Resource mode the data is the
 // object, in Reference mode an object reference. Kinds Siskin does not watch are ignored.
+// judgedFromTheEvent are the kinds whose Resource-mode events carry what their gate needs.
+var judgedFromTheEvent = map[string]bool{"flagger.app/Canary": true, "apps/Deployment": true, "networking.istio.io/VirtualService": true}
+
 func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 	return withData(e, func(data jsonNode) {
 		data.object()
@@ -277,9 +280,9 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 		in.Kind = InboundObject
 		in.Object = &functions.ObjectRef{Group: group, Kind: kind, Namespace: ns, Name: name,
 			Deleted: strings.HasSuffix(e.Type(), ".delete")}
-		// A VirtualService in Resource mode can be judged from the event alone (its own write
-		// coming back is the common case), so it travels on.
-		if strings.Contains(e.Type(), ".resource.") && group == "networking.istio.io" && kind == "VirtualService" && !in.Object.Deleted {
+		// A Canary, a Deployment or a VirtualService in Resource mode can be judged from the
+		// event alone (Siskin's own write coming back, a rollout's progress), so it travels on.
+		if strings.Contains(e.Type(), ".resource.") && !in.Object.Deleted && judgedFromTheEvent[group+"/"+kind] {
 			in.Object.Object = e.Data()
 		}
 	})
