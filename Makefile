@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit ui-browser e2e test-lab fuzz fuzz-long bench bench-e2e demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
+.PHONY: help build test unit ui-browser e2e test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -55,6 +55,11 @@ bench:
 ## bench-e2e: benchmarks against the lab (step cost, abort and push latency)
 bench-e2e: lab-build
 	$(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
+
+## bench-scale: Siskin beside Flagger v1.36.1 (built from the Go module proxy, cached) on the lab, N canaries one system after the other (BENCH_N=100,500,1250; BENCH_N=100 for a quick run); tables and plots in bench-out/
+bench-scale: lab-build
+	@bash test/bench/build-flagger.sh >/dev/null
+	$(GO) run ./test/bench/cmd/benchscale -n "$(or $(BENCH_N),100,500,1250)" -out "$(or $(BENCH_OUT),bench-out)"
 
 ## demo: the whole story on a fresh machine: lab, three releases, live progress, a report (demo-out/)
 demo: lab-build bin/demo

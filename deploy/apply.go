@@ -29,8 +29,8 @@ func (c *Cluster) ApplyWorkloads(ctx context.Context, cd functions.Canary, p fun
 		return fmt.Errorf("%w: canary %s: unknown scale %d", functions.ErrInvalid, cd.Key, p.ScaleTarget)
 	}
 	var g group
-	if p.EnsureApex {
-		g.Go(func() error { return c.ensureApex(ctx, cd) })
+	if p.EnsureServices || p.EnsureApex {
+		g.Go(func() error { return c.ensureServices(ctx, cd, p.EnsureServices, p.EnsureApex) })
 	}
 	if p.Promote || p.ScaleTarget != functions.ScaleNone {
 		g.Go(func() error {
@@ -51,19 +51,26 @@ func (c *Cluster) ApplyWorkloads(ctx context.Context, cd functions.Canary, p fun
 	return g.Wait()
 }
 
-// ensureApex reconciles the apex Service to select the primary's pods. A Service Siskin did
-// not create keeps its metadata: only its selector and ports change, and its first selector is
-// remembered for revertOnDeletion.
-func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
+// ensureServices reconciles, only where they differ, the Services <apex>-canary and
+// <apex>-primary (pair) and the apex Service (apex), which selects the primary's pods. An apex
+// Service Siskin did not create keeps its metadata: only its selector and ports change, and
+// its first selector is remembered for revertOnDeletion.
+func (c *Cluster) ensureServices(ctx context.Context, cd functions.Canary, pair, apex bool) error {
 	n, ns := cd.Names(), cd.Namespace
 	var target *appsv1.Deployment
-	var apex *corev1.Service
-	var g group
+	var canarySvc, primarySvc, apexSvc *corev1.Service
+	var reads group
 	// The target gives only the selector and the ports, which change with a spec edit at most:
-	// the cache is fresh enough, and the apex Service's update carries its own resourceVersion.
-	g.Go(func() (err error) { target, err = c.getDeployment(ctx, ns, n.Target, fromCache); return })
-	g.Go(func() (err error) { apex, err = optional(c.getService(ctx, ns, n.Apex, fromCache)); return })
-	if err := g.Wait(); err != nil {
+	// the cache is fresh enough, and each Service's update carries its own resourceVersion.
+	reads.Go(func() (err error) { target, err = c.getDeployment(ctx, ns, n.Target, fromCache); return })
+	if pair {
+		reads.Go(func() (err error) { canarySvc, err = optional(c.getService(ctx, ns, n.CanarySvc, fromCache)); return })
+		reads.Go(func() (err error) { primarySvc, err = optional(c.getService(ctx, ns, n.PrimarySvc, fromCache)); return })
+	}
+	if apex {
+		reads.Go(func() (err error) { apexSvc, err = optional(c.getService(ctx, ns, n.Apex, fromCache)); return })
+	}
+	if err := reads.Wait(); err != nil {
 		return err
 	}
 	label, value, err := selectorLabel(target, c.opts.SelectorLabels)
@@ -75,8 +82,21 @@ func (c *Cluster) ensureApex(ctx context.Context, cd functions.Canary) error {
 		return err
 	}
 	sel := selection{Label: label, Value: value}
-	want := desiredService(cd, n.Apex, sel.Label, sel.primaryValue(), cd.Spec.Service.Apex, ports)
-	return c.assertService(ctx, cd, apex, want, true)
+	var writes group
+	if pair {
+		writes.Go(func() error {
+			return c.assertService(ctx, cd, canarySvc, desiredService(cd, n.CanarySvc, sel.Label, sel.Value, cd.Spec.Service.Canary, ports), false)
+		})
+		writes.Go(func() error {
+			return c.assertService(ctx, cd, primarySvc, desiredService(cd, n.PrimarySvc, sel.Label, sel.primaryValue(), cd.Spec.Service.Primary, ports), false)
+		})
+	}
+	if apex {
+		writes.Go(func() error {
+			return c.assertService(ctx, cd, apexSvc, desiredService(cd, n.Apex, sel.Label, sel.primaryValue(), cd.Spec.Service.Apex, ports), true)
+		})
+	}
+	return writes.Wait()
 }
 
 // promote is Flagger's Promote: sync the tracked configs to -primary, then update the primary

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -256,4 +257,31 @@ func (c *Cluster) EnsureFinalizer(ctx context.Context, cd functions.Canary, pres
 			metav1.UpdateOptions{FieldManager: fieldManager})
 		return apiError(err, "update finalizers of", "Canary", cd.Namespace, cd.Name)
 	})
+}
+
+// FactsOf reads, from a Canary or a Deployment as an ApiServerSource event carried it, what
+// decides whether the event changes anything: the generation and deletion of either, and the
+// TemplateHash of a Deployment, computed as ObserveWorkloads computes it.
+func (c *Cluster) FactsOf(object []byte) (functions.ObjectFacts, bool) {
+	var head struct {
+		APIVersion string            `json:"apiVersion"`
+		Kind       string            `json:"kind"`
+		Metadata   metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(object, &head); err != nil {
+		return functions.ObjectFacts{}, false
+	}
+	f := functions.ObjectFacts{Kind: head.Kind, Generation: head.Metadata.Generation, Deleting: head.Metadata.DeletionTimestamp != nil}
+	switch {
+	case head.APIVersion == CanaryGVR.GroupVersion().String() && head.Kind == "Canary":
+		return f, true
+	case head.APIVersion == "apps/v1" && head.Kind == "Deployment":
+		var d appsv1.Deployment
+		if err := json.Unmarshal(object, &d); err != nil {
+			return functions.ObjectFacts{}, false
+		}
+		f.TemplateHash = TemplateHash(d.Spec.Template)
+		return f, true
+	}
+	return functions.ObjectFacts{}, false
 }

@@ -312,3 +312,44 @@ func TestEnsureFinalizer(t *testing.T) {
 		}
 	}
 }
+
+func TestFactsOfWhatAnEventCarried(t *testing.T) {
+	f := newFixture(t, nil)
+	dep := podinfo()
+	dep.APIVersion, dep.Kind = "apps/v1", "Deployment"
+	depJSON, err := json.Marshal(dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleting := metav1.Now()
+	gone := podinfo()
+	gone.APIVersion, gone.Kind, gone.DeletionTimestamp = "apps/v1", "Deployment", &deleting
+	goneJSON, _ := json.Marshal(gone)
+	tests := []struct {
+		name   string
+		object string
+		want   functions.ObjectFacts
+		wantOK bool
+	}{
+		{"a Canary", `{"apiVersion":"flagger.app/v1beta1","kind":"Canary","metadata":{"name":"podinfo","generation":7},"status":{"phase":"Progressing"}}`,
+			functions.ObjectFacts{Kind: "Canary", Generation: 7}, true},
+		{"a Deployment, hashed as an observation hashes it", string(depJSON),
+			functions.ObjectFacts{Kind: "Deployment", Generation: dep.Generation, TemplateHash: TemplateHash(podinfo().Spec.Template)}, true},
+		{"a Deployment being deleted", string(goneJSON),
+			functions.ObjectFacts{Kind: "Deployment", Generation: gone.Generation, Deleting: true, TemplateHash: TemplateHash(podinfo().Spec.Template)}, true},
+		{"a Deployment of another group", `{"apiVersion":"extensions/v1beta1","kind":"Deployment","metadata":{"name":"podinfo"}}`, functions.ObjectFacts{}, false},
+		{"a Secret", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"token"}}`, functions.ObjectFacts{}, false},
+		{"not JSON", `<html>`, functions.ObjectFacts{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := f.c.FactsOf([]byte(tt.object))
+			if ok != tt.wantOK {
+				t.Fatalf("ok = %v, want %v", ok, tt.wantOK)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("facts (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -76,7 +76,10 @@ type Cluster struct {
 	newID func() (string, error)
 }
 
-var _ functions.Workloads = (*Cluster)(nil)
+var (
+	_ functions.Workloads         = (*Cluster)(nil)
+	_ functions.EventObjectReader = (*Cluster)(nil)
+)
 
 // New returns a Cluster. kube and dyn talk to the same cluster; log must not be nil.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, log *slog.Logger, opts Options) *Cluster {

@@ -16,9 +16,8 @@ import (
 // ObserveWorkloads does what Flagger does with the workloads at the start of a tick, and reports
 // what it sees:
 //
-//   - reads, concurrently, the target and primary Deployments, the canary and primary Services,
-//     the autoscalerRef HPA and its primary copy, and the target's tracked ConfigMaps and Secrets;
-//   - creates or updates the Services <apex>-canary and <apex>-primary, only if they differ;
+//   - reads, concurrently, the target and primary Deployments, the autoscalerRef HPA and its
+//     primary copy, and the target's tracked ConfigMaps and Secrets;
 //   - creates the primary Deployment (after copying the tracked configs to -primary) and the
 //     primary HPA when they are missing;
 //   - computes the target's TemplateHash, TrackedConfigs, Images and replicas, and the readiness
@@ -34,11 +33,10 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 	}
 	n, ns := cd.Names(), cd.Namespace
 	var (
-		target, primary       *appsv1.Deployment
-		tracked               map[string]trackedConfig
-		canarySvc, primarySvc *corev1.Service
-		hpa, hpaPrimary       *autoscalingv2.HorizontalPodAutoscaler
-		hpaErr                error
+		target, primary *appsv1.Deployment
+		tracked         map[string]trackedConfig
+		hpa, hpaPrimary *autoscalingv2.HorizontalPodAutoscaler
+		hpaErr          error
 	)
 	var reads group
 	reads.Go(func() (err error) {
@@ -49,8 +47,6 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 		return err
 	})
 	reads.Go(func() (err error) { primary, err = optional(c.getDeployment(ctx, ns, n.Primary, fresh)); return })
-	reads.Go(func() (err error) { canarySvc, err = optional(c.getService(ctx, ns, n.CanarySvc, fromCache)); return })
-	reads.Go(func() (err error) { primarySvc, err = optional(c.getService(ctx, ns, n.PrimarySvc, fromCache)); return })
 	if ref := cd.Spec.AutoscalerRef; ref != nil {
 		reads.Go(func() (err error) {
 			hpa, hpaErr = c.getHPA(ctx, ns, ref.Name) // a missing HPA matters only with a target
@@ -79,20 +75,11 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 		return obs, err
 	}
 	sel := selection{Label: label, Value: value}
-	ports, err := servicePorts(cd, target)
-	if err != nil {
+	if _, err := servicePorts(cd, target); err != nil {
 		return obs, err
 	}
 
 	var writes group
-	writes.Go(func() error {
-		want := desiredService(cd, n.CanarySvc, sel.Label, sel.Value, cd.Spec.Service.Canary, ports)
-		return c.assertService(ctx, cd, canarySvc, want, false)
-	})
-	writes.Go(func() error {
-		want := desiredService(cd, n.PrimarySvc, sel.Label, sel.primaryValue(), cd.Spec.Service.Primary, ports)
-		return c.assertService(ctx, cd, primarySvc, want, false)
-	})
 	if primary == nil {
 		writes.Go(func() (err error) {
 			primary, err = c.createPrimary(ctx, cd, target, tracked, sel)

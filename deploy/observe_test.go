@@ -39,11 +39,16 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 		"create configmaps/podinfo-env-primary",
 		"create deployments/podinfo-primary",
 		"create secrets/podinfo-secret-primary",
-		"create services/podinfo-canary",
-		"create services/podinfo-primary",
 	}
 	if diff := cmp.Diff(wantWrites, sortedWrites(f)); diff != "" {
-		t.Errorf("writes (-want +got):\n%s", diff)
+		t.Errorf("writes of the observation (-want +got):\n%s", diff)
+	}
+	f.kube.ClearActions()
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{EnsureServices: true}); err != nil {
+		t.Fatalf("ApplyWorkloads(EnsureServices): %v", err)
+	}
+	if diff := cmp.Diff([]string{"create services/podinfo-canary", "create services/podinfo-primary"}, sortedWrites(f)); diff != "" {
+		t.Errorf("writes of EnsureServices (-want +got):\n%s", diff)
 	}
 	wantObs := functions.WorkloadObservation{
 		TargetFound:    true,
@@ -99,8 +104,11 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
 		t.Fatalf("ObserveWorkloads again: %v", err)
 	}
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{EnsureServices: true}); err != nil {
+		t.Fatalf("ApplyWorkloads(EnsureServices) again: %v", err)
+	}
 	if w := f.writes(); len(w) != 0 {
-		t.Errorf("got writes %v on a second observation, want none", w)
+		t.Errorf("got writes %v on a second observation and assertion, want none", w)
 	}
 }
 
@@ -203,7 +211,11 @@ func TestObserveWorkloadsErrors(t *testing.T) {
 			f.kube.PrependReactor(tt.verb, tt.resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 				return true, nil, tt.err
 			})
-			_, err := f.c.ObserveWorkloads(context.Background(), seedDomain(t))
+			cd := seedDomain(t)
+			_, err := f.c.ObserveWorkloads(context.Background(), cd)
+			if err == nil {
+				err = f.c.ApplyWorkloads(context.Background(), cd, functions.WorkloadPlan{EnsureServices: true})
+			}
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
@@ -236,12 +248,12 @@ func TestObserveWorkloadsExistingPrimaryIsKept(t *testing.T) {
 
 // The Services are read from the watch cache; a cache that has not seen a Service yet makes the
 // create fail with AlreadyExists, and the Service is then read fresh and reconciled.
-func TestObserveWorkloadsRetriesAStaleCacheReadFresh(t *testing.T) {
+func TestEnsureServicesRetriesAStaleCacheReadFresh(t *testing.T) {
 	f := newFixture(t, append(podinfoConfigs(), podinfo()))
 	ctx := context.Background()
 	cd := seedDomain(t)
-	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
-		t.Fatalf("first ObserveWorkloads: %v", err)
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{EnsureServices: true}); err != nil {
+		t.Fatalf("first EnsureServices: %v", err)
 	}
 	f.kube.PrependReactor("get", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		get := a.(k8stesting.GetActionImpl)
@@ -251,8 +263,8 @@ func TestObserveWorkloadsRetriesAStaleCacheReadFresh(t *testing.T) {
 		return false, nil, nil
 	})
 	f.kube.ClearActions()
-	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
-		t.Fatalf("ObserveWorkloads with a cache behind: %v", err)
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{EnsureServices: true}); err != nil {
+		t.Fatalf("EnsureServices with a cache behind: %v", err)
 	}
 	var reads []string
 	for _, a := range f.kube.Actions() {

@@ -43,6 +43,103 @@ func (r *relay) DispatchStep(ctx context.Context, k Key, _ time.Time) error {
 	return err
 }
 
+func (r *relay) WakeDispatcher(context.Context, string) error { return nil }
+
+// wakes counts the dispatcher wake-ups a Service sends.
+type wakes struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (w *wakes) DispatchStep(context.Context, Key, time.Time) error { return nil }
+func (w *wakes) WakeDispatcher(context.Context, string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n++
+	return nil
+}
+
+// A step that leaves a release going on wakes a dispatcher only when none dispatches past its
+// next due time; the steps of a fleet released at once wake one.
+func TestAReleaseWithNoDispatcherWakesOne(t *testing.T) {
+	releasing := State{Phase: PhaseProgressing}
+	idle := State{Phase: PhaseSucceeded}
+	tests := []struct {
+		name string
+		// dispatcher: a tick began (true) or ended early (false) before the saves.
+		tickRunning bool
+		saves       []State
+		wantWakes   int
+	}{
+		{name: "a fleet released between pings wakes one", saves: []State{releasing, releasing, releasing, releasing}, wantWakes: 1},
+		{name: "a release while a tick dispatches wakes none", tickRunning: true, saves: []State{releasing, releasing}, wantWakes: 0},
+		{name: "an idle canary wakes none", saves: []State{idle, idle}, wantWakes: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, seedCanary())
+			w := &wakes{}
+			svc := New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Dispatcher: w},
+				Config{MinInterval: MinAnalysisInterval, Now: f.clock, DispatchWindow: 75 * time.Second}, nil)
+			ctx := context.Background()
+			gen, err := f.store.BeginDispatch(ctx, "*", f.clock().Add(75*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.tickRunning {
+				if err := f.store.EndDispatch(ctx, "*", gen); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, st := range tt.saves {
+				st.NextStepAt = f.clock().Add(10 * time.Second)
+				if err := svc.scheduleSaved(ctx, Key{Namespace: "default", Name: "app-" + string(rune('a'+i))}, st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			svc.Drain(ctx)
+			if w.n != tt.wantWakes {
+				t.Errorf("wake-ups: got %d, want %d", w.n, tt.wantWakes)
+			}
+		})
+	}
+}
+
+// A tick that finds nothing releasing stops and says so, and the next release started by an
+// event wakes a dispatcher; past a woken dispatcher's window, the next step wakes another.
+func TestAnEarlyEndedTickLetsTheNextReleaseWakeADispatcher(t *testing.T) {
+	f := newFixture(t, seedCanary())
+	w := &wakes{}
+	svc := New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Metrics: f.svc.d.Metrics, Hooks: f.svc.d.Hooks, Dispatcher: w},
+		Config{MinInterval: MinAnalysisInterval, Now: f.clock, DispatchWindow: 75 * time.Second}, nil)
+	ctx := context.Background()
+	if _, err := svc.Tick(ctx, f.clock().Add(75*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	k := Key{Namespace: "default", Name: "podinfo"}
+	save := func() {
+		t.Helper()
+		if err := svc.scheduleSaved(ctx, k, State{Phase: PhaseProgressing, NextStepAt: f.clock().Add(10 * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		svc.Drain(ctx)
+	}
+	save()
+	if w.n != 1 {
+		t.Fatalf("after the tick ended early, a release woke %d dispatchers, want 1", w.n)
+	}
+	f.advanceClock(30 * time.Second)
+	save()
+	if w.n != 1 {
+		t.Fatalf("inside the woken dispatcher's window, a step woke %d in all, want 1", w.n)
+	}
+	f.advanceClock(50 * time.Second)
+	save()
+	if w.n != 2 {
+		t.Fatalf("past the woken dispatcher's window, a step woke %d in all, want 2", w.n)
+	}
+}
+
 // weights records each canary's VirtualService weights in the order they were written.
 type weights struct {
 	*fakeCluster
@@ -155,8 +252,8 @@ func TestANewerTickTakesTheDispatchingOver(t *testing.T) {
 		}
 		done <- rep
 	}()
-	<-woke                                                     // the first tick stepped and sleeps until the next step is due
-	if _, err := f.store.BeginDispatch(ctx, "*"); err != nil { // the next ping
+	<-woke                                                                                    // the first tick stepped and sleeps until the next step is due
+	if _, err := f.store.BeginDispatch(ctx, "*", f.clock().Add(75*time.Second)); err != nil { // the next ping
 		t.Fatal(err)
 	}
 	before := f.state(t, c.Key).Steps

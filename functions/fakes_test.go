@@ -23,6 +23,7 @@ type memStore struct {
 	// failSchedule makes Schedule fail as an unreachable Redis would.
 	failSchedule bool
 	dispatch     map[string]int64
+	dispatching  map[string]time.Time
 	// lostSaveReplies makes that many saves write, then report ErrUnavailable, as a save
 	// whose reply was lost would.
 	lostSaveReplies int
@@ -178,14 +179,37 @@ func (m *memStore) DueAt(_ context.Context, k Key) (time.Time, bool, error) {
 	return at, ok, nil
 }
 
-func (m *memStore) BeginDispatch(_ context.Context, scope string) (int64, error) {
+func (m *memStore) BeginDispatch(_ context.Context, scope string, until time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.dispatch == nil {
-		m.dispatch = map[string]int64{}
+		m.dispatch, m.dispatching = map[string]int64{}, map[string]time.Time{}
 	}
 	m.dispatch[scope]++
+	m.dispatching[scope] = until
 	return m.dispatch[scope], nil
+}
+
+func (m *memStore) EndDispatch(_ context.Context, scope string, gen int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dispatch[scope] == gen {
+		m.dispatching[scope] = time.Time{}
+	}
+	return nil
+}
+
+func (m *memStore) ReserveDispatch(_ context.Context, scope string, dueAt, until time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dispatching == nil {
+		m.dispatch, m.dispatching = map[string]int64{}, map[string]time.Time{}
+	}
+	if m.dispatching[scope].After(dueAt) {
+		return false, nil
+	}
+	m.dispatching[scope] = until
+	return true, nil
 }
 
 func (m *memStore) DispatchGeneration(_ context.Context, scope string) (int64, error) {

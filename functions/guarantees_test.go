@@ -2,8 +2,10 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -518,5 +520,189 @@ func TestAPanicInOneStepDoesNotStopTheTick(t *testing.T) {
 	}
 	if rep.Failed != 1 || len(rep.Stepped) != 1 || rep.Stepped[0].Key != b.Key {
 		t.Errorf("got %d failed and stepped %v, want the panicking canary failed and the other stepped", rep.Failed, rep.Stepped)
+	}
+}
+
+// A ConfigMap or Secret event steps a canary only if its target referenced that config when
+// last observed, and only when the config's data changed (a new revision); other configs, the
+// -primary copies Siskin writes, and a config of the same name in another kind do nothing.
+func TestConfigEventsStepOnlyTheCanariesTrackingThem(t *testing.T) {
+	tests := []struct {
+		name      string
+		obj       ObjectRef
+		newData   bool
+		wantSteps int64
+	}{
+		{name: "a tracked Secret with new data restarts the analysis", obj: ObjectRef{Kind: "Secret", Name: "app-secret"}, newData: true, wantSteps: 1},
+		{name: "a tracked ConfigMap with new data restarts the analysis", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config"}, newData: true, wantSteps: 1},
+		{name: "a tracked ConfigMap with the same data does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config"}},
+		{name: "a ConfigMap the target does not use does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "leader-election"}, newData: true},
+		{name: "the primary copy Siskin writes does nothing", obj: ObjectRef{Kind: "ConfigMap", Name: "app-config-primary"}, newData: true},
+		{name: "a Secret named like a tracked ConfigMap does nothing", obj: ObjectRef{Kind: "Secret", Name: "app-config"}, newData: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			f := newFixture(t, c)
+			ctx := context.Background()
+			tracked := map[string]string{"configmap/app-config": "c1", "secret/app-secret": "s1"}
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", TrackedConfigs: tracked,
+				Routing: Routing{Primary: 95, Canary: 5}, Steps: 7, NextStepAt: t0.Add(time.Minute)}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			f.cluster.mu.Lock()
+			w := f.cluster.work[c.Key]
+			w.TemplateHash, w.TrackedConfigs = "v1", maps.Clone(tracked)
+			if tt.newData {
+				w.TrackedConfigs["configmap/app-config"], w.TrackedConfigs["secret/app-secret"] = "c2", "s2"
+			}
+			f.cluster.work[c.Key] = w
+			f.cluster.mu.Unlock()
+			tt.obj.Namespace = c.Namespace
+			if _, err := f.svc.ObjectChanged(ctx, tt.obj, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.state(t, c.Key).Steps - progressing.Steps; got != tt.wantSteps {
+				t.Errorf("%s: got %d steps, want %d", tt.obj, got, tt.wantSteps)
+			}
+		})
+	}
+}
+
+// judgingRoutes is the fake cluster's Routes that can also judge an event's VirtualService.
+type judgingRoutes struct {
+	*fakeCluster
+	asPlanned bool
+	judged    *int
+}
+
+func (r judgingRoutes) AsPlanned(c Canary, p RoutePlan, object []byte) bool {
+	*r.judged++
+	return r.asPlanned
+}
+
+func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
+	tests := []struct {
+		name       string
+		object     []byte
+		asPlanned  bool
+		wantJudged int
+		wantApply  bool
+	}{
+		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1},
+		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true},
+		{name: "an event without the object (Reference mode) is read and put back", wantApply: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			f := newFixture(t, c)
+			judged := 0
+			f.svc.d.Routes = judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}
+			ctx := context.Background()
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
+				Routing: Routing{Primary: 95, Canary: 5}, Steps: 3, NextStepAt: t0.Add(time.Minute)}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object}
+			if _, err := f.svc.ObjectChanged(ctx, vs, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			applied := false
+			for _, a := range f.applied() {
+				applied = applied || strings.Contains(a, " routes ")
+			}
+			if judged != tt.wantJudged || applied != tt.wantApply {
+				t.Errorf("got %d judged, routes applied %v (%v); want %d judged, applied %v", judged, applied, f.applied(), tt.wantJudged, tt.wantApply)
+			}
+			if got := f.state(t, c.Key); got.Steps != progressing.Steps || got.Routing != progressing.Routing {
+				t.Errorf("state: got %d steps at %v, want %d at %v: a route event is no step", got.Steps, got.Routing, progressing.Steps, progressing.Routing)
+			}
+		})
+	}
+}
+
+// readingWorkloads is the fake cluster's Workloads, counting its reads, that can also read the
+// facts of an object an event carried (here a small JSON of the facts themselves).
+type readingWorkloads struct {
+	*fakeCluster
+	gets, observations *int
+}
+
+func (r readingWorkloads) GetCanary(ctx context.Context, k Key) (Canary, error) {
+	*r.gets++
+	return r.fakeCluster.GetCanary(ctx, k)
+}
+
+func (r readingWorkloads) ObserveWorkloads(ctx context.Context, c Canary) (WorkloadObservation, error) {
+	*r.observations++
+	return r.fakeCluster.ObserveWorkloads(ctx, c)
+}
+
+func (r readingWorkloads) FactsOf(object []byte) (ObjectFacts, bool) {
+	var f ObjectFacts
+	return f, json.Unmarshal(object, &f) == nil && f.Kind != ""
+}
+
+func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
+	c := seedCanary()
+	c.Generation = 5
+	deployment := func(name string) ObjectRef {
+		return ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: name}
+	}
+	canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
+	tests := []struct {
+		name                 string
+		obj                  ObjectRef
+		object               string
+		due                  bool
+		wantGets, wantObserv int
+		wantSteps            int64
+	}{
+		{name: "the Canary's own status write coming back", obj: canary, object: `{"Kind":"Canary","Generation":5}`},
+		{name: "a Canary of a new generation is read (and waits for its step)", obj: canary, object: `{"Kind":"Canary","Generation":6}`, wantGets: 1},
+		{name: "a Canary being deleted is read and acted on", obj: canary, object: `{"Kind":"Canary","Generation":5,"Deleting":true}`, wantGets: 1},
+		{name: "a Canary event without the object is read", obj: canary, wantGets: 1},
+		{name: "the target's rollout progressing", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`},
+		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantObserv: 1, wantSteps: 1},
+		{name: "the primary's rollout, past initialisation", obj: deployment(c.Names().Primary)},
+		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantObserv: 1, wantSteps: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, c)
+			gets, observations := 0, 0
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations}
+			ctx := context.Background()
+			next := t0.Add(time.Minute)
+			if tt.due {
+				next = t0
+			}
+			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
+				Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
+			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
+				t.Fatal(err)
+			}
+			if newRev := strings.Contains(tt.object, `"v2"`); newRev {
+				f.cluster.mu.Lock()
+				w := f.cluster.work[c.Key]
+				w.TemplateHash = "v2"
+				f.cluster.work[c.Key] = w
+				f.cluster.mu.Unlock()
+			}
+			obj := tt.obj
+			if tt.object != "" {
+				obj.Object = []byte(tt.object)
+			}
+			if _, err := f.svc.ObjectChanged(ctx, obj, "ev-1"); err != nil {
+				t.Fatal(err)
+			}
+			steps := f.state(t, c.Key).Steps - progressing.Steps
+			if gets != tt.wantGets || observations != tt.wantObserv || steps != tt.wantSteps {
+				t.Errorf("got %d Canary reads, %d observations, %d steps; want %d, %d, %d", gets, observations, steps, tt.wantGets, tt.wantObserv, tt.wantSteps)
+			}
+		})
 	}
 }

@@ -25,6 +25,9 @@ type StepInput struct {
 	MetricsDone bool
 	// NewCookieValue is fresh randomness for a session-affinity cookie, should one be needed.
 	NewCookieValue, NewPrimaryCookieValue string
+	// Reassert asks for the generated objects to be re-asserted (State.ReassertDue). A new
+	// revision and the initialisation re-assert them anyway.
+	Reassert bool
 }
 
 // Need is what Decide must know before it can decide.
@@ -42,8 +45,12 @@ type Step struct {
 
 	State     State
 	Workloads WorkloadPlan
-	// Route: re-assert the DestinationRules and the VirtualService to State.Routing.
+	// Route: re-assert the VirtualService to State.Routing, and with Reassert the
+	// DestinationRules too.
 	Route bool
+	// Reassert: the step re-asserts the generated objects that no weight depends on (the
+	// Services through Workloads, the DestinationRules with Route).
+	Reassert bool
 	// PostRollout: call the post-rollout hooks after saving (their failure is only logged).
 	PostRollout bool
 	Events      []Event
@@ -64,6 +71,7 @@ func Decide(in StepInput) Step {
 	if !d.out.Need.Empty() {
 		return Step{Need: d.out.Need}
 	}
+	d.planReassert()
 	d.keepCookies()
 	d.out.State.NextStepAt = in.Now.Add(d.out.Next)
 	return d.out
@@ -198,9 +206,9 @@ func (d *decider) decide() {
 		// The deletion flow (revertOnDeletion) owns the canary now.
 		return
 	}
-	// From here on every step re-asserts the apex Service and the routes, so that a hand edit
-	// is corrected (Flagger reconciles them at the start of every tick).
-	d.out.Workloads.EnsureApex = true
+	// From here on every step checks the VirtualService, so that a hand edit of the weights is
+	// corrected; the other generated objects are re-asserted as planReassert says (Flagger
+	// reconciles them all at the start of every tick).
 	d.out.Route = true
 
 	newRev := d.newRevision()
@@ -337,6 +345,26 @@ func (k TargetRef) kind() string {
 		return "Deployment"
 	}
 	return k.Kind
+}
+
+// planReassert re-asserts the Services (canary, primary and, past the initialisation, apex)
+// and the DestinationRules when the shell asks for it, for a new revision (its ports or
+// selector may differ) and while initialising, and records when.
+func (d *decider) planReassert() {
+	s := d.st()
+	switch {
+	case !d.in.Work.TargetFound, s.Phase == PhaseTerminating, s.Phase == PhaseTerminated:
+		return
+	case d.in.Reassert, d.in.State.Phase == "", d.in.State.Phase == PhaseInitializing, d.newRevision():
+	default:
+		return
+	}
+	d.out.Reassert = true
+	d.out.Workloads.EnsureServices = true
+	if s.Phase != PhaseInitializing {
+		d.out.Workloads.EnsureApex = true
+	}
+	s.AssertedAt, s.AssertedGeneration = d.in.Now, d.c.Generation
 }
 
 func (d *decider) initialize() {

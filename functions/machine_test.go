@@ -37,6 +37,9 @@ type world struct {
 	hooks   map[HookType][]HookResult
 	metrics []MetricResult
 	asked   []Need
+	// between is a step between two re-assertions (StepInput.Reassert false); the tables run
+	// the re-asserting step, which is Flagger's every step.
+	between bool
 }
 
 func readyWorld(hash string) *world {
@@ -48,7 +51,7 @@ func readyWorld(hash string) *world {
 // step runs Decide, answering every Need from the world, as the shell does.
 func (w *world) step(c Canary, s State, now time.Time) Step {
 	in := StepInput{Canary: c, State: s, Work: w.work, Now: now, MinInterval: time.Second,
-		NewCookieValue: "abcdefghij", NewPrimaryCookieValue: "klmnopqrst"}
+		NewCookieValue: "abcdefghij", NewPrimaryCookieValue: "klmnopqrst", Reassert: !w.between}
 	for range 10 {
 		out := Decide(in)
 		if out.Need.Empty() {
@@ -76,8 +79,11 @@ type snap struct {
 	Workload WorkloadPlan
 }
 
+// snapOf leaves out EnsureServices, which TestReassertion covers.
 func snapOf(out Step) snap {
-	return snap{out.State.Phase, out.State.Routing, out.State.FailedChecks, out.State.Iterations, out.Workloads}
+	w := out.Workloads
+	w.EnsureServices = false
+	return snap{out.State.Phase, out.State.Routing, out.State.FailedChecks, out.State.Iterations, w}
 }
 
 func TestSeedCanaryReleaseSucceeds(t *testing.T) {
@@ -706,5 +712,82 @@ func TestWillRouteHoldsForEveryStepFromThePhase(t *testing.T) {
 		if (State{Phase: phase}).WillRoute() {
 			t.Errorf("WillRoute(%q) = true, want false: such a step may not route", phase)
 		}
+	}
+}
+
+func TestReassertDue(t *testing.T) {
+	c := seedCanary()
+	c.Generation = 3
+	asserted := State{AssertedAt: t0, AssertedGeneration: 3}
+	tests := []struct {
+		name   string
+		st     State
+		now    time.Time
+		resync time.Duration
+		want   bool
+	}{
+		{"never asserted", State{}, t0, 5 * time.Minute, true},
+		{"asserted a step ago", asserted, t0.Add(10 * time.Second), 5 * time.Minute, false},
+		{"a resync later", asserted, t0.Add(5 * time.Minute), 5 * time.Minute, true},
+		{"the Canary's spec changed since", State{AssertedAt: t0, AssertedGeneration: 2}, t0.Add(time.Second), 5 * time.Minute, true},
+		{"resync 0 is every step", asserted, t0.Add(time.Second), 0, true},
+		{"a clock behind the assertion", asserted, t0.Add(-time.Minute), 5 * time.Minute, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.st.ReassertDue(c, tt.now, tt.resync); got != tt.want {
+				t.Errorf("ReassertDue = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Between two re-assertions a step checks the VirtualService alone; the Services and the
+// DestinationRules are re-asserted when asked, for a new revision and while initialising.
+func TestReassertion(t *testing.T) {
+	c := seedCanary()
+	c.Generation = 7
+	earlier := t0.Add(-time.Minute)
+	progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
+		AssertedAt: earlier, AssertedGeneration: 7}
+	type want struct {
+		Reassert, Services, Apex, Route bool
+		AssertedAt                      time.Time
+	}
+	tests := []struct {
+		name    string
+		st      State
+		world   func() *world
+		between bool
+		want    want
+	}{
+		{"a weight step between re-assertions checks the VirtualService alone", progressing, func() *world { return readyWorld("v1") }, true,
+			want{Route: true, AssertedAt: earlier}},
+		{"a step asked to re-assert does", progressing, func() *world { return readyWorld("v1") }, false,
+			want{Reassert: true, Services: true, Apex: true, Route: true, AssertedAt: t0}},
+		{"a new revision re-asserts (its ports or selector may differ)", State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary, AssertedAt: earlier, AssertedGeneration: 7},
+			func() *world { return readyWorld("v2") }, true, want{Reassert: true, Services: true, Apex: true, Route: true, AssertedAt: t0}},
+		{"a first step creates the Services, not yet the apex", State{}, func() *world {
+			w := readyWorld("v1")
+			w.work.Primary = Readiness{Reason: "rolling out"}
+			return w
+		}, true, want{Reassert: true, Services: true, AssertedAt: t0}},
+		{"the end of the initialisation re-asserts the apex too", State{Phase: PhaseInitializing}, func() *world { return readyWorld("v1") }, true,
+			want{Reassert: true, Services: true, Apex: true, Route: true, AssertedAt: t0}},
+		{"no target, nothing to assert", progressing, func() *world { return &world{} }, false, want{AssertedAt: earlier}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := tt.world()
+			w.between = tt.between
+			out := w.step(c, tt.st, t0)
+			got := want{out.Reassert, out.Workloads.EnsureServices, out.Workloads.EnsureApex, out.Route, out.State.AssertedAt}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+			if out.Reassert && out.State.AssertedGeneration != c.Generation {
+				t.Errorf("asserted generation %d, want the Canary's %d", out.State.AssertedGeneration, c.Generation)
+			}
+		})
 	}
 }

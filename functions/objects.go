@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -15,6 +17,9 @@ type ObjectRef struct {
 	Name      string `json:"name"`
 	// Deleted: the event says the object is gone.
 	Deleted bool `json:"deleted,omitempty"`
+	// Object is the object as the event carried it (ApiServerSource's Resource mode), for the
+	// kinds whose events a step can judge without reading the object again; nil otherwise.
+	Object []byte `json:"-"`
 }
 
 func (o ObjectRef) String() string {
@@ -36,6 +41,8 @@ const objectEventTTL = 10 * time.Minute
 //     or its target carries a new revision; a Canary deleted is forgotten;
 //   - a target Deployment with a new revision starts a release or restarts the analysis;
 //   - a primary Deployment matters while the canary initialises (it waits for it);
+//   - a ConfigMap or Secret the target references (config tracking) with new data is a new
+//     revision, as a template change is;
 //   - a generated VirtualService, DestinationRule or Service edited by hand is put back to what
 //     the saved state says, without a step.
 //
@@ -71,23 +78,40 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
 		k := Key{Namespace: obj.Namespace, Name: obj.Name}
+		if settled, err := s.settled(ctx, k, causeCanary, obj.Object); settled || err != nil {
+			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
+		}
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
 		return []StepReport{r}, err
 	}
-	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
+	cs, err := s.lists.get(ctx, obj.Namespace, s.d.Workloads.ListCanaries)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
+	config := trackedConfigKey(obj)
 	var (
 		reps []StepReport
 		errs []error
 	)
 	for _, c := range cs {
 		cause, ok := dependsOn(c, obj)
+		if config != "" {
+			cause, ok, err = s.tracks(ctx, c.Key, config)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		if !ok {
 			continue
 		}
-		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, &c, nil)
+		if settled, err := s.settled(ctx, c.Key, cause, obj.Object); settled || err != nil {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause, object: obj.Object}, &c, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -95,6 +119,32 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		reps = append(reps, r)
 	}
 	return reps, errors.Join(errs...)
+}
+
+// trackedConfigKey is the key under which a canary's state tracks obj when obj is a ConfigMap
+// or a Secret ("configmap/<name>", "secret/<name>"), or "" for other objects.
+func trackedConfigKey(obj ObjectRef) string {
+	if obj.Group != "" || (obj.Kind != "ConfigMap" && obj.Kind != "Secret") {
+		return ""
+	}
+	return strings.ToLower(obj.Kind) + "/" + obj.Name
+}
+
+// tracks reports whether the canary's target referenced the config when it was last observed:
+// only then can the config's change be a new revision. A config the target starts to use comes
+// with a template change, which has an event of its own. ConfigMaps that change all the time
+// (leader elections, caches) thus cost a Redis read per canary in their namespace, and no
+// Kubernetes request.
+func (s *Service) tracks(ctx context.Context, k Key, config string) (changeCause, bool, error) {
+	st, err := s.d.Store.Load(ctx, k)
+	if errors.Is(err, ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("load state of %s: %w", k, err)
+	}
+	_, ok := st.TrackedConfigs[config]
+	return causeTarget, ok, nil
 }
 
 // changeCause is what changed, for the gate of a step an object event woke.
@@ -128,6 +178,10 @@ func dependsOn(c Canary, obj ObjectRef) (changeCause, bool) {
 // StepEventType is the CloudEvent type of one due step, from the dispatcher to the Service.
 const StepEventType = "dev.siskin.canary.step"
 
+// WakeEventType is the CloudEvent type that starts a dispatcher, as a ping does, sent when a
+// release goes on between pings with no dispatcher running.
+const WakeEventType = "dev.siskin.dispatcher.wake"
+
 // StepDue runs one canary's step if it is due (a step event): a duplicate, late or early
 // event, or one for a canary another instance is stepping, does nothing.
 func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
@@ -137,4 +191,96 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 		return StepReport{Key: k, Skipped: "busy"}, nil
 	}
 	return r, err
+}
+
+// settled reports, from the saved state and the object the event carried (Resource mode), that
+// the event can change nothing now, so that it costs no lease and no Kubernetes request: most
+// object events are Siskin's own writes coming back, or rollouts reporting their progress.
+func (s *Service) settled(ctx context.Context, k Key, cause changeCause, object []byte) (bool, error) {
+	if cause != causeCanary && cause != causeTarget && cause != causePrimary {
+		return false, nil
+	}
+	var (
+		facts ObjectFacts
+		known bool
+	)
+	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(object) > 0 {
+		facts, known = r.FactsOf(object)
+	}
+	if !known && cause != causePrimary {
+		return false, nil
+	}
+	st, err := s.d.Store.Load(ctx, k)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load state of %s: %w", k, err)
+	}
+	return changesNothing(st, cause, facts, known, s.cfg.Now()), nil
+}
+
+// changesNothing is the gate of an object event decided before the step: a canary that is not
+// due and past its initialisation is left alone by a primary Deployment's event, by a Canary
+// event of the generation its last re-assertion saw (its status, Siskin's own write, changed),
+// and by a target Deployment event that carries no new revision. Anything else, or an object
+// the event did not carry, goes to the step's own gate.
+func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now time.Time) bool {
+	if st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing || st.SpecError != "" || (known && f.Deleting) {
+		return false
+	}
+	switch cause {
+	case causePrimary:
+		return true
+	case causeCanary:
+		return known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
+	case causeTarget:
+		return known && f.Kind == "Deployment" &&
+			!st.SeesNewRevision(WorkloadObservation{TargetFound: true, TemplateHash: f.TemplateHash, TrackedConfigs: st.TrackedConfigs})
+	}
+	return false
+}
+
+// canaryLists shares a list of a namespace's Canaries among the object events of a burst (a
+// rollout sends several, and so do a step's own writes), for Config.CanaryListReuse of this
+// process's clock. A Canary created since is stepped by its own event; a spec changed since is
+// re-read by the step it is due for.
+type canaryLists struct {
+	reuse time.Duration
+	mu    sync.Mutex
+	lists map[string]canaryList
+}
+
+type canaryList struct {
+	at       time.Time
+	canaries []Canary
+}
+
+func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Context, string) ([]Canary, error)) ([]Canary, error) {
+	if l.reuse <= 0 {
+		return list(ctx, ns)
+	}
+	now := time.Now()
+	l.mu.Lock()
+	if got, ok := l.lists[ns]; ok && now.Sub(got.at) < l.reuse {
+		l.mu.Unlock()
+		return got.canaries, nil
+	}
+	l.mu.Unlock()
+	cs, err := list(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lists == nil {
+		l.lists = map[string]canaryList{}
+	}
+	for k, v := range l.lists {
+		if now.Sub(v.at) >= l.reuse {
+			delete(l.lists, k)
+		}
+	}
+	l.lists[ns] = canaryList{at: now, canaries: cs}
+	return cs, nil
 }

@@ -36,10 +36,14 @@ type Store interface {
 	// SaveReplicated is Save that also waits, briefly, for a replica to have the write when
 	// Redis has replicas, so that a failover right after does not lose it (aborts use it).
 	SaveReplicated(ctx context.Context, k Key, next State, lease Lease) (State, error)
-	// BeginDispatch starts a dispatcher for scope and returns its generation;
-	// DispatchGeneration is the newest one's. An older dispatcher stops when it sees a newer.
-	BeginDispatch(ctx context.Context, scope string) (int64, error)
+	// BeginDispatch starts a dispatcher for scope, dispatching until until, and returns its
+	// generation; DispatchGeneration is the newest one's. An older dispatcher stops when it
+	// sees a newer. EndDispatch says dispatcher gen stopped early. ReserveDispatch reports
+	// whether no dispatcher runs past dueAt, and if so records one as running until until.
+	BeginDispatch(ctx context.Context, scope string, until time.Time) (int64, error)
 	DispatchGeneration(ctx context.Context, scope string) (int64, error)
+	EndDispatch(ctx context.Context, scope string, gen int64) error
+	ReserveDispatch(ctx context.Context, scope string, dueAt, until time.Time) (bool, error)
 	// Postpone moves a scheduled canary's next step to at (releasing or not, as it was).
 	Postpone(ctx context.Context, k Key, at time.Time) error
 	// FirstSeen records an event id for ttl and reports whether this is its first sighting.
@@ -87,6 +91,8 @@ type WorkloadObservation struct {
 
 // WorkloadPlan is what a step asks of the workloads, all idempotent.
 type WorkloadPlan struct {
+	// EnsureServices reconciles the canary and primary Services.
+	EnsureServices bool
 	// EnsureApex reconciles the apex Service (after the primary is ready).
 	EnsureApex bool
 	// ScaleTarget: ScaleNone, ScaleToZero (canary down), ScaleUp (canary up for analysis).
@@ -116,8 +122,12 @@ type TokenIdentity struct {
 
 // StepDispatcher sends one canary's due step as a request of its own (a step CloudEvent to
 // the Service), so that Knative spreads the steps over pods (package analysis).
+//
+// WakeDispatcher starts a dispatcher (a tick of its own, through the same sink) when a release
+// began or went on between pings with none running: the request lasts the dispatcher's window.
 type StepDispatcher interface {
 	DispatchStep(ctx context.Context, k Key, dueAt time.Time) error
+	WakeDispatcher(ctx context.Context, id string) error
 }
 
 // PrimaryRevisions reads the Revision the primary Deployment runs, for an abort, which does
@@ -141,6 +151,9 @@ type Workloads interface {
 
 // RoutePlan is the routing a step wants, plus the session-affinity cookies that shape it.
 type RoutePlan struct {
+	// WeightsOnly reconciles the VirtualService alone: the DestinationRules were asserted by
+	// an earlier step, and their hand edits arrive as events.
+	WeightsOnly                   bool
 	Routing                       Routing
 	SessionAffinityCookie         string
 	PrimarySessionAffinityCookie  string
@@ -160,7 +173,30 @@ type Routes interface {
 // step reads them alongside the workloads and the metrics, and the correction after the
 // decision starts from that read instead of reading again.
 type RoutesReader interface {
-	ReadRoutes(ctx context.Context, c Canary) LiveRoutes
+	// rules reads the DestinationRules too, for a step that will re-assert them.
+	ReadRoutes(ctx context.Context, c Canary, rules bool) LiveRoutes
+}
+
+// ObjectFacts are what a step's gate reads from an object an event carried.
+type ObjectFacts struct {
+	Kind       string
+	Generation int64
+	Deleting   bool
+	// TemplateHash is a Deployment's, as WorkloadObservation.TemplateHash.
+	TemplateHash string
+}
+
+// EventObjectReader is a Workloads that can read the facts of a Canary or a Deployment that
+// an event carried (ApiServerSource's Resource mode), so that the event's gate needs no read.
+type EventObjectReader interface {
+	// FactsOf decodes object; ok is false for an object it cannot read or of another kind.
+	FactsOf(object []byte) (f ObjectFacts, ok bool)
+}
+
+// EventRoutesChecker is a Routes that can tell from a routing object an event carried
+// (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
+type EventRoutesChecker interface {
+	AsPlanned(c Canary, p RoutePlan, object []byte) bool
 }
 
 // LiveRoutes are routing objects read ahead; Apply is ApplyRoutes from them.

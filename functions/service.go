@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,13 +69,24 @@ type Config struct {
 	StepTimeout time.Duration
 	// Resync is how often a canary with no release in flight is stepped anyway, to catch what
 	// no event reported (a missed event, a change outside the watched objects); at least its
-	// interval. Zero: its interval, as Flagger checks every canary at every interval.
+	// interval. It is also how often a step re-asserts the generated objects no weight depends
+	// on (State.ReassertDue). Zero: its interval and every step, as Flagger checks every
+	// canary and its objects at every interval.
 	Resync time.Duration
+	// CanaryListReuse is how long one list of a namespace's Canaries serves the object events
+	// that follow it (0: each event lists them).
+	CanaryListReuse time.Duration
 	// PushAnyNamespace lets a push release canaries in every namespace whose targets run the
 	// image. Off (the default), a push releases only in the namespaces it names (the webhook
 	// URL's ?namespace=), or in Namespace for a namespace-scoped Siskin: one team's push of a
 	// shared base image must not release another team's canaries.
 	PushAnyNamespace bool
+	// DispatchWindow is how long a dispatcher woken by a step keeps dispatching (the tick
+	// window); zero wakes none, and releases between pings wait for the next ping.
+	DispatchWindow time.Duration
+	// DispatchPoll caps how long a dispatcher waits before it looks at the schedule again
+	// (a second when zero): steps scheduled meanwhile by events are seen within it.
+	DispatchPoll time.Duration
 	// Parallelism bounds the canaries a tick steps at once.
 	Parallelism int
 	// DueBatch is how many due canaries a tick claims per round.
@@ -107,6 +119,9 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.DispatchPoll <= 0 {
+		c.DispatchPoll = time.Second
+	}
 	if c.Sleep == nil {
 		c.Sleep = func(ctx context.Context, d time.Duration) {
 			select {
@@ -126,6 +141,7 @@ type Service struct {
 	bg  sync.WaitGroup
 	// inflight bounds the step events a dispatcher has sent and not yet heard back from.
 	inflight chan struct{}
+	lists    canaryLists
 }
 
 func New(d Deps, cfg Config, log *slog.Logger) *Service {
@@ -136,7 +152,7 @@ func New(d Deps, cfg Config, log *slog.Logger) *Service {
 		d.Observer = nopObserver{}
 	}
 	cfg = cfg.withDefaults()
-	return &Service{d: d, cfg: cfg, log: log, inflight: make(chan struct{}, 4*cfg.Parallelism)}
+	return &Service{d: d, cfg: cfg, log: log, inflight: make(chan struct{}, 4*cfg.Parallelism), lists: canaryLists{reuse: cfg.CanaryListReuse}}
 }
 
 // StepReport is what one step did, for logs, metrics and the HTTP reply.
@@ -161,6 +177,8 @@ type stepGate struct {
 	kind gateKind
 	// cause is what changed, for gateChanged.
 	cause changeCause
+	// object is the changed object as its event carried it, when it did.
+	object []byte
 }
 
 type gateKind int
@@ -406,10 +424,11 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		prefetched = true
 		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
 	}
-	// So do the routing objects, which every step past initialisation re-asserts.
+	// So do the routing objects, which every step past initialisation checks.
+	reassert := st.ReassertDue(c, now, s.cfg.Resync)
 	var live LiveRoutes
 	if rr, ok := s.d.Routes.(RoutesReader); ok && st.WillRoute() {
-		wg.Go(func() { live = rr.ReadRoutes(ctx, c) })
+		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert) })
 	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
 	wg.Wait()
@@ -422,7 +441,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	}
 	// A new revision: the release (or its restart) starts now.
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
-		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10)}
+		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10), Reassert: reassert}
 	if prefetched {
 		in.Metrics, in.MetricsDone = prefetch, true
 	}
@@ -494,12 +513,15 @@ func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (Step
 	var err error
 	switch h.gate.cause {
 	case causeRoutes:
+		// Most route events are Siskin's own writes coming back: when the event carries the
+		// VirtualService and it is as planned, there is nothing to read or write.
+		if ec, ok := s.d.Routes.(EventRoutesChecker); ok && len(h.gate.object) > 0 && ec.AsPlanned(c, routePlan(st), h.gate.object) {
+			rep.Skipped = "not due; as planned"
+			return rep, nil
+		}
 		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
 	case causeServices:
-		// Observing reconciles the canary and primary Services; the apex is asserted apart.
-		if _, err = s.d.Workloads.ObserveWorkloads(ctx, c); err == nil {
-			err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureApex: true})
-		}
+		err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureServices: true, EnsureApex: true})
 	}
 	if err != nil {
 		return rep, fmt.Errorf("restore %s: %w", c.Key, err)
@@ -604,12 +626,14 @@ func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes, 
 		plan.ScaleTarget = ScaleNone
 	}
 	if out.Route {
+		rp := routePlan(out.State)
+		rp.WeightsOnly = !out.Reassert
 		wg.Go(func() {
 			if live != nil {
-				routeErr = live.Apply(ctx, routePlan(out.State))
+				routeErr = live.Apply(ctx, rp)
 				return
 			}
-			routeErr = s.d.Routes.ApplyRoutes(ctx, c, routePlan(out.State))
+			routeErr = s.d.Routes.ApplyRoutes(ctx, c, rp)
 		})
 	}
 	if plan != (WorkloadPlan{}) {
@@ -683,7 +707,46 @@ func (s *Service) scheduleSaved(ctx context.Context, k Key, saved State) error {
 		s.log.ErrorContext(ctx, "schedule next step", "canary", k.String(), "err", err)
 		return fmt.Errorf("schedule next step of %s: %w", k, err)
 	}
+	if saved.Phase.Releasing() {
+		s.wakeDispatcher(ctx, saved.NextStepAt)
+	}
 	return nil
+}
+
+// wakeDispatcher starts a dispatcher when a release's next step falls due and none is
+// dispatching by then: a release started by an event between pings (or going on past the
+// last dispatcher's window) is then stepped on time, not at the next ping. One step of a
+// fleet released at once reserves the wake-up; the others see it. A lost wake-up costs
+// lateness, never a step: the next ping dispatches.
+func (s *Service) wakeDispatcher(ctx context.Context, dueAt time.Time) {
+	if s.d.Dispatcher == nil || s.cfg.DispatchWindow <= 0 {
+		return
+	}
+	now := s.cfg.Now()
+	wake, err := s.d.Store.ReserveDispatch(ctx, s.scope(), dueAt, now.Add(s.cfg.DispatchWindow))
+	if err != nil {
+		s.log.WarnContext(ctx, "reserve a dispatcher", "err", err)
+		return
+	}
+	if !wake {
+		return
+	}
+	id := "wake:" + s.scope() + "@" + strconv.FormatInt(now.UnixMilli(), 10) + "-" + randomLetters(6)
+	s.inBackground(ctx, func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchWindow+s.cfg.StepTimeout)
+		defer cancel()
+		if err := s.d.Dispatcher.WakeDispatcher(ctx, id); err != nil {
+			s.log.WarnContext(ctx, "wake a dispatcher; the next ping dispatches", "err", err)
+		}
+	})
+}
+
+// scope names what this Siskin dispatches for: its namespace, or "*".
+func (s *Service) scope() string {
+	if s.cfg.Namespace == "" {
+		return "*"
+	}
+	return s.cfg.Namespace
 }
 
 // record writes what `kubectl` shows: the Canary's status and its Kubernetes Events.

@@ -706,7 +706,7 @@ type liveFake struct {
 	c Canary
 }
 
-func (r *readingRoutes) ReadRoutes(_ context.Context, c Canary) LiveRoutes {
+func (r *readingRoutes) ReadRoutes(_ context.Context, c Canary, _ bool) LiveRoutes {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reads++

@@ -126,6 +126,20 @@ type State struct {
 	SpecError string `json:"specError,omitempty"`
 	// Release names the release the history files this state's steps under.
 	Release string `json:"release,omitempty"`
+	// AssertedAt is when a step last re-asserted the generated objects no weight depends on
+	// (the Services and the DestinationRules), for the Canary's AssertedGeneration.
+	AssertedAt         time.Time `json:"assertedAt,omitempty"`
+	AssertedGeneration int64     `json:"assertedGeneration,omitempty"`
+}
+
+// ReassertDue reports whether a step at now re-asserts the generated objects that no weight
+// depends on: the canary, primary and apex Services and the DestinationRules. Between two
+// re-assertions their hand edits arrive as events and are put back at once (restore), so a
+// step re-asserts them only every resync (0: every step, as Flagger does), after a change of
+// the Canary's spec, and when it never did. The VirtualService is checked at every step.
+func (s State) ReassertDue(c Canary, now time.Time, resync time.Duration) bool {
+	return resync <= 0 || s.AssertedAt.IsZero() || s.AssertedGeneration != c.Generation ||
+		now.Sub(s.AssertedAt) >= resync || now.Before(s.AssertedAt)
 }
 
 // Due reports whether the next step may run at now. A state that never saved a due time (a

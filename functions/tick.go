@@ -35,13 +35,9 @@ const dispatchGrace = 10 * time.Second
 // With a StepDispatcher, each due step is sent as a request of its own, which Knative spreads
 // over pods; without one, the tick steps the canaries itself, with bounded parallelism. A
 // canary's failure is logged and counted; it never stops the others.
-func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error) {
-	var rep TickReport
-	scope := s.cfg.Namespace
-	if scope == "" {
-		scope = "*"
-	}
-	gen, err := s.d.Store.BeginDispatch(ctx, scope)
+func (s *Service) Tick(ctx context.Context, until time.Time) (rep TickReport, err error) {
+	scope := s.scope()
+	gen, err := s.d.Store.BeginDispatch(ctx, scope, until)
 	if err != nil {
 		return rep, fmt.Errorf("begin dispatch: %w", err)
 	}
@@ -50,7 +46,15 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 	if err != nil {
 		return rep, err
 	}
-	var sent sync.WaitGroup
+	// The report is named so that the failures of step events still in flight, counted under
+	// repMu, are in it when Tick returns.
+	var (
+		sent  sync.WaitGroup
+		repMu sync.Mutex
+		// answered wakes the dispatcher's wait when a step it sent has been answered: that
+		// step has put its next due time on the schedule, perhaps before the one awaited.
+		answered = make(chan struct{}, 1)
+	)
 	defer sent.Wait()
 	for {
 		rep.Rounds++
@@ -59,23 +63,51 @@ func (s *Service) Tick(ctx context.Context, until time.Time) (TickReport, error)
 			return rep, nil
 		}
 		roundStart := s.cfg.Now()
-		if err := s.stepDue(ctx, &rep, &sent); err != nil {
+		if err := s.stepDue(ctx, &rep, &repMu, &sent, answered); err != nil {
 			return rep, err
 		}
 		next, ok, err := s.nextReleasingDue(ctx, roundStart, until)
 		if err != nil {
 			return rep, fmt.Errorf("read schedule: %w", err)
 		}
-		if !ok || !s.cfg.Now().Before(until) {
+		if !s.cfg.Now().Before(until) {
 			return rep, nil
 		}
-		if wait := next.Sub(s.cfg.Now()); wait > 0 {
-			s.cfg.Sleep(ctx, wait)
+		if !ok {
+			// Say so before looking again: a step saving a release now either is seen by
+			// the second look, or sees no dispatcher and wakes one (wakeDispatcher).
+			if err := s.d.Store.EndDispatch(ctx, scope, gen); err != nil {
+				return rep, fmt.Errorf("end dispatch: %w", err)
+			}
+			if next, ok, err = s.nextReleasingDue(ctx, roundStart, until); err != nil || !ok {
+				return rep, err
+			}
+			if gen, err = s.d.Store.BeginDispatch(ctx, scope, until); err != nil {
+				return rep, fmt.Errorf("begin dispatch: %w", err)
+			}
+		}
+		// The wait is capped: a release started or stepped elsewhere meanwhile (an event at
+		// another pod) may fall due before next, and the cap bounds how late it is seen.
+		if wait := min(next.Sub(s.cfg.Now()), s.cfg.DispatchPoll); wait > 0 {
+			s.sleepUnlessAnswered(ctx, wait, answered)
 			if ctx.Err() != nil {
 				return rep, nil
 			}
 		}
 	}
+}
+
+func (s *Service) sleepUnlessAnswered(ctx context.Context, d time.Duration, answered <-chan struct{}) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-answered:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	s.cfg.Sleep(wctx, d)
 }
 
 // nextReleasingDue is when the next step of a releasing canary this Siskin may take falls due,
@@ -162,7 +194,7 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 
 // stepDue claims and steps every canary due now, with bounded parallelism, or sends each its
 // step event.
-func (s *Service) stepDue(ctx context.Context, rep *TickReport, sent *sync.WaitGroup) error {
+func (s *Service) stepDue(ctx context.Context, rep *TickReport, mu *sync.Mutex, sent *sync.WaitGroup, answered chan<- struct{}) error {
 	due, err := s.d.Store.Due(ctx, s.cfg.Now(), s.cfg.DueBatch)
 	if err != nil {
 		return fmt.Errorf("list due canaries: %w", err)
@@ -175,10 +207,9 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport, sent *sync.WaitG
 		}
 	}
 	if s.d.Dispatcher != nil {
-		s.dispatch(ctx, mine, rep, sent)
+		s.dispatch(ctx, mine, rep, mu, sent, answered)
 		return nil
 	}
-	var mu sync.Mutex
 	panicked := forEach(mine, s.cfg.Parallelism, func(k Key) {
 		var (
 			r   StepReport
@@ -212,23 +243,30 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport, sent *sync.WaitG
 // dispatch sends each due step as an event, without waiting for it: the tick goes on
 // scheduling. A sent step is postponed by dispatchGrace first, so that only a lost one is sent
 // again; a step that fails is retried a little later.
-func (s *Service) dispatch(ctx context.Context, due []Key, rep *TickReport, sent *sync.WaitGroup) {
-	var mu sync.Mutex
+func (s *Service) dispatch(ctx context.Context, due []Key, rep *TickReport, mu *sync.Mutex, sent *sync.WaitGroup, answered chan<- struct{}) {
 	for _, k := range due {
 		at, _, err := s.d.Store.DueAt(ctx, k)
 		if err == nil {
 			err = s.d.Store.Postpone(ctx, k, s.cfg.Now().Add(dispatchGrace))
 		}
 		if err != nil {
+			mu.Lock()
 			rep.Failed++
+			mu.Unlock()
 			s.log.ErrorContext(ctx, "dispatch step", "canary", k.String(), "err", err)
 			continue
 		}
+		mu.Lock()
 		rep.Dispatched++
+		mu.Unlock()
 		s.inflight <- struct{}{}
 		sent.Go(func() {
 			defer func() { <-s.inflight }()
 			err := s.d.Dispatcher.DispatchStep(context.WithoutCancel(ctx), k, at)
+			select {
+			case answered <- struct{}{}:
+			default:
+			}
 			if err != nil {
 				mu.Lock()
 				rep.Failed++

@@ -33,6 +33,9 @@ const (
 	// that each step is a request of its own, spread over pods. Its data is
 	// {"namespace", "name", "dueAt"}.
 	TypeStep = functions.StepEventType
+	// TypeWake starts a dispatcher, as a ping does: sent by a step when a release goes on
+	// between pings and no dispatcher runs.
+	TypeWake = functions.WakeEventType
 )
 
 // InboundKind says what a CloudEvent asks of Siskin.
@@ -76,10 +79,11 @@ type ceDecoder func(e event.Event, in *Inbound) error
 // ceDecoders by CloudEvent type; any other type is sniffed for an Alertmanager body, then
 // ignored.
 var ceDecoders = map[string]ceDecoder{
-	TypePing:                                        func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
-	TypeImagePushed:                                 decodeNeutralPush,
-	TypeAlertmanagerNotification:                    decodeAlertEvent,
-	"harbor.artifact.pushed":                        decodeHarborEvent,
+	TypePing:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
+	TypeWake:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
+	TypeImagePushed:              decodeNeutralPush,
+	TypeAlertmanagerNotification: decodeAlertEvent,
+	"harbor.artifact.pushed":     decodeHarborEvent,
 	"Microsoft.ContainerRegistry.ImagePushed":       decodeEventGridPush,
 	"google.cloud.pubsub.topic.v1.messagePublished": decodePubSubEvent,
 	"dev.knative.apiserver.resource.add":            decodeAPIServerEvent,
@@ -231,17 +235,24 @@ func decodePubSubEvent(e event.Event, in *Inbound) error {
 	})
 }
 
-// watchedKinds are the objects whose changes Siskin acts on, by API group and kind.
+// watchedKinds are the objects whose changes Siskin acts on, by API group and kind. For
+// Secrets, the source must run in Reference mode (knative/ does): in Resource mode it would
+// send their data, which Siskin reads nothing of but the name.
 var watchedKinds = map[[2]string]bool{
 	{"flagger.app", "Canary"}:                  true,
 	{"apps", "Deployment"}:                     true,
 	{"networking.istio.io", "VirtualService"}:  true,
 	{"networking.istio.io", "DestinationRule"}: true,
 	{"", "Service"}:                            true,
+	{"", "ConfigMap"}:                          true,
+	{"", "Secret"}:                             true,
 }
 
 // decodeAPIServerEvent reads an ApiServerSource event: in Resource mode the data is the
 // object, in Reference mode an object reference. Kinds Siskin does not watch are ignored.
+// judgedFromTheEvent are the kinds whose Resource-mode events carry what their gate needs.
+var judgedFromTheEvent = map[string]bool{"flagger.app/Canary": true, "apps/Deployment": true, "networking.istio.io/VirtualService": true}
+
 func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 	return withData(e, func(data jsonNode) {
 		data.object()
@@ -269,6 +280,11 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 		in.Kind = InboundObject
 		in.Object = &functions.ObjectRef{Group: group, Kind: kind, Namespace: ns, Name: name,
 			Deleted: strings.HasSuffix(e.Type(), ".delete")}
+		// A Canary, a Deployment or a VirtualService in Resource mode can be judged from the
+		// event alone (Siskin's own write coming back, a rollout's progress), so it travels on.
+		if strings.Contains(e.Type(), ".resource.") && !in.Object.Deleted && judgedFromTheEvent[group+"/"+kind] {
+			in.Object.Object = e.Data()
+		}
 	})
 }
 

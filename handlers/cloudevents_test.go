@@ -34,6 +34,16 @@ func TestDecodeCloudEventGolden(t *testing.T) {
 			got := cloudEventGolden{Error: errorText(t, err)}
 			if err == nil {
 				got.Inbound = &in
+				// The object a Resource-mode event carries travels on as the event's data;
+				// the golden file, like the JSON of an ObjectRef, leaves it out.
+				if in.Object != nil && in.Object.Object != nil {
+					if !bytes.Equal(in.Object.Object, e.Data()) {
+						t.Errorf("the object travels on as %q, want the event's data", in.Object.Object)
+					}
+					obj := *in.Object
+					obj.Object = nil
+					got.Inbound.Object = &obj
+				}
 			}
 			compareGolden(t, s.golden, got)
 		})
@@ -61,6 +71,7 @@ func TestDecodeCloudEvent(t *testing.T) {
 	}{
 		{name: "no id", event: func() event.Event { e := newEvent(TypePing, "", ""); e.SetID(""); return e }(), wantErr: "cloudevent: id: id is required"},
 		{name: "ping without data", event: newEvent(TypePing, "", ""), want: Inbound{Kind: InboundTick, EventID: "ce:/test#42", Type: TypePing}},
+		{name: "a dispatcher wake-up is a tick", event: newEvent(TypeWake, "application/json", `{}`), want: Inbound{Kind: InboundTick, EventID: "ce:/test#42", Type: TypeWake}},
 		{
 			name:  "neutral push with charset and without registry",
 			event: newEvent(TypeImagePushed, "application/json; charset=utf-8", `{"repository":"shop/cart","tag":"v3","digest":"`+digest+`"}`),
@@ -110,13 +121,45 @@ func TestDecodeCloudEvent(t *testing.T) {
 			name:  "a VirtualService edited, as a resource",
 			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`),
 			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
-				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart"}},
+				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart",
+					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`)}},
+		},
+		{
+			name:  "a Canary as a resource travels on, for its gate",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"Canary","apiVersion":"flagger.app/v1beta1","metadata":{"namespace":"shop","name":"cart","generation":3}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: "shop", Name: "cart",
+					Object: []byte(`{"kind":"Canary","apiVersion":"flagger.app/v1beta1","metadata":{"namespace":"shop","name":"cart","generation":3}}`)}},
+		},
+		{
+			name:  "a Secret as a resource does not travel on",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"Secret","apiVersion":"v1","metadata":{"namespace":"shop","name":"cart-token"},"data":{"token":"czNjcjN0"}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Kind: "Secret", Namespace: "shop", Name: "cart-token"}},
+		},
+		{
+			name:  "a deleted Deployment as a resource is a deletion alone",
+			event: newEvent("dev.knative.apiserver.resource.delete", "application/json", `{"kind":"Deployment","apiVersion":"apps/v1","metadata":{"namespace":"shop","name":"cart"}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.delete",
+				Object: &functions.ObjectRef{Group: "apps", Kind: "Deployment", Namespace: "shop", Name: "cart", Deleted: true}},
 		},
 		{
 			name:  "a core Service",
 			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Service","apiVersion":"v1","namespace":"shop","name":"cart-canary"}`),
 			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update",
 				Object: &functions.ObjectRef{Kind: "Service", Namespace: "shop", Name: "cart-canary"}},
+		},
+		{
+			name:  "a Secret by reference",
+			event: newEvent("dev.knative.apiserver.ref.update", "application/json", `{"kind":"Secret","apiVersion":"v1","namespace":"shop","name":"cart-token"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.update",
+				Object: &functions.ObjectRef{Kind: "Secret", Namespace: "shop", Name: "cart-token"}},
+		},
+		{
+			name:  "a deleted ConfigMap",
+			event: newEvent("dev.knative.apiserver.ref.delete", "application/json", `{"kind":"ConfigMap","apiVersion":"v1","namespace":"shop","name":"cart-config"}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.ref.delete",
+				Object: &functions.ObjectRef{Kind: "ConfigMap", Namespace: "shop", Name: "cart-config", Deleted: true}},
 		},
 		{
 			name:  "a Knative Service is not a core Service",

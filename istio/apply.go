@@ -37,7 +37,11 @@ type Router struct {
 	conflictBackoff wait.Backoff
 }
 
-var _ functions.Routes = (*Router)(nil)
+var (
+	_ functions.Routes             = (*Router)(nil)
+	_ functions.RoutesReader       = (*Router)(nil)
+	_ functions.EventRoutesChecker = (*Router)(nil)
+)
 
 // NewRouter returns a Router using client; timeout bounds every single API call (<= 0 means
 // DefaultCallTimeout).
@@ -57,8 +61,9 @@ func NewRouter(client versioned.Interface, log *slog.Logger, timeout time.Durati
 }
 
 // ApplyRoutes creates or corrects the two DestinationRules and the VirtualService so that they
-// say what the plan says. The three objects are independent and are reconciled concurrently.
-// An object already as rendered is not written.
+// say what the plan says (the VirtualService alone for a plan of WeightsOnly). The three
+// objects are independent and are reconciled concurrently. An object already as rendered is
+// not written.
 func (r *Router) ApplyRoutes(ctx context.Context, c functions.Canary, p functions.RoutePlan) error {
 	return r.apply(ctx, c, p, liveObjects{})
 }
@@ -76,11 +81,11 @@ type LiveRoutes struct {
 	live liveObjects
 }
 
-// ReadRoutes reads the VirtualService and the DestinationRules of a canary from the watch
-// cache, concurrently. A step calls it alongside its other reads, so that the correction after
-// the decision starts from these and needs no read of its own. An object that could not be read
-// is read again by Apply.
-func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary) functions.LiveRoutes {
+// ReadRoutes reads the VirtualService and, with rules, the DestinationRules of a canary from the
+// watch cache, concurrently. A step calls it alongside its other reads, so that the correction
+// after the decision starts from these and needs no read of its own. An object that could not
+// be read, or was not, is read again by Apply if the plan needs it.
+func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary, rules bool) functions.LiveRoutes {
 	l := &LiveRoutes{r: r, c: c}
 	names := c.Names()
 	var wg sync.WaitGroup
@@ -94,8 +99,10 @@ func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary) functions.L
 			*into = dr
 		}
 	}
-	wg.Go(func() { rule(names.PrimarySvc, &l.live.primaryDR) })
-	wg.Go(func() { rule(names.CanarySvc, &l.live.canaryDR) })
+	if rules {
+		wg.Go(func() { rule(names.PrimarySvc, &l.live.primaryDR) })
+		wg.Go(func() { rule(names.CanarySvc, &l.live.canaryDR) })
+	}
 	wg.Wait()
 	return l
 }
@@ -110,6 +117,9 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 	if err != nil {
 		return fmt.Errorf("render VirtualService for canary %s: %w", c.Key, err)
 	}
+	if p.WeightsOnly {
+		return r.applyVirtualService(ctx, c, vs, live.vs)
+	}
 	primaryDR, canaryDR, err := RenderDestinationRules(c)
 	if err != nil {
 		return fmt.Errorf("render DestinationRules for canary %s: %w", c.Key, err)
@@ -121,6 +131,24 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 	wg.Go(func() { errs[2] = r.applyVirtualService(ctx, c, vs, live.vs) })
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// AsPlanned reports whether object, a VirtualService as an ApiServerSource event carried it,
+// is already what the plan renders: then its event (most often Siskin's own write coming back)
+// needs no read and no write. Anything else, a DestinationRule, an object that does not
+// decode or is not the canary's, is not as planned, and is read and corrected.
+func (r *Router) AsPlanned(c functions.Canary, p functions.RoutePlan, object []byte) bool {
+	var live networkingv1.VirtualService
+	if err := json.Unmarshal(object, &live); err != nil || live.Kind != "VirtualService" ||
+		live.Namespace != c.Namespace || live.Name != c.Names().Apex {
+		return false
+	}
+	want, err := RenderVirtualService(c, p)
+	if err != nil {
+		return false
+	}
+	_, changed, err := correctedVirtualService(&live, want, c.UID)
+	return err == nil && !changed
 }
 
 // ObserveRoutes reads the live routing. found is false when there is no VirtualService, or when

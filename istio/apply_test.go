@@ -530,3 +530,49 @@ func TestAPIErrorsAreClassifiedLikeEveryAdapter(t *testing.T) {
 		})
 	}
 }
+
+// A VirtualService as an ApiServerSource event carries it (Resource mode) is judged without a
+// read: Siskin's own write coming back is as planned; a hand edit, another plan, another
+// object or a body that does not decode is not, and gets read and corrected.
+func TestAsPlannedJudgesTheEventsObject(t *testing.T) {
+	router, client := newTestRouter(t)
+	c := podinfo()
+	if err := router.ApplyRoutes(context.Background(), c, plan(90, 10)); err != nil {
+		t.Fatal(err)
+	}
+	asEvent := func(edit func(vs *networkingv1.VirtualService)) []byte {
+		vs := getVS(t, client, "podinfo").DeepCopy()
+		vs.Kind, vs.APIVersion = "VirtualService", "networking.istio.io/v1"
+		vs.ResourceVersion = "12345"
+		if edit != nil {
+			edit(vs)
+		}
+		b, err := json.Marshal(vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		object []byte
+		plan   functions.RoutePlan
+		want   bool
+	}{
+		{name: "Siskin's own write coming back", object: asEvent(nil), plan: plan(90, 10), want: true},
+		{name: "the plan moved on since", object: asEvent(nil), plan: plan(85, 15), want: false},
+		{name: "a hand edit of the weights", object: asEvent(func(vs *networkingv1.VirtualService) {
+			vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 50, 50
+		}), plan: plan(90, 10), want: false},
+		{name: "another canary's VirtualService", object: asEvent(func(vs *networkingv1.VirtualService) { vs.Name = "other" }), plan: plan(90, 10), want: false},
+		{name: "not a VirtualService", object: []byte(`{"kind":"DestinationRule","metadata":{"name":"podinfo","namespace":"default"}}`), plan: plan(90, 10), want: false},
+		{name: "garbage", object: []byte(`{"kind":`), plan: plan(90, 10), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := router.AsPlanned(c, tt.plan, tt.object); got != tt.want {
+				t.Errorf("AsPlanned: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -245,8 +245,14 @@ func TestNamespacedOverlay(t *testing.T) {
 	if got := containerEnv(t, find(objs, "Service", "siskin"))["SISKIN_NAMESPACE"]["value"]; got != "apps" {
 		t.Errorf("SISKIN_NAMESPACE: got %v, want apps", got)
 	}
-	src := find(objs, "ApiServerSource", "siskin-deployments")
-	if got, _, _ := unstructured.NestedString(src.Object, "spec", "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name"); got != "apps" {
-		t.Errorf("ApiServerSource namespaceSelector: got %q, want the namespace apps", got)
+	for _, name := range []string{"siskin-references", "siskin-resources"} {
+		src := find(objs, "ApiServerSource", name)
+		if src == nil {
+			t.Errorf("no ApiServerSource %s", name)
+			continue
+		}
+		if got, _, _ := unstructured.NestedString(src.Object, "spec", "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name"); got != "apps" {
+			t.Errorf("ApiServerSource %s namespaceSelector: got %q, want the namespace apps", name, got)
+		}
 	}
 }

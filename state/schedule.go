@@ -142,12 +142,25 @@ func (s *Store) Forget(ctx context.Context, id string) error {
 
 func (s *Store) dispatcherKey(scope string) string { return "{" + s.prefix + "}:dispatcher:" + scope }
 
+// dispatchingKey holds, in Unix milliseconds, until when the newest dispatcher for the scope
+// keeps dispatching: 0 once it stopped early, a time past once its window ended.
+func (s *Store) dispatchingKey(scope string) string {
+	return "{" + s.prefix + "}:dispatching-until:" + scope
+}
+
+var beginDispatchScript = redis.NewScript(`
+local gen = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1])
+return gen
+`)
+
 // BeginDispatch records that a new dispatcher started for scope (a namespace, or "*") and
-// returns its generation: an older dispatcher still running sees a larger one and stops.
-func (s *Store) BeginDispatch(ctx context.Context, scope string) (int64, error) {
+// dispatches until until, and returns its generation: an older dispatcher still running sees
+// a larger one and stops.
+func (s *Store) BeginDispatch(ctx context.Context, scope string, until time.Time) (int64, error) {
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	gen, err := s.rdb.Incr(ctx, s.dispatcherKey(scope)).Result()
+	gen, err := beginDispatchScript.Run(ctx, s.rdb, []string{s.dispatcherKey(scope), s.dispatchingKey(scope)}, until.UnixMilli()).Int64()
 	if err != nil {
 		return 0, redisErr("begin dispatch", err)
 	}
@@ -166,6 +179,48 @@ func (s *Store) DispatchGeneration(ctx context.Context, scope string) (int64, er
 		return 0, redisErr("read dispatch generation", err)
 	}
 	return gen, nil
+}
+
+var endDispatchScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], 0)
+  return 1
+end
+return 0
+`)
+
+// EndDispatch records that dispatcher gen stopped before its window ended (nothing was
+// releasing), unless a newer one has started since.
+func (s *Store) EndDispatch(ctx context.Context, scope string, gen int64) error {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	keys := []string{s.dispatcherKey(scope), s.dispatchingKey(scope)}
+	if err := endDispatchScript.Run(ctx, s.rdb, keys, strconv.FormatInt(gen, 10)).Err(); err != nil {
+		return redisErr("end dispatch", err)
+	}
+	return nil
+}
+
+var reserveDispatchScript = redis.NewScript(`
+local running = tonumber(redis.call('GET', KEYS[1]) or '0')
+if running > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+`)
+
+// ReserveDispatch reports whether a dispatcher must be woken for a step due at dueAt: none is
+// dispatching past it. When one must, the reservation says that one is dispatching until
+// until, so the other steps of a fleet released at once wake it only once.
+func (s *Store) ReserveDispatch(ctx context.Context, scope string, dueAt, until time.Time) (bool, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	n, err := reserveDispatchScript.Run(ctx, s.rdb, []string{s.dispatchingKey(scope)}, dueAt.UnixMilli(), until.UnixMilli()).Int()
+	if err != nil {
+		return false, redisErr("reserve dispatch", err)
+	}
+	return n == 1, nil
 }
 
 // Postpone moves a scheduled canary's next step to at, leaving it in or out of the releasing

@@ -53,6 +53,7 @@ func suite(t *testing.T, rdb redis.UniversalClient, flush func(context.Context) 
 		{"RenewKeepsOnlyAHeldLease", testRenew},
 		{"SeizeDisplacesTheHolder", testSeize},
 		{"Schedule", testSchedule},
+		{"DispatchWakeups", testDispatchWakeups},
 		{"Delete", testDelete},
 		{"History", testHistory},
 		{"HistoryCapped", testHistoryCapped},
@@ -176,6 +177,8 @@ func populated() functions.State {
 		NextStepAt:          at.Add(time.Minute),
 		SpecError:           "service.canary.host does not match podinfo-canary",
 		Release:             "1767323045000",
+		AssertedAt:          at.Add(-time.Minute),
+		AssertedGeneration:  4,
 	}
 }
 
@@ -803,5 +806,55 @@ func TestPing(t *testing.T) {
 	s := New(openTest(t, "redis://"+standaloneAddr), Options{})
 	if err := s.Ping(context.Background()); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// A step wakes a dispatcher only when none dispatches past its due time; a reservation counts
+// as one; a dispatcher that ended early leaves room, unless a newer one began since.
+func testDispatchWakeups(t *testing.T, s *Store) {
+	ctx := context.Background()
+	at := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	reserve := func(due time.Duration) bool {
+		t.Helper()
+		ok, err := s.ReserveDispatch(ctx, "*", at.Add(due), at.Add(75*time.Second))
+		if err != nil {
+			t.Fatalf("ReserveDispatch: %v", err)
+		}
+		return ok
+	}
+	if !reserve(10 * time.Second) {
+		t.Fatal("with no dispatcher ever, a step due in 10 s reserved none")
+	}
+	if reserve(20 * time.Second) {
+		t.Error("inside a reserved window, a second step reserved another dispatcher")
+	}
+	if !reserve(80 * time.Second) {
+		t.Error("a step due past the reserved window reserved none")
+	}
+	old, err := s.BeginDispatch(ctx, "*", at.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("BeginDispatch: %v", err)
+	}
+	newer, err := s.BeginDispatch(ctx, "*", at.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("BeginDispatch: %v", err)
+	}
+	if err := s.EndDispatch(ctx, "*", old); err != nil {
+		t.Fatalf("EndDispatch: %v", err)
+	}
+	if reserve(30 * time.Minute) {
+		t.Error("an older dispatcher ending cleared a newer one's window")
+	}
+	if gen, err := s.DispatchGeneration(ctx, "*"); err != nil || gen != newer {
+		t.Errorf("DispatchGeneration = %d, %v; want %d", gen, err, newer)
+	}
+	if err := s.EndDispatch(ctx, "*", newer); err != nil {
+		t.Fatalf("EndDispatch: %v", err)
+	}
+	if !reserve(10 * time.Second) {
+		t.Error("after the newest dispatcher ended early, a release reserved none")
+	}
+	if other, err := s.ReserveDispatch(ctx, "team-a", at.Add(100*time.Second), at.Add(175*time.Second)); err != nil || !other {
+		t.Errorf("another scope's first reservation = %v, %v; want true: scopes are apart", other, err)
 	}
 }

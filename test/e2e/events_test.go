@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
@@ -84,5 +86,43 @@ func TestEventsActWithoutAnyPing(t *testing.T) {
 	}
 	if ok, failed := src.Delivered(); failed > 0 {
 		t.Errorf("the stand-in delivered %d events and gave up on %d", ok, failed)
+	}
+}
+
+// A Secret the target references, changed with the Deployment untouched, is a new revision:
+// its event starts the release without any ping. The stand-in sends references only (Reference
+// mode), as the bundle's ApiServerSource does, so no Secret data travels.
+func TestATrackedSecretChangeStartsAReleaseWithoutAnyPing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "events-config")
+	ctx := context.Background()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app-secret", Namespace: e.ns}, Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{"token": []byte("one")}}
+	if _, err := e.kube.CoreV1().Secrets(e.ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := lab.PodinfoDeployment(e.ns, "podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
+	d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "app-secret"}}}}
+	if _, err := e.kube.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_RESYNC=5m"}})
+	src, err := e.lab.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: e.ns, Sink: s.url + "/", Token: webhookToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Stop)
+	e.apply(seedCanary(t, e.ns, "podinfo", "1m"))
+	waitUntil(t, 60*time.Second, "the Canary Initialized by its events", func() bool { return e.observe("podinfo").Phase == "Initialized" })
+
+	sec.Data["token"] = []byte("two")
+	start := time.Now()
+	if _, err := e.kube.CoreV1().Secrets(e.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the release started by the Secret's event", func() bool { return e.observe("podinfo").Phase == "Progressing" })
+	t.Logf("secret changed -> Progressing in %v, no ping", time.Since(start).Round(10*time.Millisecond))
+	if got := s.Logs(); !strings.Contains(got, "New revision detected") {
+		t.Errorf("no \"New revision detected\" in the logs:\n%s", got)
 	}
 }

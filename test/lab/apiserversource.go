@@ -22,15 +22,21 @@ import (
 type WatchedResource struct {
 	GVR  schema.GroupVersionResource
 	Kind string
+	// ResourceMode sends this resource's objects as data (Resource mode) instead of a reference.
+	ResourceMode bool
 }
 
-// SiskinResources are what knative/core/eventing.yaml's ApiServerSource watches.
+// SiskinResources are what knative/core/eventing.yaml's ApiServerSources watch: siskin-resources
+// sends Canaries, Deployments and VirtualServices in Resource mode, siskin-references the rest
+// in Reference mode.
 var SiskinResources = []WatchedResource{
-	{schema.GroupVersionResource{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}, "Canary"},
-	{schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, "Deployment"},
-	{schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}, "VirtualService"},
-	{schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}, "DestinationRule"},
-	{schema.GroupVersionResource{Version: "v1", Resource: "services"}, "Service"},
+	{GVR: schema.GroupVersionResource{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}, Kind: "Canary", ResourceMode: true},
+	{GVR: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, Kind: "Deployment", ResourceMode: true},
+	{GVR: schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}, Kind: "VirtualService", ResourceMode: true},
+	{GVR: schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}, Kind: "DestinationRule"},
+	{GVR: schema.GroupVersionResource{Version: "v1", Resource: "services"}, Kind: "Service"},
+	{GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, Kind: "ConfigMap"},
+	{GVR: schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, Kind: "Secret"},
 }
 
 // APIServerSourceOptions configure the stand-in.
@@ -42,7 +48,7 @@ type APIServerSourceOptions struct {
 	// Sink receives the events, with Token as a bearer token (a Broker would send an OIDC
 	// token instead).
 	Sink, Token string
-	// ResourceMode sends the object as data (Resource mode) instead of a reference.
+	// ResourceMode sends every object as data (Resource mode) instead of a reference.
 	ResourceMode bool
 }
 
@@ -155,7 +161,7 @@ func (s *APIServerSource) run(ctx context.Context, r WatchedResource, w watch.In
 // send delivers one event, retrying a refused one as Knative's delivery spec would.
 func (s *APIServerSource) send(ctx context.Context, r WatchedResource, verb string, obj *unstructured.Unstructured) {
 	mode, data := "ref", map[string]any{"kind": r.Kind, "namespace": obj.GetNamespace(), "name": obj.GetName(), "apiVersion": r.GVR.GroupVersion().String()}
-	if s.opts.ResourceMode {
+	if s.opts.ResourceMode || r.ResourceMode {
 		mode, data = "resource", obj.Object
 	}
 	body, err := json.Marshal(data)
