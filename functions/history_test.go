@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -166,5 +167,62 @@ func TestDecisionInWords(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// Steps that arrive as step events (StepDue, from a dispatcher) and as object events
+// (ObjectChanged: a target Deployment's new revision) are history as ticked steps are.
+func TestHistoryRecordsStepsFromStepAndObjectEvents(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	h := &memHistory{}
+	f.svc.d.History = h
+	ctx := context.Background()
+	f.tickUntil(t, func() bool { return f.state(t, c.Key).Phase == PhaseInitialized })
+	f.advanceClock(time.Minute)
+
+	f.cluster.mu.Lock()
+	f.cluster.work[c.Key] = readyWorld("v2").work
+	f.cluster.mu.Unlock()
+	dep := ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
+	if _, err := f.svc.ObjectChanged(ctx, dep, "ev-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.state(t, c.Key).Phase; got != PhaseProgressing {
+		t.Fatalf("after the Deployment event: phase %s, want Progressing", got)
+	}
+	for range 3 {
+		f.advanceClock(time.Minute)
+		if _, err := f.svc.StepDue(ctx, c.Key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.state(t, c.Key).Routing.Canary; got != 15 {
+		t.Fatalf("after three step events: weight %d, want 15", got)
+	}
+
+	rs, err := f.svc.History(ctx, c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		for _, r := range rs {
+			for _, s := range r.Steps {
+				t.Logf("release %s: %s %s→%s %d at %s", r.ID, s.Kind, s.From, s.To, s.Weight, s.At)
+			}
+		}
+		t.Fatalf("got %d releases, want 2 (initialisation, v2)", len(rs))
+	}
+	var got []string
+	for _, s := range rs[0].Steps {
+		got = append(got, fmt.Sprintf("%s %s→%s %d", s.Kind, s.From, s.To, s.Weight))
+	}
+	want := []string{"step Initialized→Progressing 0", "step Progressing→Progressing 5",
+		"step Progressing→Progressing 10", "step Progressing→Progressing 15"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("steps of the release (-want +got):\n%s", diff)
+	}
+	if len(rs[0].Steps) > 2 && len(rs[0].Steps[2].Metrics) != 2 {
+		t.Errorf("a step event's step: got metrics %+v, want both judged", rs[0].Steps[2].Metrics)
 	}
 }
