@@ -119,10 +119,12 @@ const MaxHistoryReleases = 20
 func newReleaseID(now time.Time) string { return strconv.FormatInt(now.UnixMilli(), 10) }
 
 // assignRelease gives the state its release: a new one when a release starts (or restarts on a
-// new revision), or when there is none yet.
+// new revision: a new template, or new data in a tracked ConfigMap or Secret), or when there is
+// none yet.
 func assignRelease(before State, after *State, now time.Time) {
 	starts := after.Phase.Releasing() &&
-		(!before.Phase.Releasing() || before.LastAppliedSpec != after.LastAppliedSpec)
+		(!before.Phase.Releasing() || before.LastAppliedSpec != after.LastAppliedSpec ||
+			configsChanged(before.TrackedConfigs, after.TrackedConfigs))
 	if after.Release == "" || starts {
 		after.Release = newReleaseID(now)
 	}

@@ -226,3 +226,51 @@ func TestHistoryRecordsStepsFromStepAndObjectEvents(t *testing.T) {
 		t.Errorf("a step event's step: got metrics %+v, want both judged", rs[0].Steps[2].Metrics)
 	}
 }
+
+// A tracked ConfigMap's new data in the middle of a release is a new revision (a ConfigMap
+// event): the restarted analysis is a release of its own, as a template change's is.
+func TestHistoryStartsAReleaseOnAConfigChangeMidRelease(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	h := &memHistory{}
+	f.svc.d.History = h
+	ctx := context.Background()
+	setWork := func(hash, config string) {
+		f.cluster.mu.Lock()
+		defer f.cluster.mu.Unlock()
+		w := readyWorld(hash).work
+		w.TrackedConfigs = map[string]string{"configmap/app-config": config}
+		f.cluster.work[c.Key] = w
+	}
+	setWork("v1", "c1")
+	f.tickUntil(t, func() bool { return f.state(t, c.Key).Phase == PhaseInitialized })
+	setWork("v2", "c1")
+	f.tickUntil(t, func() bool { return f.state(t, c.Key).Routing.Canary == 10 })
+	first := f.state(t, c.Key).Release
+
+	f.advanceClock(time.Second)
+	setWork("v2", "c2")
+	if _, err := f.svc.ObjectChanged(ctx, ObjectRef{Kind: "ConfigMap", Namespace: c.Namespace, Name: "app-config"}, "ev-1"); err != nil {
+		t.Fatal(err)
+	}
+	st := f.state(t, c.Key)
+	if st.Phase != PhaseProgressing || st.Routing.Canary != 0 || st.TrackedConfigs["configmap/app-config"] != "c2" {
+		t.Fatalf("after the ConfigMap event: %s at weight %d tracking %v, want the analysis restarted on c2", st.Phase, st.Routing.Canary, st.TrackedConfigs)
+	}
+	if st.Release == first {
+		t.Errorf("the restart on the config's new data kept release %s, want a new one", first)
+	}
+	rs, err := f.svc.History(ctx, c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 3 {
+		t.Fatalf("got %d releases, want 3 (initialisation, v2 with c1, v2 with c2)", len(rs))
+	}
+	if s := rs[0].Steps; len(s) != 1 || s[0].From != PhaseProgressing || s[0].To != PhaseProgressing || s[0].Weight != 0 {
+		t.Errorf("the new release's steps: got %+v, want the restart alone", s)
+	}
+	if got := rs[1].Steps[len(rs[1].Steps)-1].Weight; got != 10 {
+		t.Errorf("the interrupted release ends at weight %d, want 10", got)
+	}
+}
