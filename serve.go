@@ -112,7 +112,7 @@ func parseConfig(verb string, args []string, getenv func(string) string, stderr 
 	fs.DurationVar(&c.minInterval, "min-interval", dur("SISKIN_MIN_INTERVAL", functions.MinAnalysisInterval), "analysis interval floor (Flagger's is 10s; lower it only for tests)")
 	fs.DurationVar(&c.tickWindow, "tick-window", dur("SISKIN_TICK_WINDOW", 75*time.Second), "how long one tick keeps dispatching the steps of releases that fall due within it; past a minute, it overlaps the next ping, which takes over")
 	fs.StringVar(&c.stepSink, "step-sink", getenv("SISKIN_STEP_SINK"), "URL of Siskin's own Service: each due step is sent there as a request of its own (env SISKIN_STEP_SINK; empty: the tick steps them itself)")
-	fs.DurationVar(&c.resync, "resync", dur("SISKIN_RESYNC", 5*time.Minute), "how often a canary at rest is checked anyway; events bring its changes at once (env SISKIN_RESYNC; 0: at its interval)")
+	fs.DurationVar(&c.resync, "resync", dur("SISKIN_RESYNC", 5*time.Minute), "how often a canary at rest is checked anyway, and a step re-asserts the Services and DestinationRules; events bring their changes at once (env SISKIN_RESYNC; 0: at its interval and every step)")
 	fs.Float64Var(&c.kubeQPS, "kube-qps", 100, "Kubernetes client requests a second")
 	fs.IntVar(&c.kubeBurst, "kube-burst", 250, "Kubernetes client burst")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", dur("SISKIN_LEASE_TTL", 30*time.Second), "how long a crashed or stalled step can hold a canary; a live step renews its lease every third of it")

@@ -666,9 +666,9 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		{name: "a Canary being deleted is read and acted on", obj: canary, object: `{"Kind":"Canary","Generation":5,"Deleting":true}`, wantGets: 1},
 		{name: "a Canary event without the object is read", obj: canary, wantGets: 1},
 		{name: "the target's rollout progressing", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`},
-		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantObserv: 1, wantSteps: 1},
+		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
 		{name: "the primary's rollout, past initialisation", obj: deployment(c.Names().Primary)},
-		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantObserv: 1, wantSteps: 1},
+		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantGets: 1, wantObserv: 1, wantSteps: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -78,7 +78,7 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
 		k := Key{Namespace: obj.Namespace, Name: obj.Name}
-		if settled, err := s.settled(ctx, k, causeCanary, obj.Object); settled || err != nil {
+		if settled, err := s.settled(ctx, Canary{Key: k}, causeCanary, obj.Object); settled || err != nil {
 			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
 		}
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
@@ -105,13 +105,14 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		if !ok {
 			continue
 		}
-		if settled, err := s.settled(ctx, c.Key, cause, obj.Object); settled || err != nil {
+		if settled, err := s.settled(ctx, c, cause, obj.Object); settled || err != nil {
 			if err != nil {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause, object: obj.Object}, &c, nil)
+		// The list may be a second old: the step reads the Canary again.
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -195,27 +196,43 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 
 // settled reports, from the saved state and the object the event carried (Resource mode), that
 // the event can change nothing now, so that it costs no lease and no Kubernetes request: most
-// object events are Siskin's own writes coming back, or rollouts reporting their progress.
-func (s *Service) settled(ctx context.Context, k Key, cause changeCause, object []byte) (bool, error) {
-	if cause != causeCanary && cause != causeTarget && cause != causePrimary {
-		return false, nil
-	}
+// object events are Siskin's own writes coming back, or rollouts reporting their progress. c is
+// the Canary as listed (a second old at most), or only its key for a Canary's own event.
+func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, object []byte) (bool, error) {
 	var (
-		facts ObjectFacts
-		known bool
+		facts  ObjectFacts
+		known  bool
+		routes EventRoutesChecker
 	)
-	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(object) > 0 {
-		facts, known = r.FactsOf(object)
-	}
-	if !known && cause != causePrimary {
+	switch cause {
+	case causeCanary, causeTarget:
+		r, ok := s.d.Workloads.(EventObjectReader)
+		if !ok || len(object) == 0 {
+			return false, nil
+		}
+		if facts, known = r.FactsOf(object); !known {
+			return false, nil
+		}
+	case causePrimary:
+	case causeRoutes:
+		var ok bool
+		if routes, ok = s.d.Routes.(EventRoutesChecker); !ok || len(object) == 0 || c.Spec.TargetRef.Name == "" {
+			return false, nil
+		}
+	default:
 		return false, nil
 	}
-	st, err := s.d.Store.Load(ctx, k)
+	st, err := s.d.Store.Load(ctx, c.Key)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("load state of %s: %w", k, err)
+		return false, fmt.Errorf("load state of %s: %w", c.Key, err)
+	}
+	if routes != nil {
+		// Most route events are Siskin's own writes coming back: a VirtualService as the
+		// saved state plans it needs nothing.
+		return !st.Due(s.cfg.Now()) && st.WillRoute() && routes.AsPlanned(c, routePlan(st), object), nil
 	}
 	return changesNothing(st, cause, facts, known, s.cfg.Now()), nil
 }

@@ -177,8 +177,6 @@ type stepGate struct {
 	kind gateKind
 	// cause is what changed, for gateChanged.
 	cause changeCause
-	// object is the changed object as its event carried it, when it did.
-	object []byte
 }
 
 type gateKind int
@@ -513,12 +511,7 @@ func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (Step
 	var err error
 	switch h.gate.cause {
 	case causeRoutes:
-		// Most route events are Siskin's own writes coming back: when the event carries the
-		// VirtualService and it is as planned, there is nothing to read or write.
-		if ec, ok := s.d.Routes.(EventRoutesChecker); ok && len(h.gate.object) > 0 && ec.AsPlanned(c, routePlan(st), h.gate.object) {
-			rep.Skipped = "not due; as planned"
-			return rep, nil
-		}
+		// A VirtualService that an event carried as planned never gets here (settled).
 		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
 	case causeServices:
 		err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureServices: true, EnsureApex: true})

@@ -15,6 +15,7 @@ import (
 	"istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -35,6 +36,12 @@ type Router struct {
 	timeout time.Duration
 	// conflictBackoff paces the fresh Get+Update attempts after a write conflict.
 	conflictBackoff wait.Backoff
+	// known holds each VirtualService ("namespace/name") as this process last wrote it or read
+	// it, resourceVersion included, so that a step between two re-assertions starts from it
+	// and needs no read: a copy gone stale costs a conflict and a fresh read, never a lost
+	// update. A hand edit made since is put back through its event, or by the next
+	// re-assertion, which reads.
+	known sync.Map
 }
 
 var (
@@ -72,6 +79,8 @@ func (r *Router) ApplyRoutes(ctx context.Context, c functions.Canary, p function
 type liveObjects struct {
 	vs                  *networkingv1.VirtualService
 	primaryDR, canaryDR *networkingv1.DestinationRule
+	// vsKnown: vs is the copy this process last wrote or read, not a read of this step.
+	vsKnown bool
 }
 
 // LiveRoutes are a canary's routing objects read ahead of the decision (ReadRoutes).
@@ -88,6 +97,10 @@ type LiveRoutes struct {
 func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary, rules bool) functions.LiveRoutes {
 	l := &LiveRoutes{r: r, c: c}
 	names := c.Names()
+	if vs, ok := r.known.Load(c.Namespace + "/" + names.Apex); ok && !rules {
+		l.live.vs, l.live.vsKnown = vs.(*networkingv1.VirtualService).DeepCopy(), true
+		return l
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if vs, err := r.getVirtualService(ctx, c.Namespace, names.Apex, fromCache); err == nil {
@@ -118,7 +131,7 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 		return fmt.Errorf("render VirtualService for canary %s: %w", c.Key, err)
 	}
 	if p.WeightsOnly {
-		return r.applyVirtualService(ctx, c, vs, live.vs)
+		return r.applyVirtualService(ctx, c, vs, live.vs, live.vsKnown)
 	}
 	primaryDR, canaryDR, err := RenderDestinationRules(c)
 	if err != nil {
@@ -128,7 +141,7 @@ func (r *Router) apply(ctx context.Context, c functions.Canary, p functions.Rout
 	errs := make([]error, 3)
 	wg.Go(func() { errs[0] = r.applyDestinationRule(ctx, c, primaryDR, live.primaryDR) })
 	wg.Go(func() { errs[1] = r.applyDestinationRule(ctx, c, canaryDR, live.canaryDR) })
-	wg.Go(func() { errs[2] = r.applyVirtualService(ctx, c, vs, live.vs) })
+	wg.Go(func() { errs[2] = r.applyVirtualService(ctx, c, vs, live.vs, live.vsKnown) })
 	wg.Wait()
 	return errors.Join(errs...)
 }
@@ -264,21 +277,26 @@ func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, w
 
 // applyVirtualService corrects the VirtualService to want, from readAhead when given, else from
 // the cache; after a conflict, from a fresh read.
-func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, want, readAhead *networkingv1.VirtualService) error {
+func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, want, readAhead *networkingv1.VirtualService, known bool) error {
 	op := "apply VirtualService " + want.Namespace + "/" + want.Name
+	key := want.Namespace + "/" + want.Name
 	read := fromCache
 	err := r.onConflict(ctx, func() error {
 		live, err := readAhead, error(nil)
+		fromKnown := known && live != nil
 		if live == nil {
 			live, err = r.getVirtualService(ctx, want.Namespace, want.Name, read)
 		}
-		readAhead, read = nil, fresh
+		readAhead, read, known = nil, fresh, false
 		if apierrors.IsNotFound(err) {
-			if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+			r.known.Delete(key)
+			created, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
 				return r.client.NetworkingV1().VirtualServices(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
+			r.known.Store(key, created)
 			r.log.InfoContext(ctx, "VirtualService created", "canary", c.Key.String(), "virtualService", want.Name)
 			return nil
 		}
@@ -286,12 +304,26 @@ func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, wa
 			return err
 		}
 		next, changed, err := correctedVirtualService(live, want, c.UID)
-		if err != nil || !changed {
+		if err != nil {
 			return err
 		}
-		if _, err := r.updateVirtualService(ctx, next); err != nil {
+		if !changed {
+			r.known.Store(key, live)
+			return nil
+		}
+		updated, err := r.updateVirtualService(ctx, next)
+		if fromKnown && apierrors.IsNotFound(err) {
+			// Deleted since this process last saw it: read it (gone) and create it again.
+			r.known.Delete(key)
+			return apierrors.NewConflict(virtualServicesResource, want.Name, err)
+		}
+		if err != nil {
+			if apierrors.IsConflict(err) {
+				r.known.Delete(key)
+			}
 			return err
 		}
+		r.known.Store(key, updated)
 		r.log.InfoContext(ctx, "VirtualService updated", "canary", c.Key.String(), "virtualService", want.Name)
 		return nil
 	})
@@ -386,7 +418,10 @@ func (r *Router) updateVirtualService(ctx context.Context, vs *networkingv1.Virt
 	})
 }
 
+var virtualServicesResource = schema.GroupResource{Group: "networking.istio.io", Resource: "virtualservices"}
+
 func (r *Router) deleteVirtualService(ctx context.Context, vs *networkingv1.VirtualService) error {
+	r.known.Delete(vs.Namespace + "/" + vs.Name)
 	uid := vs.UID
 	_, err := call(ctx, r.timeout, func(ctx context.Context) (struct{}, error) {
 		// The precondition keeps a VirtualService recreated meanwhile by someone else.

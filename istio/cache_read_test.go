@@ -158,3 +158,99 @@ func TestApplyRoutesReadsTheCacheThenFreshAfterAConflict(t *testing.T) {
 		t.Errorf("DestinationRule reads: got %d, want 2", drReads)
 	}
 }
+
+// Between two re-assertions a step starts from the VirtualService as this process last wrote
+// it, without a read; a copy gone stale (a hand edit, another process's write) is refused
+// with a conflict and the step goes on from a fresh read.
+func TestAWeightStepStartsFromTheVirtualServiceItWrote(t *testing.T) {
+	c := podinfo()
+	vsPath := "/apis/networking.istio.io/v1/namespaces/default/virtualservices/podinfo"
+	srv := &laggingAPIServer{current: map[string][]byte{}, stale: map[string][]byte{}}
+	put := func(vs *networkingv1.VirtualService) {
+		vs.APIVersion, vs.Kind = "networking.istio.io/v1", "VirtualService"
+		b, err := json.Marshal(vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.store(vsPath, b)
+	}
+	put(mustRender(t, c, plan(100, 0)))
+	primaryDR, canaryDR, err := RenderDestinationRules(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dr := range []*networkingv1.DestinationRule{primaryDR, canaryDR} {
+		dr.APIVersion, dr.Kind = "networking.istio.io/v1", "DestinationRule"
+		b, _ := json.Marshal(dr)
+		srv.store("/apis/networking.istio.io/v1/namespaces/default/destinationrules/"+dr.Name, b)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	client, err := versioned.NewForConfig(&rest.Config{Host: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := NewRouter(client, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Second)
+	weightsOnly := func(primary, canary int) functions.RoutePlan {
+		p := plan(primary, canary)
+		p.WeightsOnly = true
+		return p
+	}
+	step := func(p functions.RoutePlan, rules bool) (reads, updates int) {
+		t.Helper()
+		srv.mu.Lock()
+		r0, u0 := len(srv.reads), srv.updates
+		srv.mu.Unlock()
+		if err := router.ReadRoutes(context.Background(), c, rules).Apply(context.Background(), p); err != nil {
+			t.Fatalf("step to %v: %v", p.Routing, err)
+		}
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		for _, r := range srv.reads[r0:] {
+			if strings.HasPrefix(r, vsPath) {
+				reads++
+			}
+		}
+		return reads, srv.updates - u0
+	}
+	weights := func() functions.Routing {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		var got networkingv1.VirtualService
+		if err := json.Unmarshal(srv.current[vsPath], &got); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := WeightsOf(&got)
+		return w
+	}
+
+	tests := []struct {
+		name                    string
+		before                  func()
+		plan                    functions.RoutePlan
+		wantReads, wantUpdates  int
+		wantPrimary, wantCanary int
+	}{
+		{name: "the first step reads", plan: weightsOnly(95, 5), wantReads: 1, wantUpdates: 1, wantPrimary: 95, wantCanary: 5},
+		{name: "the next one starts from what it wrote", plan: weightsOnly(90, 10), wantUpdates: 1, wantPrimary: 90, wantCanary: 10},
+		{name: "a hand edit since makes it read again", before: func() { put(mustRender(t, c, plan(50, 50))) }, plan: weightsOnly(85, 15),
+			wantReads: 1, wantUpdates: 2, wantPrimary: 85, wantCanary: 15},
+		// The lagging cache answers the hand edit: its update is refused, and a fresh read
+		// finds the VirtualService as planned.
+		{name: "a re-assertion reads", plan: plan(85, 15), wantReads: 2, wantUpdates: 1, wantPrimary: 85, wantCanary: 15},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.before != nil {
+				tt.before()
+			}
+			reads, updates := step(tt.plan, !tt.plan.WeightsOnly)
+			if reads != tt.wantReads || updates != tt.wantUpdates {
+				t.Errorf("got %d reads and %d updates of the VirtualService, want %d and %d", reads, updates, tt.wantReads, tt.wantUpdates)
+			}
+			if got, want := weights(), (functions.Routing{Primary: tt.wantPrimary, Canary: tt.wantCanary}); got != want {
+				t.Errorf("weights: got %v, want %v", got, want)
+			}
+		})
+	}
+}

@@ -254,6 +254,18 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		return err
 	}
 	out.say("  the registry's notifications     -> %s%s (bearer token)", d.siskin.url, notify)
+	// In a cluster, Knative's ApiServerSources send Siskin the object events; the lab's
+	// stand-in watches the same resources and POSTs the same CloudEvents.
+	src, err := d.lab.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Sink: d.siskin.url + "/", Token: token})
+	if err != nil {
+		return fmt.Errorf("start the ApiServerSource stand-in: %w", err)
+	}
+	teardown = append(teardown, func() {
+		src.Stop()
+		ok, failed := src.Delivered()
+		out.say("  ApiServerSource stand-in: stopped after %d events delivered (%d refused)", ok, failed)
+	})
+	out.say("  object events (Canaries, Deployments, routes, Services, configs) -> %s/ as ApiServerSource's CloudEvents (test/lab stand-in)", d.siskin.url)
 
 	out.heading("4. Three podinfo workloads, each with the seed Canary (knative/testdata/canary-seed.yaml)")
 	if err := <-scraped; err != nil {
