@@ -706,3 +706,114 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		})
 	}
 }
+
+// The list of a namespace's Canaries that object events share (CanaryListReuse) must not hide
+// a Canary created, changed or deleted within the reuse: a `kubectl set image` right after a
+// Canary's initialisation starts its release at once, even though the Deployment events of
+// the initialisation were matched against a list taken before the Canary existed.
+func TestASharedCanaryListSeesTheCanariesChangedSince(t *testing.T) {
+	for _, resource := range []bool{true, false} {
+		name := "Reference mode"
+		if resource {
+			name = "Resource mode"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := seedCanary()
+			c.Generation = 1
+			f := newFixture(t)
+			cfg := f.svc.cfg
+			cfg.CanaryListReuse = time.Minute
+			d := f.svc.d
+			gets, observations := 0, 0
+			if resource {
+				d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations}
+			}
+			f.svc = New(d, cfg, nil)
+			ctx := context.Background()
+			event := func(id string, obj ObjectRef, object string) {
+				t.Helper()
+				if resource && object != "" {
+					obj.Object = []byte(object)
+				}
+				if _, err := f.svc.ObjectChanged(ctx, obj, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			target := ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}
+			canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
+
+			event("ev-0", target, `{"Kind":"Deployment","TemplateHash":"v1"}`) // before the Canary: no canary
+			f.cluster.mu.Lock()
+			f.cluster.canaries[c.Key] = c
+			f.cluster.work[c.Key] = readyWorld("v1").work
+			f.cluster.mu.Unlock()
+			event("ev-1", canary, `{"Kind":"Canary","Generation":1}`)
+			f.tickUntil(t, func() bool { return f.state(t, c.Key).Phase == PhaseInitialized })
+
+			f.cluster.setTemplate(c.Key, "v2")
+			event("ev-2", target, `{"Kind":"Deployment","TemplateHash":"v2"}`)
+			if got := f.state(t, c.Key).Phase; got != PhaseProgressing {
+				t.Errorf("after the target's new revision: phase %s, want Progressing", got)
+			}
+		})
+	}
+}
+
+func TestSharedCanaryListsKeepOnlyWhatShowsTheChanges(t *testing.T) {
+	ctx := context.Background()
+	a := Canary{Key: Key{Namespace: "ns", Name: "a"}, Generation: 3}
+	b := Canary{Key: Key{Namespace: "ns", Name: "b"}, Generation: 1}
+	var (
+		mu    sync.Mutex
+		fleet = []Canary{a}
+		calls int
+		hold  func()
+	)
+	list := func(context.Context, string) ([]Canary, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		out := slices.Clone(fleet)
+		if hold != nil {
+			hold()
+		}
+		return out, nil
+	}
+	l := &canaryLists{reuse: time.Minute}
+	get := func() []Canary {
+		t.Helper()
+		cs, err := l.get(ctx, "ns", list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	get()
+	l.changed(canaryChange{k: a.Key, generation: 3, known: true}) // its status write coming back
+	l.changed(canaryChange{k: a.Key})                             // the same, in Reference mode
+	if get(); calls != 1 {
+		t.Fatalf("a Canary's own status write dropped the kept list: %d lists, want 1", calls)
+	}
+	l.changed(canaryChange{k: a.Key, generation: 4, known: true}) // its spec changed
+	if get(); calls != 2 {
+		t.Fatalf("a new generation kept the list: %d lists, want 2", calls)
+	}
+
+	// A list taken while a Canary is created serves the event that took it, and is not kept.
+	hold = func() { l.changed(canaryChange{k: b.Key, generation: 1, known: true}) }
+	l.changed(canaryChange{k: b.Key, generation: 1, known: true})
+	if cs := get(); len(cs) != 1 || calls != 3 {
+		t.Fatalf("got %v after %d lists, want a alone after 3", cs, calls)
+	}
+	hold = nil
+	mu.Lock()
+	fleet = append(fleet, b)
+	mu.Unlock()
+	if cs := get(); len(cs) != 2 || calls != 4 {
+		t.Fatalf("got %v after %d lists, want a and b listed anew (4 lists)", cs, calls)
+	}
+	l.changed(canaryChange{k: b.Key, gone: true})
+	if get(); calls != 5 {
+		t.Fatalf("a deleted Canary kept the list: %d lists, want 5", calls)
+	}
+}

@@ -78,6 +78,7 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
 		k := Key{Namespace: obj.Namespace, Name: obj.Name}
+		s.canaryChanged(k, obj)
 		if settled, err := s.settled(ctx, Canary{Key: k}, causeCanary, obj.Object); settled || err != nil {
 			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
 		}
@@ -260,12 +261,17 @@ func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now 
 
 // canaryLists shares a list of a namespace's Canaries among the object events of a burst (a
 // rollout sends several, and so do a step's own writes), for Config.CanaryListReuse of this
-// process's clock. A Canary created since is stepped by its own event; a spec changed since is
-// re-read by the step it is due for.
+// process's clock. A Canary created, changed or deleted since is stepped by its own event,
+// and that event (changed) drops a kept list that does not show it as it now is, and keeps a
+// list being taken meanwhile from being kept unless it does: the events that follow, a
+// `kubectl set image` right after the Canary's creation say, are matched against it. The
+// Canary's own status writes coming back leave the list alone.
 type canaryLists struct {
 	reuse time.Duration
 	mu    sync.Mutex
 	lists map[string]canaryList
+	// taking are the lists being taken, with the Canary changes seen meanwhile.
+	taking map[*takenList]struct{}
 }
 
 type canaryList struct {
@@ -273,23 +279,54 @@ type canaryList struct {
 	canaries []Canary
 }
 
+type takenList struct {
+	ns      string
+	changes []canaryChange
+}
+
+// canaryChange is a Canary event, as changed is told of it.
+type canaryChange struct {
+	k Key
+	// generation is the Canary's, when the event carried it (known).
+	generation int64
+	known      bool
+	gone       bool
+}
+
+// shows reports whether cs holds the Canary as the change says it is: gone, or present (at its
+// generation or a newer one, when the event said which).
+func (ch canaryChange) shows(cs []Canary) bool {
+	for _, c := range cs {
+		if c.Key == ch.k {
+			return !ch.gone && (!ch.known || c.Generation >= ch.generation)
+		}
+	}
+	return ch.gone
+}
+
 func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Context, string) ([]Canary, error)) ([]Canary, error) {
 	if l.reuse <= 0 {
 		return list(ctx, ns)
 	}
 	now := time.Now()
+	taken := &takenList{ns: ns}
 	l.mu.Lock()
 	if got, ok := l.lists[ns]; ok && now.Sub(got.at) < l.reuse {
 		l.mu.Unlock()
 		return got.canaries, nil
 	}
+	if l.taking == nil {
+		l.taking = map[*takenList]struct{}{}
+	}
+	l.taking[taken] = struct{}{}
 	l.mu.Unlock()
 	cs, err := list(ctx, ns)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.taking, taken)
 	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.lists == nil {
 		l.lists = map[string]canaryList{}
 	}
@@ -298,6 +335,41 @@ func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Cont
 			delete(l.lists, k)
 		}
 	}
+	for _, ch := range taken.changes {
+		if !ch.shows(cs) {
+			// Listed before that Canary changed: good for this event, not for the next.
+			return cs, nil
+		}
+	}
 	l.lists[ns] = canaryList{at: now, canaries: cs}
 	return cs, nil
+}
+
+// changed is told of each Canary event before it is handled.
+func (l *canaryLists) changed(ch canaryChange) {
+	if l.reuse <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if got, ok := l.lists[ch.k.Namespace]; ok && !ch.shows(got.canaries) {
+		delete(l.lists, ch.k.Namespace)
+	}
+	for t := range l.taking {
+		if t.ns == ch.k.Namespace {
+			t.changes = append(t.changes, ch)
+		}
+	}
+}
+
+// canaryChanged tells the shared lists of a Canary's event: its generation when the event
+// carried the Canary (Resource mode), whether it is gone.
+func (s *Service) canaryChanged(k Key, obj ObjectRef) {
+	ch := canaryChange{k: k, gone: obj.Deleted}
+	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(obj.Object) > 0 {
+		if f, ok := r.FactsOf(obj.Object); ok && f.Kind == "Canary" {
+			ch.generation, ch.known = f.Generation, true
+		}
+	}
+	s.lists.changed(ch)
 }
