@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit e2e test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
+.PHONY: help build test unit ui-browser e2e test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -18,16 +18,21 @@ build:
 	$(GO) build -o bin/siskin .
 
 ## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests and the short demo
-test: lab-build vet unit fuzz test-lab e2e demo-short
+test: lab-build vet unit ui-browser fuzz test-lab e2e demo-short
 
-## vet: go vet, with and without the e2e tag
+## vet: go vet, with and without the e2e and browser tags
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/...
+	$(GO) vet -tags browser ./handlers/
 
 ## unit: unit tests (no lab needed)
 unit:
 	$(GO) test -count=1 $(PKGS)
+
+## ui-browser: the dashboard in headless chromium against a fake fleet (no lab); SISKIN_SHOTS=dir keeps the screenshots
+ui-browser: lab-build
+	$(GO) test -tags browser -count=1 -run '^TestBrowser' ./handlers/
 
 ## fuzz: run every decoder's fuzzer briefly (FUZZTIME, default 5s each)
 fuzz:

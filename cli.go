@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -223,6 +224,7 @@ func envOr(getenv func(string) string, key, def string) string {
 // runEvents is `siskin events namespace/name`.
 func runEvents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs, server, token := cliFlags("events", getenv, stderr)
+	fromHistory := fs.Bool("from-history", false, "the Events the history recorded with each step (kept past Kubernetes' Event TTL), instead of the Kubernetes Events")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -235,6 +237,14 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	c := apiClient{base: *server, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	if *fromHistory {
+		var rs []functions.Release
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/canaries/%s/%s/history", url.PathEscape(k.Namespace), url.PathEscape(k.Name)), &rs); err != nil {
+			return err
+		}
+		printEvents(stdout, historyEvents(rs))
+		return nil
+	}
 	var events []functions.EventRecord
 	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/canaries/%s/%s/events", url.PathEscape(k.Namespace), url.PathEscape(k.Name)), &events); err != nil {
 		return err
@@ -250,4 +260,96 @@ func printEvents(w io.Writer, events []functions.EventRecord) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Type, e.Count, e.Message)
 	}
 	tw.Flush()
+}
+
+// runHistory is `siskin history namespace/name`: the kept releases, newest first, each step
+// with its weight, metrics against their thresholds, and the decision with its reason.
+func runHistory(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, server, token := cliFlags("history", getenv, stderr)
+	last := fs.Int("releases", 3, "how many releases to show, newest first (0: all kept)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: siskin history [flags] namespace/name")
+	}
+	k, err := functions.ParseKey(pos[0])
+	if err != nil {
+		return err
+	}
+	c := apiClient{base: *server, token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	var rs []functions.Release
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/canaries/%s/%s/history", url.PathEscape(k.Namespace), url.PathEscape(k.Name)), &rs); err != nil {
+		return err
+	}
+	if *last > 0 && len(rs) > *last {
+		rs = rs[:*last]
+	}
+	printHistory(stdout, rs)
+	return nil
+}
+
+func printHistory(w io.Writer, rs []functions.Release) {
+	if len(rs) == 0 {
+		fmt.Fprintln(w, "no history")
+		return
+	}
+	for i, r := range rs {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		end := "in flight"
+		if !r.End.IsZero() {
+			end = r.End.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "release %s: %s, %s → %s (%s)", r.ID, r.Outcome, r.Start.UTC().Format(time.RFC3339), end, r.Duration.Round(time.Second))
+		if r.Trigger != nil {
+			fmt.Fprintf(w, ", trigger %s %s", r.Trigger.Kind, r.Trigger.Detail)
+		}
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tPHASE\tWEIGHT\tFAILED\tMETRICS\tDECISION\tREASON")
+		for _, s := range r.Steps {
+			var ms []string
+			for _, m := range s.Metrics {
+				v := strconv.FormatFloat(m.Value, 'f', 2, 64)
+				switch {
+				case m.Err != "":
+					v = "error"
+				case m.NoData:
+					v = "no data"
+				}
+				mark := ""
+				if !m.OK {
+					mark = "!"
+				}
+				ms = append(ms, m.Name+"="+v+mark)
+			}
+			metrics := strings.Join(ms, " ")
+			if metrics == "" {
+				metrics = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%s\t%s\t%s\n", s.At.UTC().Format(time.TimeOnly), s.To, s.Weight,
+				s.FailedChecks, s.Threshold, metrics, s.Decision, s.Reason)
+		}
+		tw.Flush()
+	}
+}
+
+// historyEvents are the Events the kept releases recorded, oldest first.
+func historyEvents(rs []functions.Release) []functions.EventRecord {
+	var out []functions.EventRecord
+	for i := len(rs) - 1; i >= 0; i-- {
+		for _, s := range rs[i].Steps {
+			for _, e := range s.Events {
+				typ := "Normal"
+				if e.Warning {
+					typ = "Warning"
+				}
+				out = append(out, functions.EventRecord{Time: s.At, Type: typ, Reason: "Synced", Message: e.Message, Count: 1})
+			}
+		}
+	}
+	return out
 }

@@ -3,9 +3,13 @@ package main
 import (
 	"flag"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/siskin-dev/siskin/functions"
 )
 
 func TestParseInterspersed(t *testing.T) {
@@ -39,5 +43,45 @@ func TestParseInterspersed(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	if _, err := parseInterspersed(fs, []string{"a", "--nope"}); err == nil {
 		t.Error("an unknown flag after an argument: got no error")
+	}
+}
+
+func TestPrintHistory(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rs := []functions.Release{{ID: "1", Start: t0, End: t0.Add(time.Minute), Duration: time.Minute, Outcome: functions.PhaseFailed,
+		Trigger: &functions.Trigger{Kind: "alert", Detail: "HighErrorRate abc"},
+		Steps: []functions.StepRecord{
+			{At: t0, To: functions.PhaseProgressing, Weight: 10, FailedChecks: 1, Threshold: 5, Decision: "failed check 1", Reason: "success rate 90%",
+				Metrics: []functions.MetricCheck{{Name: "request-success-rate", Value: 90, OK: false}, {Name: "request-duration", NoData: true}}},
+			{At: t0.Add(time.Minute), To: functions.PhaseFailed, Threshold: 5, Decision: "Progressing → Failed"},
+		}}}
+	var b strings.Builder
+	printHistory(&b, rs)
+	for _, want := range []string{"release 1: Failed, 2026-01-02T03:04:05Z → 2026-01-02T03:05:05Z (1m0s), trigger alert HighErrorRate abc",
+		"request-success-rate=90.00!", "request-duration=no data!", "1/5", "Progressing → Failed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("history output lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printHistory(&b, nil)
+	if got := b.String(); got != "no history\n" {
+		t.Errorf("empty history: got %q", got)
+	}
+}
+
+func TestHistoryEventsOldestFirst(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rs := []functions.Release{ // newest first, as the API gives them
+		{ID: "2", Steps: []functions.StepRecord{{At: t0.Add(time.Hour), Events: []functions.EventNote{{Warning: true, Message: "Rolling back"}}}}},
+		{ID: "1", Steps: []functions.StepRecord{{At: t0, Events: []functions.EventNote{{Message: "New revision detected"}}}}},
+	}
+	got := historyEvents(rs)
+	want := []functions.EventRecord{
+		{Time: t0, Type: "Normal", Reason: "Synced", Message: "New revision detected", Count: 1},
+		{Time: t0.Add(time.Hour), Type: "Warning", Reason: "Synced", Message: "Rolling back", Count: 1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

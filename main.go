@@ -26,7 +26,9 @@ const usage = `siskin: serverless progressive delivery for Kubernetes and Istio
 usage:
   siskin serve [flags]                       run the HTTP functions (the default)
   siskin status [namespace[/name]] [--watch] show canaries like kubectl get canaries
-  siskin events namespace/name               show a canary's Kubernetes events
+  siskin events namespace/name [--from-history]  show a canary's Kubernetes events (or those its history kept)
+  siskin history namespace/name              show a canary's last releases, step by step
+  siskin dashboard [flags]                   the web dashboard on localhost (kubeconfig, REDIS_URL)
   siskin promote|abort|resume namespace/name manual gates
   siskin version
 
@@ -48,6 +50,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runStatus(ctx, rest, getenv, stdout, stderr)
 	case "events":
 		return runEvents(ctx, rest, getenv, stdout, stderr)
+	case "history":
+		return runHistory(ctx, rest, getenv, stdout, stderr)
+	case "dashboard":
+		return dashboard(ctx, rest, getenv, stdout, stderr)
 	case "promote", "abort", "resume":
 		return runGate(ctx, verb, rest, getenv, stdout, stderr)
 	case "version":

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,11 +64,18 @@ type serveConfig struct {
 	clusterName      string
 	logFormat        string
 	logLevel         string
+	uiReadOnly       bool
+	// dashboard: `siskin dashboard`, the pages and the API on localhost, no event routes.
+	dashboard bool
 }
 
 func parseServe(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
-	var c serveConfig
-	fs := flag.NewFlagSet("siskin serve", flag.ContinueOnError)
+	return parseConfig("serve", args, getenv, stderr)
+}
+
+func parseConfig(verb string, args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	c := serveConfig{dashboard: verb == "dashboard"}
+	fs := flag.NewFlagSet("siskin "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var envErrs []error
 	dur := func(key string, def time.Duration) time.Duration {
@@ -82,7 +91,12 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		return d
 	}
 	port := envOr(getenv, "PORT", "8080")
-	fs.StringVar(&c.addr, "listen", envOr(getenv, "SISKIN_LISTEN", ":"+port), "listen address (env SISKIN_LISTEN; else :$PORT)")
+	defaultAddr := envOr(getenv, "SISKIN_LISTEN", ":"+port)
+	if c.dashboard {
+		defaultAddr = "127.0.0.1:8090"
+	}
+	fs.StringVar(&c.addr, "listen", defaultAddr, "listen address (env SISKIN_LISTEN; else :$PORT; the dashboard: 127.0.0.1:8090)")
+	fs.BoolVar(&c.uiReadOnly, "ui-readonly", getenv("SISKIN_UI_READONLY") == "true", "serve the dashboard without its Promote, Abort and Resume buttons, and refuse its gate calls (env SISKIN_UI_READONLY=true)")
 	fs.StringVar(&c.redisURL, "redis-url", getenv("REDIS_URL"), "Redis URL: redis://, rediss://, redis+sentinel://, redis+cluster:// (env REDIS_URL)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig path (env KUBECONFIG; empty: in-cluster)")
 	fs.StringVar(&c.prometheusURL, "prometheus-url", getenv("PROMETHEUS_URL"), "Prometheus URL for the built-in metrics (env PROMETHEUS_URL)")
@@ -127,9 +141,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		return c, fmt.Errorf("--push-scope %q: want namespace or cluster", c.pushScope)
 	case c.redisURL == "":
 		return c, errors.New("--redis-url (or REDIS_URL) is required")
-	case c.webhookToken == "" && !c.insecureSkipAuth:
+	case c.webhookToken == "" && !c.insecureSkipAuth && !c.dashboard:
 		return c, errors.New("refusing to start without --webhook-token (or SISKIN_WEBHOOK_TOKEN); pass --insecure-skip-auth for local experiments")
-	case c.apiToken == "" && !c.insecureSkipAuth:
+	case c.apiToken == "" && !c.insecureSkipAuth && !c.dashboard:
 		return c, errors.New("refusing to start without --api-token (or SISKIN_API_TOKEN), the operators' token, distinct from the senders' --webhook-token; pass --insecure-skip-auth for local experiments")
 	}
 	for _, t := range splitList(c.apiToken) {
@@ -232,6 +246,29 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	return runServer(ctx, cfg, getenv, stdout, stderr)
+}
+
+// dashboard is `siskin dashboard`: the dashboard and the API on localhost, for someone with a
+// kubeconfig and REDIS_URL. Without --api-token it makes one up and prints it.
+func dashboard(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig("dashboard", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.apiToken == "" && !cfg.insecureSkipAuth {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		cfg.apiToken = base64.RawURLEncoding.EncodeToString(b)
+		fmt.Fprintf(stdout, "dashboard token (paste it on the login page): %s\n", cfg.apiToken)
+	}
+	return runServer(ctx, cfg, getenv, stdout, stderr)
+}
+
+// run1 wires the adapters and serves until ctx ends.
+func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	if cfg.insecureSkipAuth {
 		log.Warn("AUTHENTICATION IS OFF (--insecure-skip-auth): anyone who reaches this server can start, promote and abort releases")
@@ -314,13 +351,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
-		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter,
+		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter, History: store,
 	}, svcCfg, log)
 
 	opts := handlers.Options{
 		WebhookTokens: splitList(cfg.webhookToken), APITokens: splitList(cfg.apiToken),
 		GitHubSecret: cfg.githubSecret, InsecureSkipAuth: cfg.insecureSkipAuth,
-		TickWindow: cfg.tickWindow,
+		TickWindow: cfg.tickWindow, UIReadOnly: cfg.uiReadOnly,
 		Ready: []handlers.Checker{
 			{Name: "redis", Check: store.Ping},
 			{Name: "kubernetes", Check: func(ctx context.Context) error {
@@ -343,8 +380,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.addr, err)
 	}
+	handler := handlers.New(svc, opts, log)
+	if cfg.dashboard {
+		handler = handlers.NewDashboard(svc, opts, log)
+	}
 	srv := &http.Server{
-		Handler:           handlers.New(svc, opts, log),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		// A tick may keep dispatching for its window, then wait for the steps it sent.
@@ -352,6 +393,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:  120 * time.Second,
 	}
 	fmt.Fprintf(stdout, "siskin %s listening on %s\n", version, ln.Addr())
+	if cfg.dashboard {
+		fmt.Fprintf(stdout, "dashboard: http://%s/ui/\n", dashboardHost(ln.Addr()))
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "version", version, "namespace", cfg.namespace, "minInterval", cfg.minInterval)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -368,6 +412,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// Notifications an abort left running (alerts, post-rollout hooks) finish before exit.
 	svc.Drain(shutdown)
 	return nil
+}
+
+// dashboardHost is where a browser on this machine reaches addr: "localhost" for a loopback or
+// unspecified address, which browsers treat as a secure context (the session cookie is Secure).
+func dashboardHost(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return addr.String()
+	}
+	if tcp.IP.IsLoopback() || tcp.IP.IsUnspecified() {
+		return net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+	}
+	return addr.String()
 }
 
 // crashBetweenActAndSave kills the process, once, right after a step acted and before it saved,

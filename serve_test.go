@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,29 @@ func TestServeRefusesABadConfiguration(t *testing.T) {
 				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// `siskin dashboard` needs no senders' token, and listens on loopback by default.
+func TestDashboardConfiguration(t *testing.T) {
+	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "SISKIN_UI_READONLY": "true"}
+	c, err := parseConfig("dashboard", nil, func(k string) string { return env[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if !c.dashboard || c.addr != "127.0.0.1:8090" || !c.uiReadOnly {
+		t.Errorf("got dashboard=%v addr=%q readOnly=%v, want true, 127.0.0.1:8090, true", c.dashboard, c.addr, c.uiReadOnly)
+	}
+	if _, err := parseConfig("serve", nil, func(k string) string { return env[k] }, &bytes.Buffer{}); err == nil {
+		t.Error("serve without tokens: got no error")
+	}
+	for addr, want := range map[string]string{"127.0.0.1:8090": "localhost:8090", "[::]:9000": "localhost:9000", "10.0.0.7:80": "10.0.0.7:80"} {
+		tcp, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := dashboardHost(tcp); got != want {
+			t.Errorf("dashboardHost(%s) = %s, want %s", addr, got, want)
+		}
 	}
 }

@@ -231,6 +231,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		}
 		rep := StepReport{Key: k, From: st.Phase, To: st.Phase, Routing: st.Routing}
 		out, verdict, why := AbortRelease(c, st, primaryRev, reason, trig, s.cfg.Now())
+		assignRelease(st, &out.State, out.State.LastStepAt)
 		switch verdict {
 		case AbortIgnored:
 			rep.Message = why
@@ -281,6 +282,9 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 		var statusErr, schedErr error
 		wg.Go(func() { statusErr = s.d.Workloads.WriteStatus(ctx, c, saved.Status()) })
 		wg.Go(func() { schedErr = s.scheduleSaved(ctx, k, saved) })
+		wg.Go(func() {
+			s.remember(ctx, k, saved.Release, NewStepRecord("abort", c, st, saved, out, nil, nil, saved.LastStepAt))
+		})
 		wg.Wait()
 		if statusErr != nil {
 			return rep, false, fmt.Errorf("abort %s: record it on the Canary's status: %w", k, statusErr)

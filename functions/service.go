@@ -52,6 +52,8 @@ type Deps struct {
 	// Dispatcher, when set, sends each due step as an event of its own instead of the tick
 	// stepping it.
 	Dispatcher StepDispatcher
+	// History keeps every step's outcome per release; optional.
+	History History
 }
 
 // Config tunes a Service.
@@ -245,7 +247,11 @@ func (s *Service) claimAndStep(ctx context.Context, k Key, gate stepGate, read *
 	if gate.kind == gateDue && !st.NextStepAt.IsZero() {
 		late = now.Sub(st.NextStepAt)
 	}
-	rep, err := s.step(ctx, c, st, held{lease: lease, gate: gate, late: late})
+	h := held{lease: lease, gate: gate, late: late, kind: "step"}
+	if mutate != nil {
+		h.kind = "gate" // a manual promote or resume, and the step it runs at once
+	}
+	rep, err := s.step(ctx, c, st, h)
 	rep.Duration = s.cfg.Now().Sub(start)
 	return rep, err
 }
@@ -255,6 +261,8 @@ type held struct {
 	lease Lease
 	gate  stepGate
 	late  time.Duration
+	// kind names the step in the history: step, or gate.
+	kind string
 }
 
 // keepLease renews the lease while the step runs, so a slow webhook gate does not outlive it.
@@ -451,6 +459,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		out.Next = s.cfg.Resync
 		out.State.NextStepAt = now.Add(out.Next)
 	}
+	assignRelease(st, &out.State, now)
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
 			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
@@ -466,7 +475,15 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
-	if err := s.after(ctx, c, st, saved, out); err != nil {
+	var remembered sync.WaitGroup
+	if worthRecording(st, saved) {
+		remembered.Go(func() {
+			s.remember(ctx, k, saved.Release, NewStepRecord(h.kind, c, st, saved, out, in.Metrics, in.Hooks, now))
+		})
+	}
+	err = s.after(ctx, c, st, saved, out)
+	remembered.Wait()
+	if err != nil {
 		return rep, err
 	}
 	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)

@@ -124,6 +124,8 @@ type State struct {
 	NextStepAt time.Time `json:"nextStepAt,omitempty"`
 	// SpecError is why the Canary's spec cannot be honoured, if it cannot.
 	SpecError string `json:"specError,omitempty"`
+	// Release names the release the history files this state's steps under.
+	Release string `json:"release,omitempty"`
 	// AssertedAt is when a step last re-asserted the generated objects no weight depends on
 	// (the Services and the DestinationRules), for the Canary's AssertedGeneration.
 	AssertedAt         time.Time `json:"assertedAt,omitempty"`

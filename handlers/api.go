@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -13,8 +14,18 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
+// keyOf reads the canary's key from the path (chi gives the escaped form when the path has
+// escapes).
 func keyOf(r *http.Request) functions.Key {
-	return functions.Key{Namespace: chi.URLParam(r, "namespace"), Name: chi.URLParam(r, "name")}
+	return functions.Key{Namespace: pathParam(r, "namespace"), Name: pathParam(r, "name")}
+}
+
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
 }
 
 func handleListCanaries(rel Releases) http.HandlerFunc {
@@ -53,6 +64,20 @@ func handleCanaryEvents(rel Releases) http.HandlerFunc {
 			events = []functions.EventRecord{}
 		}
 		writeJSON(w, http.StatusOK, events)
+	}
+}
+
+func handleCanaryHistory(rel Releases) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rs, err := rel.History(r.Context(), keyOf(r))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if rs == nil {
+			rs = []functions.Release{}
+		}
+		writeJSON(w, http.StatusOK, rs)
 	}
 }
 

@@ -28,6 +28,8 @@ type Releases interface {
 	View(ctx context.Context, k functions.Key) (functions.CanaryView, error)
 	Events(ctx context.Context, k functions.Key) ([]functions.EventRecord, error)
 	Views(ctx context.Context, namespace string) ([]functions.CanaryView, error)
+	History(ctx context.Context, k functions.Key) ([]functions.Release, error)
+	Detail(ctx context.Context, k functions.Key) (functions.CanaryDetail, error)
 }
 
 // TokenReviewer verifies a Knative Eventing OIDC token (the Kubernetes TokenReview API). ok
@@ -77,10 +79,24 @@ type Options struct {
 	Metrics http.Handler
 	// Observe records one handled event, for Siskin's own metrics.
 	Observe func(kind, outcome string, took time.Duration)
+	// UIReadOnly shows the dashboard without its gate buttons and refuses its gate calls.
+	UIReadOnly bool
+	// UISessionTTL is how long a dashboard login lasts (8 h by default).
+	UISessionTTL time.Duration
 }
 
 // New returns the whole HTTP surface.
 func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
+	return newRouter(rel, opts, log, true)
+}
+
+// NewDashboard returns the dashboard and the API alone, for `siskin dashboard`: no event
+// routes.
+func NewDashboard(rel Releases, opts Options, log *slog.Logger) http.Handler {
+	return newRouter(rel, opts, log, false)
+}
+
+func newRouter(rel Releases, opts Options, log *slog.Logger, events bool) http.Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 1 << 20
 	}
@@ -112,15 +128,19 @@ func New(rel Releases, opts Options, log *slog.Logger) http.Handler {
 
 	r.Group(func(r chi.Router) {
 		r.Use(limitBody(opts.MaxBodyBytes))
-		r.With(a.cloudEvents).Post("/", handleCloudEvent(rel, opts, log))
-		r.With(a.registry).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
-		r.With(a.bearer).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
+		if events {
+			r.With(a.cloudEvents).Post("/", handleCloudEvent(rel, opts, log))
+			r.With(a.registry).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
+			r.With(a.bearer).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
+		}
+		newDashboard(rel, a, opts, log).mount(r)
 		r.Route("/api/v1/canaries", func(r chi.Router) {
 			r.Use(a.operator)
 			r.Get("/", handleListCanaries(rel))
 			r.Get("/{namespace}", handleListCanaries(rel))
 			r.Get("/{namespace}/{name}", handleGetCanary(rel))
 			r.Get("/{namespace}/{name}/events", handleCanaryEvents(rel))
+			r.Get("/{namespace}/{name}/history", handleCanaryHistory(rel))
 			r.Post("/{namespace}/{name}/promote", handleGate(rel, "promote", opts, log))
 			r.Post("/{namespace}/{name}/abort", handleGate(rel, "abort", opts, log))
 			r.Post("/{namespace}/{name}/resume", handleGate(rel, "resume", opts, log))

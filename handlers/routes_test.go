@@ -82,6 +82,14 @@ func (f *fakeReleases) Views(ctx context.Context, ns string) ([]functions.Canary
 	f.record("views " + ns)
 	return nil, f.err
 }
+func (f *fakeReleases) History(ctx context.Context, k functions.Key) ([]functions.Release, error) {
+	f.record("history " + k.String())
+	return nil, f.err
+}
+func (f *fakeReleases) Detail(ctx context.Context, k functions.Key) (functions.CanaryDetail, error) {
+	f.record("detail " + k.String())
+	return functions.CanaryDetail{CanaryView: functions.CanaryView{Key: k}}, f.err
+}
 
 const (
 	token    = "s3cret"     // a sender's
@@ -163,6 +171,8 @@ func TestRoutes(t *testing.T) {
 		{"api list", "GET", "/api/v1/canaries", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "views ", ""},
 		{"api needs auth", "GET", "/api/v1/canaries", nil, nil, nil, 401, "", ""},
 		{"api get", "GET", "/api/v1/canaries/default/podinfo", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "view default/podinfo", ""},
+		{"api history", "GET", "/api/v1/canaries/default/podinfo/history", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "history default/podinfo", ""},
+		{"api history needs auth", "GET", "/api/v1/canaries/default/podinfo/history", nil, nil, nil, 401, "", ""},
 		{"api not found", "GET", "/api/v1/canaries/default/nope", map[string]string{"Authorization": "Bearer " + apiToken}, nil, fmt.Errorf("get: %w", functions.ErrNotFound), 404, "view default/nope", ""},
 		{"promote", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + apiToken}, nil, nil, 200, "promote default/podinfo", ""},
 		{"promote refused", "POST", "/api/v1/canaries/default/podinfo/promote", map[string]string{"Authorization": "Bearer " + apiToken}, nil, fmt.Errorf("%w: idle", functions.ErrRejected), 422, "promote default/podinfo", "idle"},

@@ -8,6 +8,8 @@
 //	siskin:{ns/name}:state    the canary's State as JSON (string)
 //	siskin:{ns/name}:lease    the lease holder's token (string, PX ttl), checked by Save
 //	siskin:{ns/name}:fence    the token counter (INCR)
+//	siskin:{ns/name}:releases the kept release ids (list; see history.go)
+//	siskin:{ns/name}:release:<id>  one release's step records (list)
 //	{siskin}:due              every scheduled canary, score = next step in unix ms (zset)
 //	{siskin}:due:releasing    the same, for canaries with a release in flight (zset)
 //	siskin:event:<id>         an event id seen by FirstSeen (string, EX ttl)
@@ -223,7 +225,7 @@ func (s *Store) wrote(ctx context.Context, k functions.Key, raw []byte) bool {
 	return err == nil && bytes.Equal(cur, raw)
 }
 
-// Delete forgets the canary's state, schedule and lease. The token counter expires later
+// Delete forgets the canary's state, schedule, lease and history. The token counter expires later
 // (fenceRetention) instead of at once, so tokens keep growing if the canary comes back.
 func (s *Store) Delete(ctx context.Context, k functions.Key) error {
 	if err := validKey(k); err != nil {
@@ -243,7 +245,7 @@ func (s *Store) Delete(ctx context.Context, k functions.Key) error {
 	if err != nil {
 		return redisErr("delete state of canary "+k.String(), err)
 	}
-	return nil
+	return s.deleteHistory(ctx, k)
 }
 
 // redisErr names the operation and classifies err: transient failures (network, timeouts,

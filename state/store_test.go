@@ -55,6 +55,9 @@ func suite(t *testing.T, rdb redis.UniversalClient, flush func(context.Context) 
 		{"Schedule", testSchedule},
 		{"DispatchWakeups", testDispatchWakeups},
 		{"Delete", testDelete},
+		{"History", testHistory},
+		{"HistoryCapped", testHistoryCapped},
+		{"DeleteForgetsHistory", testDeleteForgetsHistory},
 		{"FirstSeen", testFirstSeen},
 		{"WrongTypeIsNotTransient", testWrongType},
 		{"InvalidInput", testInvalidInput},
@@ -173,6 +176,7 @@ func populated() functions.State {
 		LastStepAt:          at.Add(time.Second),
 		NextStepAt:          at.Add(time.Minute),
 		SpecError:           "service.canary.host does not match podinfo-canary",
+		Release:             "1767323045000",
 		AssertedAt:          at.Add(-time.Minute),
 		AssertedGeneration:  4,
 	}

@@ -222,8 +222,8 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	out.say("  istio_requests_total and istio_request_duration_milliseconds exported with Istio's labels; Prometheus scrapes them every second")
 
 	out.heading("3. Siskin: `siskin serve`, stateless, with the restricted identity of knative/rbac.yaml")
-	token := randomToken()
-	d.siskin, err = startSiskin(ctx, siskinConfig{bin: bin, lab: d.lab, token: token, apiToken: randomToken(), minInterval: time.Second,
+	token, apiToken := randomToken(), randomToken()
+	d.siskin, err = startSiskin(ctx, siskinConfig{bin: bin, lab: d.lab, token: token, apiToken: apiToken, minInterval: time.Second,
 		tickWindow: o.tickWindow, logPath: filepath.Join(o.out, "siskin.log")})
 	if err != nil {
 		return err
@@ -236,6 +236,9 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		}
 	})
 	out.say("  siskin listens on %s (log: %s)", d.siskin.url, filepath.Join(o.out, "siskin.log"))
+	// localhost: browsers keep the dashboard's Secure session cookie there over plain HTTP.
+	out.say("  dashboard: %s/ui/  (log in with the API token %s; the releases below show there live)",
+		strings.Replace(d.siskin.url, "127.0.0.1", "localhost", 1), apiToken)
 	out.say("  SISKIN_MIN_INTERVAL=1s lets the demo shorten the analysis interval below Flagger's 10 s floor")
 	if err := d.lab.SetAlertWebhook(ctx, d.siskin.url+"/webhooks/alertmanager", token); err != nil {
 		return err

@@ -11,6 +11,8 @@ have docker-registry || need+=(docker-registry)
 have openssl || need+=(openssl)
 have flock || need+=(util-linux)
 have dot || need+=(graphviz)
+# The dashboard's browser tests drive Debian's chromium headless (test/browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "lab: missing Debian packages: ${need[*]}" >&2
