@@ -582,31 +582,41 @@ func (r judgingRoutes) AsPlanned(c Canary, p RoutePlan, object []byte) bool {
 	return r.asPlanned
 }
 
+func (r judgingRoutes) WeightsAsPlanned(p RoutePlan, object []byte) bool {
+	*r.judged++
+	return r.asPlanned
+}
+
 func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 	tests := []struct {
 		name       string
 		object     []byte
+		owner      string
 		asPlanned  bool
 		wantJudged int
 		wantApply  bool
+		wantLists  int
 	}{
-		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1},
-		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true},
-		{name: "an event without the object (Reference mode) is read and put back", wantApply: true},
+		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1, wantLists: 1},
+		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true, wantLists: 1},
+		{name: "an event without the object (Reference mode) is read and put back", wantApply: true, wantLists: 1},
+		{name: "its own write, known by its owner, lists no Canary", object: []byte(`{}`), owner: "podinfo", asPlanned: true, wantJudged: 1},
+		{name: "a hand edit of the weights, known by its owner, is put back", object: []byte(`{}`), owner: "podinfo", asPlanned: false, wantJudged: 1, wantApply: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := seedCanary()
 			f := newFixture(t, c)
-			judged := 0
+			judged, gets, observations, lists := 0, 0, 0, 0
 			f.svc.d.Routes = judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations, lists: &lists}
 			ctx := context.Background()
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
 				Routing: Routing{Primary: 95, Canary: 5}, Steps: 3, NextStepAt: t0.Add(time.Minute)}
 			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
 				t.Fatal(err)
 			}
-			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object}
+			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object, Owner: tt.owner}
 			if _, err := f.svc.ObjectChanged(ctx, vs, "ev-1"); err != nil {
 				t.Fatal(err)
 			}
@@ -614,8 +624,9 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 			for _, a := range f.applied() {
 				applied = applied || strings.Contains(a, " routes ")
 			}
-			if judged != tt.wantJudged || applied != tt.wantApply {
-				t.Errorf("got %d judged, routes applied %v (%v); want %d judged, applied %v", judged, applied, f.applied(), tt.wantJudged, tt.wantApply)
+			if judged != tt.wantJudged || applied != tt.wantApply || lists != tt.wantLists {
+				t.Errorf("got %d judged, routes applied %v (%v), %d lists; want %d judged, applied %v, %d lists",
+					judged, applied, f.applied(), lists, tt.wantJudged, tt.wantApply, tt.wantLists)
 			}
 			if got := f.state(t, c.Key); got.Steps != progressing.Steps || got.Routing != progressing.Routing {
 				t.Errorf("state: got %d steps at %v, want %d at %v: a route event is no step", got.Steps, got.Routing, progressing.Steps, progressing.Routing)
@@ -628,7 +639,14 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 // facts of an object an event carried (here a small JSON of the facts themselves).
 type readingWorkloads struct {
 	*fakeCluster
-	gets, observations *int
+	gets, observations, lists *int
+}
+
+func (r readingWorkloads) ListCanaries(ctx context.Context, ns string) ([]Canary, error) {
+	if r.lists != nil {
+		*r.lists++
+	}
+	return r.fakeCluster.ListCanaries(ctx, ns)
 }
 
 func (r readingWorkloads) GetCanary(ctx context.Context, k Key) (Canary, error) {
@@ -653,12 +671,14 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		return ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: name}
 	}
 	canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
+	owned := func(o ObjectRef) ObjectRef { o.Owner = c.Name; return o }
 	tests := []struct {
 		name                 string
 		phase                Phase
 		obj                  ObjectRef
 		object               string
 		due                  bool
+		noList               bool
 		wantGets, wantObserv int
 		wantSteps            int64
 	}{
@@ -679,12 +699,15 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		{name: "an initialising canary's VirtualService created", phase: PhaseInitializing,
 			obj: ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex}, object: `{}`},
 		{name: "an initialising canary's spec changed", phase: PhaseInitializing, obj: canary, object: `{"Kind":"Canary","Generation":6}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "the primary's rollout, known by its owner, lists no Canary", obj: owned(deployment(c.Names().Primary)), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, noList: true},
+		{name: "an initialising canary's primary ready, known by its owner", phase: PhaseInitializing, obj: owned(deployment(c.Names().Primary)),
+			object: `{"Kind":"Deployment","TemplateHash":"v1","Ready":true}`, noList: true, wantGets: 1, wantObserv: 1, wantSteps: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, c)
-			gets, observations := 0, 0
-			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations}
+			gets, observations, lists := 0, 0, 0
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations, lists: &lists}
 			ctx := context.Background()
 			next := t0.Add(time.Minute)
 			if tt.due {
@@ -713,6 +736,9 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			steps := f.state(t, c.Key).Steps - progressing.Steps
+			if tt.noList && lists != 0 {
+				t.Errorf("listed the Canaries %d times, want none: the event named the owner", lists)
+			}
 			if gets != tt.wantGets || observations != tt.wantObserv || steps != tt.wantSteps {
 				t.Errorf("got %d Canary reads, %d observations, %d steps; want %d, %d, %d", gets, observations, steps, tt.wantGets, tt.wantObserv, tt.wantSteps)
 			}

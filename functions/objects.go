@@ -19,6 +19,8 @@ type ObjectRef struct {
 	// Object is the object as the event carried it (ApiServerSource's Resource mode), for the
 	// kinds whose events a step can judge without reading the object again; nil otherwise.
 	Object []byte `json:"-"`
+	// Owner is the Canary that controls the object, when the event carried it.
+	Owner string `json:"owner,omitempty"`
 }
 
 func (o ObjectRef) String() string {
@@ -83,6 +85,16 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
 		return []StepReport{r}, err
 	}
+	if cause, ok := ownedCause(obj); ok {
+		// An object Siskin created (its VirtualService, most often its own weight change coming
+		// back, or its primary Deployment rolling out): its Canary is known without listing them.
+		c := Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Owner}}
+		if settled, err := s.settled(ctx, c, cause, obj.Object); settled || err != nil {
+			return []StepReport{{Key: c.Key, Skipped: "not due; unchanged"}}, err
+		}
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
+		return []StepReport{r}, err
+	}
 	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
@@ -119,6 +131,21 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		reps = append(reps, r)
 	}
 	return reps, errors.Join(errs...)
+}
+
+// ownedCause is how a canary depends on obj when the event named the Canary that controls it:
+// Siskin controls one VirtualService and one Deployment of each canary, its apex route and its
+// primary.
+func ownedCause(obj ObjectRef) (changeCause, bool) {
+	switch {
+	case obj.Owner == "" || obj.Deleted:
+		return 0, false
+	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService":
+		return causeRoutes, true
+	case obj.Group == "apps" && obj.Kind == "Deployment":
+		return causePrimary, true
+	}
+	return 0, false
 }
 
 // trackedConfigKey is the key under which a canary's state tracks obj when obj is a ConfigMap
@@ -208,10 +235,18 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 	now := s.cfg.Now()
 	if cause == causeRoutes && st.Phase != PhaseInitializing {
 		// Most route events are Siskin's own writes coming back: a VirtualService as the
-		// saved state plans it needs nothing.
+		// saved state plans it needs nothing. Known by its owner alone (no spec), the
+		// Canary's VirtualService is judged by its weights; anything else in it that was
+		// edited is put back by the next re-assertion, or by the next weight change, which
+		// finds it changed.
 		routes, ok := s.d.Routes.(EventRoutesChecker)
-		return ok && len(object) > 0 && c.Spec.TargetRef.Name != "" && !st.Due(now) && st.WillRoute() &&
-			routes.AsPlanned(c, routePlan(st), object), nil
+		if !ok || len(object) == 0 || st.Due(now) || !st.WillRoute() {
+			return false, nil
+		}
+		if c.Spec.TargetRef.Name == "" {
+			return routes.WeightsAsPlanned(routePlan(st), object), nil
+		}
+		return routes.AsPlanned(c, routePlan(st), object), nil
 	}
 	var (
 		facts ObjectFacts

@@ -201,6 +201,8 @@ type EventObjectReader interface {
 // (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
 type EventRoutesChecker interface {
 	AsPlanned(c Canary, p RoutePlan, object []byte) bool
+	// WeightsAsPlanned judges the weights alone, for a VirtualService known only by its owner.
+	WeightsAsPlanned(p RoutePlan, object []byte) bool
 }
 
 // LiveRoutes are routing objects read ahead; Apply is ApplyRoutes from them.

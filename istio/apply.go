@@ -164,6 +164,17 @@ func (r *Router) AsPlanned(c functions.Canary, p functions.RoutePlan, object []b
 	return err == nil && !changed
 }
 
+// WeightsAsPlanned reports whether object, a VirtualService as an ApiServerSource event carried
+// it, routes as the plan says.
+func (r *Router) WeightsAsPlanned(p functions.RoutePlan, object []byte) bool {
+	var live networkingv1.VirtualService
+	if err := json.Unmarshal(object, &live); err != nil || live.Kind != "VirtualService" {
+		return false
+	}
+	w, found := WeightsOf(&live)
+	return found && w == p.Routing
+}
+
 // ObserveRoutes reads the live routing. found is false when there is no VirtualService, or when
 // it has no route to the canary yet (a VirtualService not taken over).
 func (r *Router) ObserveRoutes(ctx context.Context, c functions.Canary) (functions.Routing, bool, error) {
