@@ -173,8 +173,16 @@ type Routes interface {
 // step reads them alongside the workloads and the metrics, and the correction after the
 // decision starts from that read instead of reading again.
 type RoutesReader interface {
-	// rules reads the DestinationRules too, for a step that will re-assert them.
-	ReadRoutes(ctx context.Context, c Canary, rules bool) LiveRoutes
+	// rules reads the DestinationRules too, for a step that will re-assert them. version is
+	// State.RoutesVersion: a copy of the VirtualService at that version, if the Routes keeps
+	// one, needs no read.
+	ReadRoutes(ctx context.Context, c Canary, rules bool, version string) LiveRoutes
+}
+
+// RouteVersions is a Routes that can tell the resourceVersion of a canary's VirtualService as
+// it last wrote or read it ("" if it does not know), to be saved in State.RoutesVersion.
+type RouteVersions interface {
+	RoutesVersion(c Canary) string
 }
 
 // ObjectFacts are what a step's gate reads from an object an event carried.

@@ -422,7 +422,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	reassert := st.ReassertDue(c, now, s.cfg.Resync)
 	var live LiveRoutes
 	if rr, ok := s.d.Routes.(RoutesReader); ok && st.WillRoute() {
-		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert) })
+		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert, st.RoutesVersion) })
 	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
 	wg.Wait()
@@ -460,6 +460,9 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		out.State.NextStepAt = now.Add(out.Next)
 	}
 	assignRelease(st, &out.State, now)
+	if rv, ok := s.d.Routes.(RouteVersions); ok {
+		out.State.RoutesVersion = rv.RoutesVersion(c)
+	}
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
 			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
