@@ -324,7 +324,7 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 	metrics := handlers.NewMetrics(version)
 	// Due times are saved by one process and compared by another: they all read Redis's clock.
 	svcCfg := functions.Config{Now: store.Clock(ctx).Now, Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
-		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, CanaryListReuse: time.Second, DispatchWindow: cfg.tickWindow, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
+		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, DispatchWindow: cfg.tickWindow, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}

@@ -206,7 +206,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 			// its state loads.
 			c = *read
 			if rr, ok := s.d.Routes.(RoutesReader); ok {
-				wg.Go(func() { live = rr.ReadRoutes(ctx, c, false) })
+				wg.Go(func() { live = rr.ReadRoutes(ctx, c, false, st.RoutesVersion) })
 			}
 			if hasRevision {
 				wg.Go(func() { primaryRev, primaryErr = revisions.PrimaryRevision(ctx, c) })

@@ -582,31 +582,41 @@ func (r judgingRoutes) AsPlanned(c Canary, p RoutePlan, object []byte) bool {
 	return r.asPlanned
 }
 
+func (r judgingRoutes) WeightsAsPlanned(p RoutePlan, object []byte) bool {
+	*r.judged++
+	return r.asPlanned
+}
+
 func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 	tests := []struct {
 		name       string
 		object     []byte
+		owner      string
 		asPlanned  bool
 		wantJudged int
 		wantApply  bool
+		wantLists  int
 	}{
-		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1},
-		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true},
-		{name: "an event without the object (Reference mode) is read and put back", wantApply: true},
+		{name: "Siskin's own write coming back is left alone", object: []byte(`{}`), asPlanned: true, wantJudged: 1, wantLists: 1},
+		{name: "a hand edit in the event is put back", object: []byte(`{}`), asPlanned: false, wantJudged: 1, wantApply: true, wantLists: 1},
+		{name: "an event without the object (Reference mode) is read and put back", wantApply: true, wantLists: 1},
+		{name: "its own write, known by its owner, lists no Canary", object: []byte(`{}`), owner: "podinfo", asPlanned: true, wantJudged: 1},
+		{name: "a hand edit of the weights, known by its owner, is put back", object: []byte(`{}`), owner: "podinfo", asPlanned: false, wantJudged: 1, wantApply: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := seedCanary()
 			f := newFixture(t, c)
-			judged := 0
+			judged, gets, observations, lists := 0, 0, 0, 0
 			f.svc.d.Routes = judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations, lists: &lists}
 			ctx := context.Background()
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",
 				Routing: Routing{Primary: 95, Canary: 5}, Steps: 3, NextStepAt: t0.Add(time.Minute)}
 			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
 				t.Fatal(err)
 			}
-			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object}
+			vs := ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex, Object: tt.object, Owner: tt.owner}
 			if _, err := f.svc.ObjectChanged(ctx, vs, "ev-1"); err != nil {
 				t.Fatal(err)
 			}
@@ -614,8 +624,9 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 			for _, a := range f.applied() {
 				applied = applied || strings.Contains(a, " routes ")
 			}
-			if judged != tt.wantJudged || applied != tt.wantApply {
-				t.Errorf("got %d judged, routes applied %v (%v); want %d judged, applied %v", judged, applied, f.applied(), tt.wantJudged, tt.wantApply)
+			if judged != tt.wantJudged || applied != tt.wantApply || lists != tt.wantLists {
+				t.Errorf("got %d judged, routes applied %v (%v), %d lists; want %d judged, applied %v, %d lists",
+					judged, applied, f.applied(), lists, tt.wantJudged, tt.wantApply, tt.wantLists)
 			}
 			if got := f.state(t, c.Key); got.Steps != progressing.Steps || got.Routing != progressing.Routing {
 				t.Errorf("state: got %d steps at %v, want %d at %v: a route event is no step", got.Steps, got.Routing, progressing.Steps, progressing.Routing)
@@ -628,7 +639,14 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 // facts of an object an event carried (here a small JSON of the facts themselves).
 type readingWorkloads struct {
 	*fakeCluster
-	gets, observations *int
+	gets, observations, lists *int
+}
+
+func (r readingWorkloads) ListCanaries(ctx context.Context, ns string) ([]Canary, error) {
+	if r.lists != nil {
+		*r.lists++
+	}
+	return r.fakeCluster.ListCanaries(ctx, ns)
 }
 
 func (r readingWorkloads) GetCanary(ctx context.Context, k Key) (Canary, error) {
@@ -641,7 +659,7 @@ func (r readingWorkloads) ObserveWorkloads(ctx context.Context, c Canary) (Workl
 	return r.fakeCluster.ObserveWorkloads(ctx, c)
 }
 
-func (r readingWorkloads) FactsOf(object []byte) (ObjectFacts, bool) {
+func (r readingWorkloads) FactsOf(_ Canary, object []byte) (ObjectFacts, bool) {
 	var f ObjectFacts
 	return f, json.Unmarshal(object, &f) == nil && f.Kind != ""
 }
@@ -653,11 +671,14 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		return ObjectRef{Group: "apps", Kind: "Deployment", Namespace: c.Namespace, Name: name}
 	}
 	canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
+	owned := func(o ObjectRef) ObjectRef { o.Owner = c.Name; return o }
 	tests := []struct {
 		name                 string
+		phase                Phase
 		obj                  ObjectRef
 		object               string
 		due                  bool
+		noList               bool
 		wantGets, wantObserv int
 		wantSteps            int64
 	}{
@@ -669,12 +690,24 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
 		{name: "the primary's rollout, past initialisation", obj: deployment(c.Names().Primary)},
 		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary waits for its primary's rollout", phase: PhaseInitializing, obj: deployment(c.Names().Primary), object: `{"Kind":"Deployment","TemplateHash":"v1"}`},
+		{name: "an initialising canary goes on when its primary is ready", phase: PhaseInitializing, obj: deployment(c.Names().Primary), object: `{"Kind":"Deployment","TemplateHash":"v1","Ready":true}`,
+			wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary reads a primary event without the object", phase: PhaseInitializing, obj: deployment(c.Names().Primary), wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary's own status write", phase: PhaseInitializing, obj: canary, object: `{"Kind":"Canary","Generation":5}`},
+		{name: "an initialising canary's Service created", phase: PhaseInitializing, obj: ObjectRef{Kind: "Service", Namespace: c.Namespace, Name: c.Names().CanarySvc}},
+		{name: "an initialising canary's VirtualService created", phase: PhaseInitializing,
+			obj: ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex}, object: `{}`},
+		{name: "an initialising canary's spec changed", phase: PhaseInitializing, obj: canary, object: `{"Kind":"Canary","Generation":6}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "the primary's rollout, known by its owner, lists no Canary", obj: owned(deployment(c.Names().Primary)), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, noList: true},
+		{name: "an initialising canary's primary ready, known by its owner", phase: PhaseInitializing, obj: owned(deployment(c.Names().Primary)),
+			object: `{"Kind":"Deployment","TemplateHash":"v1","Ready":true}`, noList: true, wantGets: 1, wantObserv: 1, wantSteps: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, c)
-			gets, observations := 0, 0
-			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations}
+			gets, observations, lists := 0, 0, 0
+			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations, lists: &lists}
 			ctx := context.Background()
 			next := t0.Add(time.Minute)
 			if tt.due {
@@ -682,6 +715,9 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 			}
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
 				Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
+			if tt.phase != "" {
+				progressing = State{Phase: tt.phase, Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
+			}
 			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -700,6 +736,9 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			steps := f.state(t, c.Key).Steps - progressing.Steps
+			if tt.noList && lists != 0 {
+				t.Errorf("listed the Canaries %d times, want none: the event named the owner", lists)
+			}
 			if gets != tt.wantGets || observations != tt.wantObserv || steps != tt.wantSteps {
 				t.Errorf("got %d Canary reads, %d observations, %d steps; want %d, %d, %d", gets, observations, steps, tt.wantGets, tt.wantObserv, tt.wantSteps)
 			}
@@ -707,11 +746,11 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 	}
 }
 
-// The list of a namespace's Canaries that object events share (CanaryListReuse) must not hide
-// a Canary created, changed or deleted within the reuse: a `kubectl set image` right after a
-// Canary's initialisation starts its release at once, even though the Deployment events of
-// the initialisation were matched against a list taken before the Canary existed.
-func TestASharedCanaryListSeesTheCanariesChangedSince(t *testing.T) {
+// A Canary created just after its target's events is not hidden from the next ones: a
+// `kubectl set image` right after the Canary's initialisation starts its release at once,
+// although the target's earlier events found no Canary (a reused list of a namespace's
+// Canaries once missed it: TestEventsActWithoutAnyPing).
+func TestATargetEventRightAfterACanaryIsCreatedStartsItsRelease(t *testing.T) {
 	for _, resource := range []bool{true, false} {
 		name := "Reference mode"
 		if resource {
@@ -722,7 +761,6 @@ func TestASharedCanaryListSeesTheCanariesChangedSince(t *testing.T) {
 			c.Generation = 1
 			f := newFixture(t)
 			cfg := f.svc.cfg
-			cfg.CanaryListReuse = time.Minute
 			d := f.svc.d
 			gets, observations := 0, 0
 			if resource {
@@ -756,64 +794,5 @@ func TestASharedCanaryListSeesTheCanariesChangedSince(t *testing.T) {
 				t.Errorf("after the target's new revision: phase %s, want Progressing", got)
 			}
 		})
-	}
-}
-
-func TestSharedCanaryListsKeepOnlyWhatShowsTheChanges(t *testing.T) {
-	ctx := context.Background()
-	a := Canary{Key: Key{Namespace: "ns", Name: "a"}, Generation: 3}
-	b := Canary{Key: Key{Namespace: "ns", Name: "b"}, Generation: 1}
-	var (
-		mu    sync.Mutex
-		fleet = []Canary{a}
-		calls int
-		hold  func()
-	)
-	list := func(context.Context, string) ([]Canary, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		calls++
-		out := slices.Clone(fleet)
-		if hold != nil {
-			hold()
-		}
-		return out, nil
-	}
-	l := &canaryLists{reuse: time.Minute}
-	get := func() []Canary {
-		t.Helper()
-		cs, err := l.get(ctx, "ns", list)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cs
-	}
-	get()
-	l.changed(canaryChange{k: a.Key, generation: 3, known: true}) // its status write coming back
-	l.changed(canaryChange{k: a.Key})                             // the same, in Reference mode
-	if get(); calls != 1 {
-		t.Fatalf("a Canary's own status write dropped the kept list: %d lists, want 1", calls)
-	}
-	l.changed(canaryChange{k: a.Key, generation: 4, known: true}) // its spec changed
-	if get(); calls != 2 {
-		t.Fatalf("a new generation kept the list: %d lists, want 2", calls)
-	}
-
-	// A list taken while a Canary is created serves the event that took it, and is not kept.
-	hold = func() { l.changed(canaryChange{k: b.Key, generation: 1, known: true}) }
-	l.changed(canaryChange{k: b.Key, generation: 1, known: true})
-	if cs := get(); len(cs) != 1 || calls != 3 {
-		t.Fatalf("got %v after %d lists, want a alone after 3", cs, calls)
-	}
-	hold = nil
-	mu.Lock()
-	fleet = append(fleet, b)
-	mu.Unlock()
-	if cs := get(); len(cs) != 2 || calls != 4 {
-		t.Fatalf("got %v after %d lists, want a and b listed anew (4 lists)", cs, calls)
-	}
-	l.changed(canaryChange{k: b.Key, gone: true})
-	if get(); calls != 5 {
-		t.Fatalf("a deleted Canary kept the list: %d lists, want 5", calls)
 	}
 }

@@ -158,6 +158,20 @@ func gatePassed(rs []HookResult) (bool, HookResult) {
 	return true, HookResult{}
 }
 
+// rollbackHookFired consults the rollback hooks, the one place that does: wait is true while
+// their answer is awaited, and fired when one asked for a rollback, which is then started.
+func (d *decider) rollbackHookFired() (fired, wait bool) {
+	rb, ok := d.answered(HookRollback)
+	switch {
+	case !ok:
+		return false, true
+	case rollbackRequested(rb):
+		d.manualRollback()
+		return true, false
+	}
+	return false, false
+}
+
 // rollbackRequested: a rollback hook that answers OK asks for a rollback.
 func rollbackRequested(rs []HookResult) bool {
 	return slices.ContainsFunc(rs, func(r HookResult) bool { return r.OK })
@@ -290,12 +304,7 @@ func (d *decider) decide() {
 	}
 
 	if s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion {
-		rb, ok := d.answered(HookRollback)
-		if !ok {
-			return
-		}
-		if rollbackRequested(rb) {
-			d.manualRollback()
+		if fired, wait := d.rollbackHookFired(); fired || wait {
 			return
 		}
 		if s.PromoteRequested {
@@ -396,19 +405,13 @@ func (d *decider) initialize() {
 // rollback hooks while Waiting (Flagger's gap 3).
 func (d *decider) startRelease() {
 	s, w := d.st(), d.in.Work
-	var rb []HookResult
 	if s.Phase == PhaseWaiting {
-		var ok bool
-		if rb, ok = d.answered(HookRollback); !ok {
+		if fired, wait := d.rollbackHookFired(); fired || wait {
 			return
 		}
 	}
 	confirm, ok := d.answered(HookConfirmRollout)
 	if !ok {
-		return
-	}
-	if rollbackRequested(rb) {
-		d.manualRollback()
 		return
 	}
 	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
@@ -456,16 +459,10 @@ func (d *decider) muted(t HookType, name string) bool {
 // Deployment whose pods never start may never report ProgressDeadlineExceeded.
 func (d *decider) canaryNotReady() {
 	s, w := d.st(), d.in.Work
-	var rb []HookResult
 	if s.Phase == PhaseProgressing || s.Phase == PhaseWaitingPromotion {
-		var ok bool
-		if rb, ok = d.answered(HookRollback); !ok {
+		if fired, wait := d.rollbackHookFired(); fired || wait {
 			return
 		}
-	}
-	if rollbackRequested(rb) {
-		d.manualRollback()
-		return
 	}
 	if w.Canary.Failed {
 		d.rollback("progress deadline exceeded " + w.Canary.Reason)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -20,6 +19,8 @@ type ObjectRef struct {
 	// Object is the object as the event carried it (ApiServerSource's Resource mode), for the
 	// kinds whose events a step can judge without reading the object again; nil otherwise.
 	Object []byte `json:"-"`
+	// Owner is the Canary that controls the object, when the event carried it.
+	Owner string `json:"owner,omitempty"`
 }
 
 func (o ObjectRef) String() string {
@@ -78,14 +79,23 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
 		k := Key{Namespace: obj.Namespace, Name: obj.Name}
-		s.canaryChanged(k, obj)
 		if settled, err := s.settled(ctx, Canary{Key: k}, causeCanary, obj.Object); settled || err != nil {
 			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
 		}
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
 		return []StepReport{r}, err
 	}
-	cs, err := s.lists.get(ctx, obj.Namespace, s.d.Workloads.ListCanaries)
+	if cause, ok := ownedCause(obj); ok {
+		// An object Siskin created (its VirtualService, most often its own weight change coming
+		// back, or its primary Deployment rolling out): its Canary is known without listing them.
+		c := Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Owner}}
+		if settled, err := s.settled(ctx, c, cause, obj.Object); settled || err != nil {
+			return []StepReport{{Key: c.Key, Skipped: "not due; unchanged"}}, err
+		}
+		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
+		return []StepReport{r}, err
+	}
+	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
@@ -112,7 +122,7 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 			}
 			continue
 		}
-		// The list may be a second old: the step reads the Canary again.
+		// The list comes from the watch cache: the step reads the Canary again.
 		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
 		if err != nil {
 			errs = append(errs, err)
@@ -121,6 +131,21 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		reps = append(reps, r)
 	}
 	return reps, errors.Join(errs...)
+}
+
+// ownedCause is how a canary depends on obj when the event named the Canary that controls it:
+// Siskin controls one VirtualService and one Deployment of each canary, its apex route and its
+// primary.
+func ownedCause(obj ObjectRef) (changeCause, bool) {
+	switch {
+	case obj.Owner == "" || obj.Deleted:
+		return 0, false
+	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService":
+		return causeRoutes, true
+	case obj.Group == "apps" && obj.Kind == "Deployment":
+		return causePrimary, true
+	}
+	return 0, false
 }
 
 // trackedConfigKey is the key under which a canary's state tracks obj when obj is a ConfigMap
@@ -198,31 +223,8 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 // settled reports, from the saved state and the object the event carried (Resource mode), that
 // the event can change nothing now, so that it costs no lease and no Kubernetes request: most
 // object events are Siskin's own writes coming back, or rollouts reporting their progress. c is
-// the Canary as listed (a second old at most), or only its key for a Canary's own event.
+// the Canary as listed (from the watch cache), or only its key for a Canary's own event.
 func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, object []byte) (bool, error) {
-	var (
-		facts  ObjectFacts
-		known  bool
-		routes EventRoutesChecker
-	)
-	switch cause {
-	case causeCanary, causeTarget:
-		r, ok := s.d.Workloads.(EventObjectReader)
-		if !ok || len(object) == 0 {
-			return false, nil
-		}
-		if facts, known = r.FactsOf(object); !known {
-			return false, nil
-		}
-	case causePrimary:
-	case causeRoutes:
-		var ok bool
-		if routes, ok = s.d.Routes.(EventRoutesChecker); !ok || len(object) == 0 || c.Spec.TargetRef.Name == "" {
-			return false, nil
-		}
-	default:
-		return false, nil
-	}
 	st, err := s.d.Store.Load(ctx, c.Key)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -230,146 +232,65 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 	if err != nil {
 		return false, fmt.Errorf("load state of %s: %w", c.Key, err)
 	}
-	if routes != nil {
+	now := s.cfg.Now()
+	if cause == causeRoutes && st.Phase != PhaseInitializing {
 		// Most route events are Siskin's own writes coming back: a VirtualService as the
-		// saved state plans it needs nothing.
-		return !st.Due(s.cfg.Now()) && st.WillRoute() && routes.AsPlanned(c, routePlan(st), object), nil
+		// saved state plans it needs nothing. Known by its owner alone (no spec), the
+		// Canary's VirtualService is judged by its weights; anything else in it that was
+		// edited is put back by the next re-assertion, or by the next weight change, which
+		// finds it changed.
+		routes, ok := s.d.Routes.(EventRoutesChecker)
+		if !ok || len(object) == 0 || st.Due(now) || !st.WillRoute() {
+			return false, nil
+		}
+		if c.Spec.TargetRef.Name == "" {
+			return routes.WeightsAsPlanned(routePlan(st), object), nil
+		}
+		return routes.AsPlanned(c, routePlan(st), object), nil
 	}
-	return changesNothing(st, cause, facts, known, s.cfg.Now()), nil
+	var (
+		facts ObjectFacts
+		known bool
+	)
+	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(object) > 0 && (cause == causeCanary || cause == causeTarget || cause == causePrimary) {
+		facts, known = r.FactsOf(c, object)
+	}
+	return changesNothing(st, cause, facts, known, now), nil
 }
 
-// changesNothing is the gate of an object event decided before the step: a canary that is not
+// changesNothing is the gate of an object event decided before the step. A canary that is not
 // due and past its initialisation is left alone by a primary Deployment's event, by a Canary
 // event of the generation its last re-assertion saw (its status, Siskin's own write, changed),
-// and by a target Deployment event that carries no new revision. Anything else, or an object
-// the event did not carry, goes to the step's own gate.
+// and by a target Deployment event that carries no new revision. An initialising canary is left
+// alone by its primary's rollout until the primary is ready, by its own status writes, and by
+// the events of the objects it creates (the end of the initialisation asserts them all); the
+// initialisation polls its primary too. Anything else, or an object the event did not carry,
+// goes to the step's own gate.
 func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now time.Time) bool {
-	if st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing || st.SpecError != "" || (known && f.Deleting) {
+	if st.SpecError != "" || (known && f.Deleting) {
+		return false
+	}
+	sameCanary := cause == causeCanary && known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
+	if st.Phase == PhaseInitializing {
+		switch cause {
+		case causePrimary:
+			return known && f.Kind == "Deployment" && !f.Ready
+		case causeRoutes, causeServices:
+			return true
+		}
+		return sameCanary
+	}
+	if st.Due(now) || st.Phase == "" {
 		return false
 	}
 	switch cause {
 	case causePrimary:
 		return true
 	case causeCanary:
-		return known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
+		return sameCanary
 	case causeTarget:
 		return known && f.Kind == "Deployment" &&
 			!st.SeesNewRevision(WorkloadObservation{TargetFound: true, TemplateHash: f.TemplateHash, TrackedConfigs: st.TrackedConfigs})
 	}
 	return false
-}
-
-// canaryLists shares a list of a namespace's Canaries among the object events of a burst (a
-// rollout sends several, and so do a step's own writes), for Config.CanaryListReuse of this
-// process's clock. A Canary created, changed or deleted since is stepped by its own event,
-// and that event (changed) drops a kept list that does not show it as it now is, and keeps a
-// list being taken meanwhile from being kept unless it does: the events that follow, a
-// `kubectl set image` right after the Canary's creation say, are matched against it. The
-// Canary's own status writes coming back leave the list alone.
-type canaryLists struct {
-	reuse time.Duration
-	mu    sync.Mutex
-	lists map[string]canaryList
-	// taking are the lists being taken, with the Canary changes seen meanwhile.
-	taking map[*takenList]struct{}
-}
-
-type canaryList struct {
-	at       time.Time
-	canaries []Canary
-}
-
-type takenList struct {
-	ns      string
-	changes []canaryChange
-}
-
-// canaryChange is a Canary event, as changed is told of it.
-type canaryChange struct {
-	k Key
-	// generation is the Canary's, when the event carried it (known).
-	generation int64
-	known      bool
-	gone       bool
-}
-
-// shows reports whether cs holds the Canary as the change says it is: gone, or present (at its
-// generation or a newer one, when the event said which).
-func (ch canaryChange) shows(cs []Canary) bool {
-	for _, c := range cs {
-		if c.Key == ch.k {
-			return !ch.gone && (!ch.known || c.Generation >= ch.generation)
-		}
-	}
-	return ch.gone
-}
-
-func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Context, string) ([]Canary, error)) ([]Canary, error) {
-	if l.reuse <= 0 {
-		return list(ctx, ns)
-	}
-	now := time.Now()
-	taken := &takenList{ns: ns}
-	l.mu.Lock()
-	if got, ok := l.lists[ns]; ok && now.Sub(got.at) < l.reuse {
-		l.mu.Unlock()
-		return got.canaries, nil
-	}
-	if l.taking == nil {
-		l.taking = map[*takenList]struct{}{}
-	}
-	l.taking[taken] = struct{}{}
-	l.mu.Unlock()
-	cs, err := list(ctx, ns)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.taking, taken)
-	if err != nil {
-		return nil, err
-	}
-	if l.lists == nil {
-		l.lists = map[string]canaryList{}
-	}
-	for k, v := range l.lists {
-		if now.Sub(v.at) >= l.reuse {
-			delete(l.lists, k)
-		}
-	}
-	for _, ch := range taken.changes {
-		if !ch.shows(cs) {
-			// Listed before that Canary changed: good for this event, not for the next.
-			return cs, nil
-		}
-	}
-	l.lists[ns] = canaryList{at: now, canaries: cs}
-	return cs, nil
-}
-
-// changed is told of each Canary event before it is handled.
-func (l *canaryLists) changed(ch canaryChange) {
-	if l.reuse <= 0 {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if got, ok := l.lists[ch.k.Namespace]; ok && !ch.shows(got.canaries) {
-		delete(l.lists, ch.k.Namespace)
-	}
-	for t := range l.taking {
-		if t.ns == ch.k.Namespace {
-			t.changes = append(t.changes, ch)
-		}
-	}
-}
-
-// canaryChanged tells the shared lists of a Canary's event: its generation when the event
-// carried the Canary (Resource mode), whether it is gone.
-func (s *Service) canaryChanged(k Key, obj ObjectRef) {
-	ch := canaryChange{k: k, gone: obj.Deleted}
-	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(obj.Object) > 0 {
-		if f, ok := r.FactsOf(obj.Object); ok && f.Kind == "Canary" {
-			ch.generation, ch.known = f.Generation, true
-		}
-	}
-	s.lists.changed(ch)
 }

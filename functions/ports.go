@@ -173,8 +173,16 @@ type Routes interface {
 // step reads them alongside the workloads and the metrics, and the correction after the
 // decision starts from that read instead of reading again.
 type RoutesReader interface {
-	// rules reads the DestinationRules too, for a step that will re-assert them.
-	ReadRoutes(ctx context.Context, c Canary, rules bool) LiveRoutes
+	// rules reads the DestinationRules too, for a step that will re-assert them. version is
+	// State.RoutesVersion: a copy of the VirtualService at that version, if the Routes keeps
+	// one, needs no read.
+	ReadRoutes(ctx context.Context, c Canary, rules bool, version string) LiveRoutes
+}
+
+// RouteVersions is a Routes that can tell the resourceVersion of a canary's VirtualService as
+// it last wrote or read it ("" if it does not know), to be saved in State.RoutesVersion.
+type RouteVersions interface {
+	RoutesVersion(c Canary) string
 }
 
 // ObjectFacts are what a step's gate reads from an object an event carried.
@@ -184,19 +192,25 @@ type ObjectFacts struct {
 	Deleting   bool
 	// TemplateHash is a Deployment's, as WorkloadObservation.TemplateHash.
 	TemplateHash string
+	// Ready is a Deployment's readiness, by the Canary's threshold for the primary or the
+	// target, as WorkloadObservation's Primary and Canary say it.
+	Ready bool
 }
 
 // EventObjectReader is a Workloads that can read the facts of a Canary or a Deployment that
 // an event carried (ApiServerSource's Resource mode), so that the event's gate needs no read.
 type EventObjectReader interface {
-	// FactsOf decodes object; ok is false for an object it cannot read or of another kind.
-	FactsOf(object []byte) (f ObjectFacts, ok bool)
+	// FactsOf decodes object, an object c depends on (or c itself); ok is false for an
+	// object it cannot read or of another kind.
+	FactsOf(c Canary, object []byte) (f ObjectFacts, ok bool)
 }
 
 // EventRoutesChecker is a Routes that can tell from a routing object an event carried
 // (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
 type EventRoutesChecker interface {
 	AsPlanned(c Canary, p RoutePlan, object []byte) bool
+	// WeightsAsPlanned judges the weights alone, for a VirtualService known only by its owner.
+	WeightsAsPlanned(p RoutePlan, object []byte) bool
 }
 
 // LiveRoutes are routing objects read ahead; Apply is ApplyRoutes from them.

@@ -706,7 +706,7 @@ type liveFake struct {
 	c Canary
 }
 
-func (r *readingRoutes) ReadRoutes(_ context.Context, c Canary, _ bool) LiveRoutes {
+func (r *readingRoutes) ReadRoutes(_ context.Context, c Canary, _ bool, _ string) LiveRoutes {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reads++

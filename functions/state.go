@@ -130,6 +130,10 @@ type State struct {
 	// (the Services and the DestinationRules), for the Canary's AssertedGeneration.
 	AssertedAt         time.Time `json:"assertedAt,omitempty"`
 	AssertedGeneration int64     `json:"assertedGeneration,omitempty"`
+	// RoutesVersion is the resourceVersion of the VirtualService as the step that saved this
+	// state left it: the next step, on whichever process, knows whether a copy it kept is
+	// still the live one.
+	RoutesVersion string `json:"routesVersion,omitempty"`
 }
 
 // ReassertDue reports whether a step at now re-asserts the generated objects that no weight

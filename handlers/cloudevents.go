@@ -284,8 +284,20 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 		// event alone (Siskin's own write coming back, a rollout's progress), so it travels on.
 		if strings.Contains(e.Type(), ".resource.") && !in.Object.Deleted && judgedFromTheEvent[group+"/"+kind] {
 			in.Object.Object = e.Data()
+			in.Object.Owner = controllingCanary(meta)
 		}
 	})
+}
+
+// controllingCanary is the name of the Canary that controls an object, from its
+// ownerReferences (Siskin sets them on what it creates); "" when no Canary does.
+func controllingCanary(meta jsonNode) string {
+	for _, r := range meta.get("ownerReferences").items() {
+		if r.get("controller").val == true && r.get("kind").str() == "Canary" && strings.HasPrefix(r.get("apiVersion").str(), "flagger.app/") {
+			return r.get("name").str()
+		}
+	}
+	return ""
 }
 
 // decodeStepEvent reads the dispatcher's step event.

@@ -125,6 +125,22 @@ func TestDecodeCloudEvent(t *testing.T) {
 					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart"},"spec":{}}`)}},
 		},
 		{
+			name: "a VirtualService a Canary controls names its owner",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json",
+				`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x"},{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart","uid":"u1","controller":true}]}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart", Owner: "cart",
+					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x"},{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart","uid":"u1","controller":true}]}}`)}},
+		},
+		{
+			name: "a Canary that owns without controlling is no owner",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json",
+				`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart"}]}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "shop", Name: "cart",
+					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart"}]}}`)}},
+		},
+		{
 			name:  "a Canary as a resource travels on, for its gate",
 			event: newEvent("dev.knative.apiserver.resource.update", "application/json", `{"kind":"Canary","apiVersion":"flagger.app/v1beta1","metadata":{"namespace":"shop","name":"cart","generation":3}}`),
 			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",

@@ -37,10 +37,11 @@ type Router struct {
 	// conflictBackoff paces the fresh Get+Update attempts after a write conflict.
 	conflictBackoff wait.Backoff
 	// known holds each VirtualService ("namespace/name") as this process last wrote it or read
-	// it, resourceVersion included, so that a step between two re-assertions starts from it
-	// and needs no read: a copy gone stale costs a conflict and a fresh read, never a lost
-	// update. A hand edit made since is put back through its event, or by the next
-	// re-assertion, which reads.
+	// it, resourceVersion included, so that a step between two re-assertions whose saved state
+	// names that version (State.RoutesVersion: no other process wrote it since) starts from it
+	// and needs no read. A copy gone stale anyway (a hand edit) costs a conflict and a fresh
+	// read, never a lost update; a hand edit is also put back through its event, or by the
+	// next re-assertion, which reads.
 	known sync.Map
 }
 
@@ -48,6 +49,7 @@ var (
 	_ functions.Routes             = (*Router)(nil)
 	_ functions.RoutesReader       = (*Router)(nil)
 	_ functions.EventRoutesChecker = (*Router)(nil)
+	_ functions.RouteVersions      = (*Router)(nil)
 )
 
 // NewRouter returns a Router using client; timeout bounds every single API call (<= 0 means
@@ -94,12 +96,14 @@ type LiveRoutes struct {
 // watch cache, concurrently. A step calls it alongside its other reads, so that the correction
 // after the decision starts from these and needs no read of its own. An object that could not
 // be read, or was not, is read again by Apply if the plan needs it.
-func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary, rules bool) functions.LiveRoutes {
+func (r *Router) ReadRoutes(ctx context.Context, c functions.Canary, rules bool, version string) functions.LiveRoutes {
 	l := &LiveRoutes{r: r, c: c}
 	names := c.Names()
-	if vs, ok := r.known.Load(c.Namespace + "/" + names.Apex); ok && !rules {
-		l.live.vs, l.live.vsKnown = vs.(*networkingv1.VirtualService).DeepCopy(), true
-		return l
+	if v, ok := r.known.Load(c.Namespace + "/" + names.Apex); ok && !rules && version != "" {
+		if vs := v.(*networkingv1.VirtualService); vs.ResourceVersion == version {
+			l.live.vs, l.live.vsKnown = vs.DeepCopy(), true
+			return l
+		}
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -162,6 +166,26 @@ func (r *Router) AsPlanned(c functions.Canary, p functions.RoutePlan, object []b
 	}
 	_, changed, err := correctedVirtualService(&live, want, c.UID)
 	return err == nil && !changed
+}
+
+// RoutesVersion is the resourceVersion of c's VirtualService as this process last wrote or
+// read it; "" when it keeps no copy.
+func (r *Router) RoutesVersion(c functions.Canary) string {
+	if v, ok := r.known.Load(c.Namespace + "/" + c.Names().Apex); ok {
+		return v.(*networkingv1.VirtualService).ResourceVersion
+	}
+	return ""
+}
+
+// WeightsAsPlanned reports whether object, a VirtualService as an ApiServerSource event carried
+// it, routes as the plan says.
+func (r *Router) WeightsAsPlanned(p functions.RoutePlan, object []byte) bool {
+	var live networkingv1.VirtualService
+	if err := json.Unmarshal(object, &live); err != nil || live.Kind != "VirtualService" {
+		return false
+	}
+	w, found := WeightsOf(&live)
+	return found && w == p.Routing
 }
 
 // ObserveRoutes reads the live routing. found is false when there is no VirtualService, or when

@@ -196,12 +196,12 @@ func TestAWeightStepStartsFromTheVirtualServiceItWrote(t *testing.T) {
 		p.WeightsOnly = true
 		return p
 	}
-	step := func(p functions.RoutePlan, rules bool) (reads, updates int) {
+	step := func(p functions.RoutePlan, rules bool, version string) (reads, updates int) {
 		t.Helper()
 		srv.mu.Lock()
 		r0, u0 := len(srv.reads), srv.updates
 		srv.mu.Unlock()
-		if err := router.ReadRoutes(context.Background(), c, rules).Apply(context.Background(), p); err != nil {
+		if err := router.ReadRoutes(context.Background(), c, rules, version).Apply(context.Background(), p); err != nil {
 			t.Fatalf("step to %v: %v", p.Routing, err)
 		}
 		srv.mu.Lock()
@@ -244,7 +244,7 @@ func TestAWeightStepStartsFromTheVirtualServiceItWrote(t *testing.T) {
 			if tt.before != nil {
 				tt.before()
 			}
-			reads, updates := step(tt.plan, !tt.plan.WeightsOnly)
+			reads, updates := step(tt.plan, !tt.plan.WeightsOnly, router.RoutesVersion(c))
 			if reads != tt.wantReads || updates != tt.wantUpdates {
 				t.Errorf("got %d reads and %d updates of the VirtualService, want %d and %d", reads, updates, tt.wantReads, tt.wantUpdates)
 			}
@@ -252,5 +252,11 @@ func TestAWeightStepStartsFromTheVirtualServiceItWrote(t *testing.T) {
 				t.Errorf("weights: got %v, want %v", got, want)
 			}
 		})
+	}
+	// The saved state names another version: another process wrote the VirtualService since,
+	// so this one reads it instead of trusting its copy (the lagging cache first, whose answer
+	// is refused, then fresh).
+	if reads, updates := step(weightsOnly(80, 20), false, "written-elsewhere"); reads != 2 || updates != 2 {
+		t.Errorf("after another process's write: got %d reads and %d updates, want 2 and 2", reads, updates)
 	}
 }

@@ -179,6 +179,7 @@ func populated() functions.State {
 		Release:             "1767323045000",
 		AssertedAt:          at.Add(-time.Minute),
 		AssertedGeneration:  4,
+		RoutesVersion:       "4711",
 	}
 }
 
