@@ -158,8 +158,8 @@ func gatePassed(rs []HookResult) (bool, HookResult) {
 	return true, HookResult{}
 }
 
-// rollbackHookFired consults the rollback hooks, the one place that does: wait is true while
-// their answer is awaited, and fired when one asked for a rollback, which is then started.
+// rollbackHookFired consults the rollback hooks during an analysis: wait is true while their
+// answer is awaited, and fired when one asked for a rollback, which is then started.
 func (d *decider) rollbackHookFired() (fired, wait bool) {
 	rb, ok := d.answered(HookRollback)
 	switch {
@@ -405,13 +405,21 @@ func (d *decider) initialize() {
 // rollback hooks while Waiting (Flagger's gap 3).
 func (d *decider) startRelease() {
 	s, w := d.st(), d.in.Work
+	// While Waiting, the rollback hooks and the confirm-rollout gate are both asked before
+	// either decides, so that each step tells both webhooks where the canary stands.
+	var rb []HookResult
 	if s.Phase == PhaseWaiting {
-		if fired, wait := d.rollbackHookFired(); fired || wait {
+		var ok bool
+		if rb, ok = d.answered(HookRollback); !ok {
 			return
 		}
 	}
 	confirm, ok := d.answered(HookConfirmRollout)
 	if !ok {
+		return
+	}
+	if rollbackRequested(rb) {
+		d.manualRollback()
 		return
 	}
 	if passed, failed := gatePassed(confirm); !passed && !s.Approved {
