@@ -416,20 +416,23 @@ func testSaveRefusesALostLease(t *testing.T, s *Store) {
 
 func testRenew(t *testing.T, s *Store) {
 	ctx := context.Background()
-	l, err := s.Claim(ctx, podinfo, 100*time.Millisecond)
+	// The ttl leaves half of itself for each renewal's round trip: a loaded machine (the CI's
+	// two cores running labs) takes tens of milliseconds for one.
+	const ttl = 500 * time.Millisecond
+	l, err := s.Claim(ctx, podinfo, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 { // held three times its ttl
-		time.Sleep(60 * time.Millisecond)
-		if err := l.Renew(ctx, 100*time.Millisecond); err != nil {
+	for range 3 { // held longer than its ttl
+		time.Sleep(ttl / 2)
+		if err := l.Renew(ctx, ttl); err != nil {
 			t.Fatalf("Renew of a held lease: %v", err)
 		}
 	}
 	if _, err := s.Claim(ctx, podinfo, time.Second); !errors.Is(err, functions.ErrBusy) {
 		t.Fatalf("Claim of a renewed lease: got %v, want ErrBusy", err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(ttl + ttl/2)
 	if err := l.Renew(ctx, time.Second); !errors.Is(err, functions.ErrLeaseLost) {
 		t.Errorf("Renew after expiry: got %v, want ErrLeaseLost", err)
 	}
