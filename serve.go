@@ -287,7 +287,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	metrics := handlers.NewMetrics(version)
 	// Due times are saved by one process and compared by another: they all read Redis's clock.
 	svcCfg := functions.Config{Now: store.Clock(ctx).Now, Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
-		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, CanaryListReuse: time.Second, DispatchWindow: cfg.tickWindow, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
+		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, DispatchWindow: cfg.tickWindow, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
 	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
 		svcCfg.AfterAct = crashBetweenActAndSave(f)
 	}

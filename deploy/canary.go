@@ -259,10 +259,10 @@ func (c *Cluster) EnsureFinalizer(ctx context.Context, cd functions.Canary, pres
 	})
 }
 
-// FactsOf reads, from a Canary or a Deployment as an ApiServerSource event carried it, what
-// decides whether the event changes anything: the generation and deletion of either, and the
-// TemplateHash of a Deployment, computed as ObserveWorkloads computes it.
-func (c *Cluster) FactsOf(object []byte) (functions.ObjectFacts, bool) {
+// FactsOf reads, from a Canary or a Deployment of cd as an ApiServerSource event carried it,
+// what decides whether the event changes anything: the generation and deletion of either, and
+// the TemplateHash and readiness of a Deployment, computed as ObserveWorkloads computes them.
+func (c *Cluster) FactsOf(cd functions.Canary, object []byte) (functions.ObjectFacts, bool) {
 	var head struct {
 		APIVersion string            `json:"apiVersion"`
 		Kind       string            `json:"kind"`
@@ -281,6 +281,11 @@ func (c *Cluster) FactsOf(object []byte) (functions.ObjectFacts, bool) {
 			return functions.ObjectFacts{}, false
 		}
 		f.TemplateHash = TemplateHash(d.Spec.Template)
+		threshold := cd.Spec.CanaryReadyThreshold()
+		if d.Name == cd.Names().Primary {
+			threshold = cd.Spec.PrimaryReadyThreshold()
+		}
+		f.Ready = DeploymentReadiness(&d, cd.Spec.ProgressDeadline(), threshold, c.now()).Ready
 		return f, true
 	}
 	return functions.ObjectFacts{}, false

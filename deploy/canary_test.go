@@ -325,6 +325,10 @@ func TestFactsOfWhatAnEventCarried(t *testing.T) {
 	gone := podinfo()
 	gone.APIVersion, gone.Kind, gone.DeletionTimestamp = "apps/v1", "Deployment", &deleting
 	goneJSON, _ := json.Marshal(gone)
+	rolling := podinfo()
+	rolling.APIVersion, rolling.Kind, rolling.Name = "apps/v1", "Deployment", "podinfo-primary"
+	rolling.Status.ObservedGeneration = rolling.Generation - 1
+	rollingJSON, _ := json.Marshal(rolling)
 	tests := []struct {
 		name   string
 		object string
@@ -334,16 +338,18 @@ func TestFactsOfWhatAnEventCarried(t *testing.T) {
 		{"a Canary", `{"apiVersion":"flagger.app/v1beta1","kind":"Canary","metadata":{"name":"podinfo","generation":7},"status":{"phase":"Progressing"}}`,
 			functions.ObjectFacts{Kind: "Canary", Generation: 7}, true},
 		{"a Deployment, hashed as an observation hashes it", string(depJSON),
-			functions.ObjectFacts{Kind: "Deployment", Generation: dep.Generation, TemplateHash: TemplateHash(podinfo().Spec.Template)}, true},
+			functions.ObjectFacts{Kind: "Deployment", Generation: dep.Generation, TemplateHash: TemplateHash(podinfo().Spec.Template), Ready: true}, true},
+		{"a primary still rolling out", string(rollingJSON),
+			functions.ObjectFacts{Kind: "Deployment", Generation: rolling.Generation, TemplateHash: TemplateHash(podinfo().Spec.Template)}, true},
 		{"a Deployment being deleted", string(goneJSON),
-			functions.ObjectFacts{Kind: "Deployment", Generation: gone.Generation, Deleting: true, TemplateHash: TemplateHash(podinfo().Spec.Template)}, true},
+			functions.ObjectFacts{Kind: "Deployment", Generation: gone.Generation, Deleting: true, TemplateHash: TemplateHash(podinfo().Spec.Template), Ready: true}, true},
 		{"a Deployment of another group", `{"apiVersion":"extensions/v1beta1","kind":"Deployment","metadata":{"name":"podinfo"}}`, functions.ObjectFacts{}, false},
 		{"a Secret", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"token"}}`, functions.ObjectFacts{}, false},
 		{"not JSON", `<html>`, functions.ObjectFacts{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := f.c.FactsOf([]byte(tt.object))
+			got, ok := f.c.FactsOf(seedDomain(t), []byte(tt.object))
 			if ok != tt.wantOK {
 				t.Fatalf("ok = %v, want %v", ok, tt.wantOK)
 			}

@@ -641,7 +641,7 @@ func (r readingWorkloads) ObserveWorkloads(ctx context.Context, c Canary) (Workl
 	return r.fakeCluster.ObserveWorkloads(ctx, c)
 }
 
-func (r readingWorkloads) FactsOf(object []byte) (ObjectFacts, bool) {
+func (r readingWorkloads) FactsOf(_ Canary, object []byte) (ObjectFacts, bool) {
 	var f ObjectFacts
 	return f, json.Unmarshal(object, &f) == nil && f.Kind != ""
 }
@@ -655,6 +655,7 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 	canary := ObjectRef{Group: "flagger.app", Kind: "Canary", Namespace: c.Namespace, Name: c.Name}
 	tests := []struct {
 		name                 string
+		phase                Phase
 		obj                  ObjectRef
 		object               string
 		due                  bool
@@ -669,6 +670,10 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		{name: "a new revision of the target restarts the analysis at once", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v2"}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
 		{name: "the primary's rollout, past initialisation", obj: deployment(c.Names().Primary)},
 		{name: "a due canary steps whatever the event", obj: deployment(c.Spec.TargetRef.Name), object: `{"Kind":"Deployment","TemplateHash":"v1"}`, due: true, wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary waits for its primary's rollout", phase: PhaseInitializing, obj: deployment(c.Names().Primary), object: `{"Kind":"Deployment","TemplateHash":"v1"}`},
+		{name: "an initialising canary goes on when its primary is ready", phase: PhaseInitializing, obj: deployment(c.Names().Primary), object: `{"Kind":"Deployment","TemplateHash":"v1","Ready":true}`,
+			wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary reads a primary event without the object", phase: PhaseInitializing, obj: deployment(c.Names().Primary), wantGets: 1, wantObserv: 1, wantSteps: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -682,6 +687,9 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 			}
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
 				Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
+			if tt.phase != "" {
+				progressing = State{Phase: tt.phase, Steps: 4, NextStepAt: next}
+			}
 			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
 				t.Fatal(err)
 			}

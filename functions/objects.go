@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -84,7 +83,7 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
 		return []StepReport{r}, err
 	}
-	cs, err := s.lists.get(ctx, obj.Namespace, s.d.Workloads.ListCanaries)
+	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
@@ -111,7 +110,7 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 			}
 			continue
 		}
-		// The list may be a second old: the step reads the Canary again.
+		// The list comes from the watch cache: the step reads the Canary again.
 		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
 		if err != nil {
 			errs = append(errs, err)
@@ -197,7 +196,7 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 // settled reports, from the saved state and the object the event carried (Resource mode), that
 // the event can change nothing now, so that it costs no lease and no Kubernetes request: most
 // object events are Siskin's own writes coming back, or rollouts reporting their progress. c is
-// the Canary as listed (a second old at most), or only its key for a Canary's own event.
+// the Canary as listed (from the watch cache), or only its key for a Canary's own event.
 func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, object []byte) (bool, error) {
 	var (
 		facts  ObjectFacts
@@ -205,15 +204,14 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 		routes EventRoutesChecker
 	)
 	switch cause {
-	case causeCanary, causeTarget:
+	case causeCanary, causeTarget, causePrimary:
 		r, ok := s.d.Workloads.(EventObjectReader)
-		if !ok || len(object) == 0 {
+		if ok && len(object) > 0 {
+			facts, known = r.FactsOf(c, object)
+		}
+		if !known && cause != causePrimary {
 			return false, nil
 		}
-		if facts, known = r.FactsOf(object); !known {
-			return false, nil
-		}
-	case causePrimary:
 	case causeRoutes:
 		var ok bool
 		if routes, ok = s.d.Routes.(EventRoutesChecker); !ok || len(object) == 0 || c.Spec.TargetRef.Name == "" {
@@ -240,10 +238,17 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 // changesNothing is the gate of an object event decided before the step: a canary that is not
 // due and past its initialisation is left alone by a primary Deployment's event, by a Canary
 // event of the generation its last re-assertion saw (its status, Siskin's own write, changed),
-// and by a target Deployment event that carries no new revision. Anything else, or an object
-// the event did not carry, goes to the step's own gate.
+// and by a target Deployment event that carries no new revision. An initialising canary is
+// left alone by its primary's rollout until the primary is ready (the initialisation polls it
+// too). Anything else, or an object the event did not carry, goes to the step's own gate.
 func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now time.Time) bool {
-	if st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing || st.SpecError != "" || (known && f.Deleting) {
+	if st.SpecError != "" || (known && f.Deleting) {
+		return false
+	}
+	if st.Phase == PhaseInitializing {
+		return cause == causePrimary && known && f.Kind == "Deployment" && !f.Ready
+	}
+	if st.Due(now) || st.Phase == "" {
 		return false
 	}
 	switch cause {
@@ -256,48 +261,4 @@ func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now 
 			!st.SeesNewRevision(WorkloadObservation{TargetFound: true, TemplateHash: f.TemplateHash, TrackedConfigs: st.TrackedConfigs})
 	}
 	return false
-}
-
-// canaryLists shares a list of a namespace's Canaries among the object events of a burst (a
-// rollout sends several, and so do a step's own writes), for Config.CanaryListReuse of this
-// process's clock. A Canary created since is stepped by its own event; a spec changed since is
-// re-read by the step it is due for.
-type canaryLists struct {
-	reuse time.Duration
-	mu    sync.Mutex
-	lists map[string]canaryList
-}
-
-type canaryList struct {
-	at       time.Time
-	canaries []Canary
-}
-
-func (l *canaryLists) get(ctx context.Context, ns string, list func(context.Context, string) ([]Canary, error)) ([]Canary, error) {
-	if l.reuse <= 0 {
-		return list(ctx, ns)
-	}
-	now := time.Now()
-	l.mu.Lock()
-	if got, ok := l.lists[ns]; ok && now.Sub(got.at) < l.reuse {
-		l.mu.Unlock()
-		return got.canaries, nil
-	}
-	l.mu.Unlock()
-	cs, err := list(ctx, ns)
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lists == nil {
-		l.lists = map[string]canaryList{}
-	}
-	for k, v := range l.lists {
-		if now.Sub(v.at) >= l.reuse {
-			delete(l.lists, k)
-		}
-	}
-	l.lists[ns] = canaryList{at: now, canaries: cs}
-	return cs, nil
 }

@@ -184,13 +184,17 @@ type ObjectFacts struct {
 	Deleting   bool
 	// TemplateHash is a Deployment's, as WorkloadObservation.TemplateHash.
 	TemplateHash string
+	// Ready is a Deployment's readiness, by the Canary's threshold for the primary or the
+	// target, as WorkloadObservation's Primary and Canary say it.
+	Ready bool
 }
 
 // EventObjectReader is a Workloads that can read the facts of a Canary or a Deployment that
 // an event carried (ApiServerSource's Resource mode), so that the event's gate needs no read.
 type EventObjectReader interface {
-	// FactsOf decodes object; ok is false for an object it cannot read or of another kind.
-	FactsOf(object []byte) (f ObjectFacts, ok bool)
+	// FactsOf decodes object, an object c depends on (or c itself); ok is false for an
+	// object it cannot read or of another kind.
+	FactsOf(c Canary, object []byte) (f ObjectFacts, ok bool)
 }
 
 // EventRoutesChecker is a Routes that can tell from a routing object an event carried

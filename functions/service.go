@@ -71,9 +71,6 @@ type Config struct {
 	// on (State.ReassertDue). Zero: its interval and every step, as Flagger checks every
 	// canary and its objects at every interval.
 	Resync time.Duration
-	// CanaryListReuse is how long one list of a namespace's Canaries serves the object events
-	// that follow it (0: each event lists them).
-	CanaryListReuse time.Duration
 	// PushAnyNamespace lets a push release canaries in every namespace whose targets run the
 	// image. Off (the default), a push releases only in the namespaces it names (the webhook
 	// URL's ?namespace=), or in Namespace for a namespace-scoped Siskin: one team's push of a
@@ -139,7 +136,6 @@ type Service struct {
 	bg  sync.WaitGroup
 	// inflight bounds the step events a dispatcher has sent and not yet heard back from.
 	inflight chan struct{}
-	lists    canaryLists
 }
 
 func New(d Deps, cfg Config, log *slog.Logger) *Service {
@@ -150,7 +146,7 @@ func New(d Deps, cfg Config, log *slog.Logger) *Service {
 		d.Observer = nopObserver{}
 	}
 	cfg = cfg.withDefaults()
-	return &Service{d: d, cfg: cfg, log: log, inflight: make(chan struct{}, 4*cfg.Parallelism), lists: canaryLists{reuse: cfg.CanaryListReuse}}
+	return &Service{d: d, cfg: cfg, log: log, inflight: make(chan struct{}, 4*cfg.Parallelism)}
 }
 
 // StepReport is what one step did, for logs, metrics and the HTTP reply.
