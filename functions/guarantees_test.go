@@ -674,6 +674,11 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 		{name: "an initialising canary goes on when its primary is ready", phase: PhaseInitializing, obj: deployment(c.Names().Primary), object: `{"Kind":"Deployment","TemplateHash":"v1","Ready":true}`,
 			wantGets: 1, wantObserv: 1, wantSteps: 1},
 		{name: "an initialising canary reads a primary event without the object", phase: PhaseInitializing, obj: deployment(c.Names().Primary), wantGets: 1, wantObserv: 1, wantSteps: 1},
+		{name: "an initialising canary's own status write", phase: PhaseInitializing, obj: canary, object: `{"Kind":"Canary","Generation":5}`},
+		{name: "an initialising canary's Service created", phase: PhaseInitializing, obj: ObjectRef{Kind: "Service", Namespace: c.Namespace, Name: c.Names().CanarySvc}},
+		{name: "an initialising canary's VirtualService created", phase: PhaseInitializing,
+			obj: ObjectRef{Group: "networking.istio.io", Kind: "VirtualService", Namespace: c.Namespace, Name: c.Names().Apex}, object: `{}`},
+		{name: "an initialising canary's spec changed", phase: PhaseInitializing, obj: canary, object: `{"Kind":"Canary","Generation":6}`, wantGets: 1, wantObserv: 1, wantSteps: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -688,7 +693,7 @@ func TestObjectEventsThatChangeNothingCostNoRead(t *testing.T) {
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0", Routing: Routing{90, 10, false},
 				Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
 			if tt.phase != "" {
-				progressing = State{Phase: tt.phase, Steps: 4, NextStepAt: next}
+				progressing = State{Phase: tt.phase, Steps: 4, NextStepAt: next, AssertedAt: t0, AssertedGeneration: 5}
 			}
 			if _, err := f.store.Save(ctx, c.Key, progressing, nil); err != nil {
 				t.Fatal(err)

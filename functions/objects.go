@@ -198,28 +198,6 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 // object events are Siskin's own writes coming back, or rollouts reporting their progress. c is
 // the Canary as listed (from the watch cache), or only its key for a Canary's own event.
 func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, object []byte) (bool, error) {
-	var (
-		facts  ObjectFacts
-		known  bool
-		routes EventRoutesChecker
-	)
-	switch cause {
-	case causeCanary, causeTarget, causePrimary:
-		r, ok := s.d.Workloads.(EventObjectReader)
-		if ok && len(object) > 0 {
-			facts, known = r.FactsOf(c, object)
-		}
-		if !known && cause != causePrimary {
-			return false, nil
-		}
-	case causeRoutes:
-		var ok bool
-		if routes, ok = s.d.Routes.(EventRoutesChecker); !ok || len(object) == 0 || c.Spec.TargetRef.Name == "" {
-			return false, nil
-		}
-	default:
-		return false, nil
-	}
 	st, err := s.d.Store.Load(ctx, c.Key)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -227,26 +205,45 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 	if err != nil {
 		return false, fmt.Errorf("load state of %s: %w", c.Key, err)
 	}
-	if routes != nil {
+	now := s.cfg.Now()
+	if cause == causeRoutes && st.Phase != PhaseInitializing {
 		// Most route events are Siskin's own writes coming back: a VirtualService as the
 		// saved state plans it needs nothing.
-		return !st.Due(s.cfg.Now()) && st.WillRoute() && routes.AsPlanned(c, routePlan(st), object), nil
+		routes, ok := s.d.Routes.(EventRoutesChecker)
+		return ok && len(object) > 0 && c.Spec.TargetRef.Name != "" && !st.Due(now) && st.WillRoute() &&
+			routes.AsPlanned(c, routePlan(st), object), nil
 	}
-	return changesNothing(st, cause, facts, known, s.cfg.Now()), nil
+	var (
+		facts ObjectFacts
+		known bool
+	)
+	if r, ok := s.d.Workloads.(EventObjectReader); ok && len(object) > 0 && (cause == causeCanary || cause == causeTarget || cause == causePrimary) {
+		facts, known = r.FactsOf(c, object)
+	}
+	return changesNothing(st, cause, facts, known, now), nil
 }
 
-// changesNothing is the gate of an object event decided before the step: a canary that is not
+// changesNothing is the gate of an object event decided before the step. A canary that is not
 // due and past its initialisation is left alone by a primary Deployment's event, by a Canary
 // event of the generation its last re-assertion saw (its status, Siskin's own write, changed),
-// and by a target Deployment event that carries no new revision. An initialising canary is
-// left alone by its primary's rollout until the primary is ready (the initialisation polls it
-// too). Anything else, or an object the event did not carry, goes to the step's own gate.
+// and by a target Deployment event that carries no new revision. An initialising canary is left
+// alone by its primary's rollout until the primary is ready, by its own status writes, and by
+// the events of the objects it creates (the end of the initialisation asserts them all); the
+// initialisation polls its primary too. Anything else, or an object the event did not carry,
+// goes to the step's own gate.
 func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now time.Time) bool {
 	if st.SpecError != "" || (known && f.Deleting) {
 		return false
 	}
+	sameCanary := cause == causeCanary && known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
 	if st.Phase == PhaseInitializing {
-		return cause == causePrimary && known && f.Kind == "Deployment" && !f.Ready
+		switch cause {
+		case causePrimary:
+			return known && f.Kind == "Deployment" && !f.Ready
+		case causeRoutes, causeServices:
+			return true
+		}
+		return sameCanary
 	}
 	if st.Due(now) || st.Phase == "" {
 		return false
@@ -255,7 +252,7 @@ func changesNothing(st State, cause changeCause, f ObjectFacts, known bool, now 
 	case causePrimary:
 		return true
 	case causeCanary:
-		return known && f.Kind == "Canary" && f.Generation == st.AssertedGeneration
+		return sameCanary
 	case causeTarget:
 		return known && f.Kind == "Deployment" &&
 			!st.SeesNewRevision(WorkloadObservation{TargetFound: true, TemplateHash: f.TemplateHash, TrackedConfigs: st.TrackedConfigs})
