@@ -43,6 +43,7 @@ import (
 type config struct {
 	sizes          []int
 	systems        []string
+	instances      []int // Siskin runs, one per entry: that many `siskin serve` processes
 	out            string
 	idle           time.Duration
 	initTimeout    time.Duration
@@ -80,6 +81,7 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("bench-scale", flag.ContinueOnError)
 	sizes := fs.String("n", getenv("BENCH_N", "100,500,1250"), "fleet sizes, comma-separated (env BENCH_N)")
 	systems := fs.String("systems", getenv("BENCH_SYSTEMS", "flagger,siskin"), "systems to run, in this order (env BENCH_SYSTEMS)")
+	instances := fs.String("instances", getenv("BENCH_INSTANCES", "1"), "Siskin runs, comma-separated: the number of `siskin serve` processes behind one balancer in each (env BENCH_INSTANCES; 1,3 runs Siskin twice)")
 	fs.StringVar(&c.out, "out", getenv("BENCH_OUT", "bench-out"), "folder for scale.md, the plots and the logs (env BENCH_OUT)")
 	fs.DurationVar(&c.idle, "idle", 60*time.Second, "idle window after all are Initialized")
 	fs.DurationVar(&c.initTimeout, "init-timeout", 10*time.Minute, "longest wait for all Initialized")
@@ -94,12 +96,11 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return c, fmt.Errorf("-n %q: want positive numbers, comma-separated", *sizes)
-		}
-		c.sizes = append(c.sizes, n)
+	if c.sizes, err = positiveList("n", *sizes); err != nil {
+		return c, err
+	}
+	if c.instances, err = positiveList("instances", *instances); err != nil {
+		return c, err
 	}
 	for _, s := range strings.Split(*systems, ",") {
 		s = strings.ToLower(strings.TrimSpace(s))
@@ -109,6 +110,50 @@ func parseFlags(args []string) (config, error) {
 		c.systems = append(c.systems, s)
 	}
 	return c, nil
+}
+
+// positiveList parses a flag's comma-separated positive numbers, in their order.
+func positiveList(flagName, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-%s %q: want positive numbers, comma-separated", flagName, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// runSpec is one measurement on a lab: a system and, for Siskin, its number of processes.
+type runSpec struct {
+	system    string // flagger or siskin
+	instances int    // 0 for Flagger
+}
+
+// runsOf is the measurements on each lab, in order: each system as listed, Siskin once per
+// entry of instances.
+func runsOf(systems []string, instances []int) []runSpec {
+	var out []runSpec
+	for _, s := range systems {
+		if s != "siskin" {
+			out = append(out, runSpec{system: s})
+			continue
+		}
+		for _, k := range instances {
+			out = append(out, runSpec{system: s, instances: k})
+		}
+	}
+	return out
+}
+
+// label names a run's namespace and folder: fleet-siskin and n100-siskin for one instance, as
+// always, siskin-x3 for three.
+func (rs runSpec) label() string {
+	if rs.system == "siskin" && rs.instances != 1 {
+		return fmt.Sprintf("%s-x%d", rs.system, rs.instances)
+	}
+	return rs.system
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
@@ -163,16 +208,16 @@ func measureSize(ctx context.Context, cfg config, n int, log *slog.Logger, done 
 		}
 	}()
 	var results []*result
-	for _, s := range cfg.systems {
+	for _, rs := range runsOf(cfg.systems, cfg.instances) {
 		if err := claimMachine(ctx, log); err != nil {
 			return nil, err
 		}
 		watch := watchNeighbours(ctx, l)
-		r, err := measureSystem(ctx, cfg, l, s, n, log.With("system", s, "n", n))
+		r, err := measureSystem(ctx, cfg, l, rs, n, log.With("system", rs.label(), "n", n))
 		os.Remove(benchRunning)
 		if err != nil {
 			watch()
-			return nil, fmt.Errorf("%s: %w", s, err)
+			return nil, fmt.Errorf("%s: %w", rs.label(), err)
 		}
 		r.disturbed = watch()
 		results = append(results, r)
@@ -239,7 +284,8 @@ func otherAPIServer(own int) bool {
 }
 
 // benchRunning tells the other engineers' heavy tests that a measurement runs; e2eRunning is
-// theirs, and a measurement waits until it is gone.
+// theirs, and a measurement waits until it is gone, and until another live benchmark's
+// benchRunning is gone too.
 const (
 	benchRunning = "/tmp/bench-running"
 	e2eRunning   = "/tmp/e2e-running"
@@ -247,11 +293,12 @@ const (
 
 func claimMachine(ctx context.Context, log *slog.Logger) error {
 	for said := false; ; {
-		if _, err := os.Stat(e2eRunning); errors.Is(err, os.ErrNotExist) {
+		_, err := os.Stat(e2eRunning)
+		if errors.Is(err, os.ErrNotExist) && !otherBenchRunning() {
 			break
 		}
 		if !said {
-			log.Info("waiting for " + e2eRunning + " to disappear before measuring")
+			log.Info("waiting for " + e2eRunning + " and another benchmark's " + benchRunning + " to disappear before measuring")
 			said = true
 		}
 		select {
@@ -263,10 +310,24 @@ func claimMachine(ctx context.Context, log *slog.Logger) error {
 	return os.WriteFile(benchRunning, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 }
 
+// otherBenchRunning is whether benchRunning names a live process other than this one.
+func otherBenchRunning() bool {
+	b, err := os.ReadFile(benchRunning)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid == os.Getpid() {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
 // measureSystem is one system's whole run on fleet size n.
-func measureSystem(ctx context.Context, cfg config, l *lab.Lab, sys string, n int, log *slog.Logger) (*result, error) {
-	ns := "fleet-" + sys
-	dir := filepath.Join(cfg.out, fmt.Sprintf("n%d-%s", n, sys))
+func measureSystem(ctx context.Context, cfg config, l *lab.Lab, spec runSpec, n int, log *slog.Logger) (*result, error) {
+	sys := spec.system
+	ns := "fleet-" + spec.label()
+	dir := filepath.Join(cfg.out, fmt.Sprintf("n%d-%s", n, spec.label()))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -309,7 +370,7 @@ func measureSystem(ctx context.Context, cfg config, l *lab.Lab, sys string, n in
 	case "flagger":
 		s, err = startFlagger(ctx, cfg.flaggerBin, dir, proxy.kubeconfig, ns, l)
 	case "siskin":
-		s, err = startSiskin(ctx, cfg.siskinBin, dir, proxy.kubeconfig, ns, l, log)
+		s, err = startSiskin(ctx, cfg.siskinBin, dir, proxy.kubeconfig, ns, l, spec.instances, log)
 	}
 	if err != nil {
 		return nil, err
@@ -353,8 +414,17 @@ func measureSystem(ctx context.Context, cfg config, l *lab.Lab, sys string, n in
 	rel := c2.sub(c1)
 	r.releaseRequests, r.releaseByVerb, r.releaseByRes = rel.total, rel.byVerb, rel.byResource
 	r.releaseCPU = u2.cpu - u1.cpu
-	r.totalCPU, r.rssPeak, r.rssEnd = u2.cpu, u2.peak, u2.rss
+	r.totalCPU, r.rssPeak, r.rssEnd, r.rssMaxPeak = u2.cpu, u2.peak, u2.rss, u2.maxPeak
 	r.phasesAtEnd = tr.phaseCounts()
+	if ss, ok := s.(*siskinSystem); ok {
+		r.served = ss.served()
+	}
+	for _, p := range s.procs() {
+		if p.exited() {
+			r.exited++
+			log.Warn("a process exited during the run", "log", p.log.Name())
+		}
+	}
 	r.changes = tr.changesSince(relStart)
 	r.relStart = relStart
 	r.summarise()
@@ -392,17 +462,28 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// usageOf sums /proc's figures over the system's processes.
+// usageOf is /proc's figures of the system's processes, summed (see sumUsage); a process that
+// has exited counts no more.
 func usageOf(s system) usage {
-	var total usage
+	var us []usage
 	for _, p := range s.procs() {
-		u, err := p.usage()
-		if err != nil {
-			continue
+		if u, err := p.usage(); err == nil {
+			us = append(us, u)
 		}
+	}
+	return sumUsage(us)
+}
+
+// sumUsage is the system's footprint: CPU seconds, RSS and peak RSS summed over its processes
+// (the sum of the peaks, which is at least the peak of the sum), and the largest one process's
+// peak in maxPeak.
+func sumUsage(us []usage) usage {
+	var total usage
+	for _, u := range us {
 		total.cpu += u.cpu
 		total.rss += u.rss
 		total.peak += u.peak
+		total.maxPeak = max(total.maxPeak, u.peak)
 	}
 	return total
 }

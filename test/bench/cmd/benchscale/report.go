@@ -22,7 +22,9 @@ import (
 type result struct {
 	system    string
 	n         int
-	instances int // Siskin's processes; 0 for Flagger
+	instances int   // Siskin's processes; 0 for Flagger
+	served    []int // Siskin: the requests each process answered through the balancer
+	exited    int   // processes that had exited by the end of the release
 
 	applyCanaries    time.Duration
 	initialized      time.Duration
@@ -42,7 +44,8 @@ type result struct {
 	releaseByRes    map[string]int64
 	releaseCPU      float64
 	totalCPU        float64
-	rssPeak, rssEnd int64
+	rssPeak, rssEnd int64 // summed over the processes
+	rssMaxPeak      int64 // the largest one process's peak
 	phasesAtEnd     map[string]int
 
 	disturbed neighbours // what else ran on the machine meanwhile
@@ -86,6 +89,24 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
+// column is r's name in the table and the plot: Flagger, Siskin, or Siskin ×k once the
+// results hold several Siskin runs or one of more than one instance.
+func column(r *result, rs []*result) string {
+	if r.system != "Siskin" {
+		return r.system
+	}
+	runs := 0
+	for _, o := range rs {
+		if o.system == "Siskin" {
+			runs++
+		}
+	}
+	if runs > 1 || r.instances != 1 {
+		return fmt.Sprintf("Siskin ×%d", r.instances)
+	}
+	return r.system
+}
+
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }
@@ -115,7 +136,7 @@ func (rp *report) table(n int) string {
 	fmt.Fprintf(&b, "\n### %d canaries, interval 10 s, one system after the other on one lab\n\n", n)
 	b.WriteString("| figure |")
 	for _, r := range rs {
-		fmt.Fprintf(&b, " %s |", r.system)
+		fmt.Fprintf(&b, " %s |", column(r, rs))
 	}
 	b.WriteString("\n| --- |")
 	for range rs {
@@ -157,7 +178,9 @@ func (rp *report) table(n int) string {
 	row("CPU seconds: idle window / release / whole run", func(r *result) string {
 		return fmt.Sprintf("%.1f / %.1f / %.1f", r.idleCPU, r.releaseCPU, r.totalCPU)
 	})
-	row("RSS: peak / at the end", func(r *result) string { return mb(r.rssPeak) + " / " + mb(r.rssEnd) })
+	row("RSS, summed over the system's processes (its footprint): peak / at the end; largest one process's peak", func(r *result) string {
+		return mb(r.rssPeak) + " / " + mb(r.rssEnd) + "; " + mb(r.rssMaxPeak)
+	})
 	row("another lab beside it (others' tests) / peak load average", func(r *result) string {
 		other := "no"
 		if r.disturbed.otherLab > 0 {
@@ -165,22 +188,37 @@ func (rp *report) table(n int) string {
 		}
 		return fmt.Sprintf("%s / %.1f", other, r.disturbed.maxLoad)
 	})
-	row("Siskin instances", func(r *result) string {
-		if r.system == "Flagger" {
-			return "–"
-		}
-		return fmt.Sprint(r.instances)
-	})
+	row("Siskin instances (events each answered through the balancer)", instancesCell)
 	b.WriteString("\nRequests by verb (idle window; release):\n\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "- %s: idle %s; release %s; phases at the end %s\n", r.system, verbs(r.idleByVerb), verbs(r.releaseByVerb), verbs(intMap(r.phasesAtEnd)))
+		fmt.Fprintf(&b, "- %s: idle %s; release %s; phases at the end %s\n", column(r, rs), verbs(r.idleByVerb), verbs(r.releaseByVerb), verbs(intMap(r.phasesAtEnd)))
 	}
 	b.WriteString("\nThe most frequent requests (verb and resource), idle window; release:\n\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "- %s: idle %s; release %s\n", r.system, top(r.idleByRes, 6), top(r.releaseByRes, 8))
+		fmt.Fprintf(&b, "- %s: idle %s; release %s\n", column(r, rs), top(r.idleByRes, 6), top(r.releaseByRes, 8))
 	}
 	fmt.Fprintf(&b, "\n![weight steps, %d canaries](scale-n%d.png)\n", n, n)
 	return b.String()
+}
+
+// instancesCell is the number of Siskin processes, the requests each answered, and how many
+// had exited by the end.
+func instancesCell(r *result) string {
+	if r.system == "Flagger" {
+		return "–"
+	}
+	out := fmt.Sprint(r.instances)
+	if len(r.served) > 0 {
+		parts := make([]string, len(r.served))
+		for i, v := range r.served {
+			parts[i] = fmt.Sprint(v)
+		}
+		out += " (" + strings.Join(parts, " / ") + ")"
+	}
+	if r.exited > 0 {
+		out += fmt.Sprintf(", %d exited", r.exited)
+	}
+	return out
 }
 
 func intMap(m map[string]int) map[string]int64 {
@@ -240,6 +278,28 @@ func machine() string {
 	return fmt.Sprintf("%d cores", cores)
 }
 
+// plotStyle is a run's dots: Flagger red just below the weight, each Siskin run (counted in
+// siskins) another blue a little further above it.
+func plotStyle(r *result, siskins *int) struct {
+	color  color.Color
+	offset float64
+} {
+	type style = struct {
+		color  color.Color
+		offset float64
+	}
+	if r.system != "Siskin" {
+		return style{color.RGBA{R: 200, G: 60, B: 40, A: 255}, -0.8}
+	}
+	blues := []color.Color{
+		color.RGBA{R: 30, G: 90, B: 200, A: 255}, color.RGBA{R: 20, G: 160, B: 190, A: 255},
+		color.RGBA{R: 110, G: 50, B: 180, A: 255}, color.RGBA{R: 40, G: 140, B: 70, A: 255},
+	}
+	i := *siskins
+	*siskins++
+	return style{blues[i%len(blues)], 0.8 + 0.8*float64(i)}
+}
+
 // plotSteps draws every weight change after the image change, one dot per change, Flagger's
 // just below the weight and Siskin's just above it so that both ladders show.
 func plotSteps(path string, n int, rs []*result) error {
@@ -248,13 +308,13 @@ func plotSteps(path string, n int, rs []*result) error {
 	p.X.Label.Text = "seconds since the image change"
 	p.Y.Label.Text = "canary weight (%)"
 	p.Legend.Top = true
-	colors := map[string]color.Color{"Flagger": color.RGBA{R: 200, G: 60, B: 40, A: 255}, "Siskin": color.RGBA{R: 30, G: 90, B: 200, A: 255}}
-	offsets := map[string]float64{"Flagger": -0.8, "Siskin": 0.8}
 	sort.SliceStable(rs, func(i, j int) bool { return rs[i].system < rs[j].system })
+	siskins := 0
 	for _, r := range rs {
 		pts := make(plotter.XYs, 0, len(r.changes))
+		style := plotStyle(r, &siskins)
 		for _, c := range r.changes {
-			pts = append(pts, plotter.XY{X: c.at.Sub(r.relStart).Seconds(), Y: float64(c.weight) + offsets[r.system]})
+			pts = append(pts, plotter.XY{X: c.at.Sub(r.relStart).Seconds(), Y: float64(c.weight) + style.offset})
 		}
 		if len(pts) == 0 {
 			continue
@@ -263,11 +323,11 @@ func plotSteps(path string, n int, rs []*result) error {
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", r.system, err)
 		}
-		sc.GlyphStyle.Color = colors[r.system]
+		sc.GlyphStyle.Color = style.color
 		sc.GlyphStyle.Radius = vg.Points(1.2)
 		sc.GlyphStyle.Shape = draw.CircleGlyph{}
 		p.Add(sc)
-		p.Legend.Add(r.system, sc)
+		p.Legend.Add(column(r, rs), sc)
 	}
 	p.X.Min, p.Y.Min, p.Y.Max = 0, -2, 55
 	if err := p.Save(24*vg.Centimeter, 13*vg.Centimeter, path); err != nil {

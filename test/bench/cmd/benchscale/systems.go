@@ -80,6 +80,7 @@ func (p *proc) stop() {
 type usage struct {
 	cpu       float64
 	rss, peak int64 // bytes
+	maxPeak   int64 // of several processes, the largest one's peak (sumUsage)
 }
 
 const clockTicks = 100 // USER_HZ on Linux
@@ -171,42 +172,69 @@ func startFlagger(ctx context.Context, bin, dir, kubeconfig, ns string, l *lab.L
 	return &flaggerSystem{p: p}, nil
 }
 
-// siskinSystem is `siskin serve` with production cadence: the stand-in for ApiServerSource
-// POSTs the object events, a PingSource-like ping arrives at the top of every minute, and each
-// due step comes back as a step event through --step-sink.
+// siskinSystem is `siskin serve` with production cadence, in one or more processes behind the
+// lab's balancer (a Knative Service's pods): the stand-in for ApiServerSource POSTs the object
+// events, a PingSource-like ping arrives at the top of every minute, and each due step comes
+// back as a step event through --step-sink; all three go to the balancer, which spreads them
+// round robin over the processes.
 type siskinSystem struct {
-	ps     []*proc
-	url    string
-	src    *lab.APIServerSource
-	cancel context.CancelFunc
-	pings  sync.WaitGroup
+	ps       []*proc
+	backends []string // the processes' base URLs, in the order of ps
+	lb       *lab.Balancer
+	url      string // the balancer's
+	src      *lab.APIServerSource
+	cancel   context.CancelFunc
+	pings    sync.WaitGroup
 }
 
-func startSiskin(ctx context.Context, bin, dir, kubeconfig, ns string, l *lab.Lab, log *slog.Logger) (*siskinSystem, error) {
-	port, err := freePort()
-	if err != nil {
+// siskinLogName is process i's log (of instances): siskin.log for one, siskin-1.log … for more.
+func siskinLogName(i, instances int) string {
+	if instances == 1 {
+		return "siskin.log"
+	}
+	return fmt.Sprintf("siskin-%d.log", i+1)
+}
+
+func startSiskin(ctx context.Context, bin, dir, kubeconfig, ns string, l *lab.Lab, instances int, log *slog.Logger) (*siskinSystem, error) {
+	s := &siskinSystem{}
+	ports := make([]int, instances)
+	for i := range ports {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = port
+		s.backends = append(s.backends, "http://127.0.0.1:"+strconv.Itoa(port))
+	}
+	var err error
+	if s.lb, err = lab.StartBalancer(lab.BalancerOptions{}, s.backends...); err != nil {
 		return nil, err
 	}
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	p, err := startProc("siskin", filepath.Join(dir, "siskin.log"), []string{
-		"KUBECONFIG=" + kubeconfig,
-		"REDIS_URL=" + l.RedisURL(),
-		"PROMETHEUS_URL=" + l.PrometheusURL(),
-		"SISKIN_WEBHOOK_TOKEN=" + webhookToken,
-		"SISKIN_API_TOKEN=" + apiToken,
-		"SISKIN_NAMESPACE=" + ns,
-		"SISKIN_STEP_SINK=" + url + "/",
-		"SISKIN_INSECURE_REGISTRIES=" + l.Registry(),
-	}, bin, "serve", "--listen", "127.0.0.1:"+strconv.Itoa(port), "--log-format", "json", "--log-level", "warn")
-	if err != nil {
-		return nil, err
+	s.url = s.lb.URL
+	for i, port := range ports {
+		p, err := startProc(fmt.Sprintf("siskin-%d", i+1), filepath.Join(dir, siskinLogName(i, instances)), []string{
+			"KUBECONFIG=" + kubeconfig,
+			"REDIS_URL=" + l.RedisURL(),
+			"PROMETHEUS_URL=" + l.PrometheusURL(),
+			"SISKIN_WEBHOOK_TOKEN=" + webhookToken,
+			"SISKIN_API_TOKEN=" + apiToken,
+			"SISKIN_NAMESPACE=" + ns,
+			"SISKIN_STEP_SINK=" + s.url + "/",
+			"SISKIN_INSECURE_REGISTRIES=" + l.Registry(),
+		}, bin, "serve", "--listen", "127.0.0.1:"+strconv.Itoa(port), "--log-format", "json", "--log-level", "warn")
+		if err != nil {
+			s.stopAll()
+			return nil, err
+		}
+		s.ps = append(s.ps, p)
 	}
-	s := &siskinSystem{ps: []*proc{p}, url: url}
-	if err := waitHTTP(ctx, p, url+"/healthz", 60*time.Second); err != nil {
-		s.stopAll()
-		return nil, fmt.Errorf("siskin (log %s): %w", p.log.Name(), err)
+	for i, p := range s.ps {
+		if err := waitHTTP(ctx, p, s.backends[i]+"/healthz", 60*time.Second); err != nil {
+			s.stopAll()
+			return nil, fmt.Errorf("siskin (log %s): %w", p.log.Name(), err)
+		}
 	}
-	s.src, err = l.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: ns, Sink: url + "/", Token: webhookToken})
+	s.src, err = l.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: ns, Sink: s.url + "/", Token: webhookToken})
 	if err != nil {
 		s.stopAll()
 		return nil, fmt.Errorf("apiserversource stand-in: %w", err)
@@ -215,6 +243,17 @@ func startSiskin(ctx context.Context, bin, dir, kubeconfig, ns string, l *lab.La
 	s.cancel = cancel
 	s.pings.Go(func() { s.pingEveryMinute(pctx, log) })
 	return s, nil
+}
+
+// served is how many requests (pings, object and step events) each process answered through
+// the balancer, in the order of the processes.
+func (s *siskinSystem) served() []int {
+	perBackend, _ := s.lb.Served()
+	out := make([]int, len(s.backends))
+	for i, b := range s.backends {
+		out[i] = perBackend[b]
+	}
+	return out
 }
 
 // pingEveryMinute is PingSource's `* * * * *`: a CloudEvent at the top of each minute, each
@@ -261,6 +300,9 @@ func (s *siskinSystem) stopAll() {
 	}
 	if s.src != nil {
 		s.src.Stop()
+	}
+	if s.lb != nil {
+		s.lb.Close()
 	}
 	for _, p := range s.ps {
 		p.stop()
