@@ -78,21 +78,13 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
-		k := Key{Namespace: obj.Namespace, Name: obj.Name}
-		if settled, err := s.settled(ctx, Canary{Key: k}, causeCanary, obj.Object); settled || err != nil {
-			return []StepReport{{Key: k, Skipped: "not due; unchanged"}}, err
-		}
-		r, err := s.claimAndStep(ctx, k, stepGate{kind: gateChanged, cause: causeCanary}, nil, nil)
+		r, _, err := s.settleOrStep(ctx, Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Name}}, causeCanary, obj.Object)
 		return []StepReport{r}, err
 	}
 	if cause, ok := ownedCause(obj); ok {
 		// An object Siskin created (its VirtualService, most often its own weight change coming
 		// back, or its primary Deployment rolling out): its Canary is known without listing them.
-		c := Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Owner}}
-		if settled, err := s.settled(ctx, c, cause, obj.Object); settled || err != nil {
-			return []StepReport{{Key: c.Key, Skipped: "not due; unchanged"}}, err
-		}
-		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
+		r, _, err := s.settleOrStep(ctx, Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Owner}}, cause, obj.Object)
 		return []StepReport{r}, err
 	}
 	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
@@ -116,19 +108,14 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		if !ok {
 			continue
 		}
-		if settled, err := s.settled(ctx, c, cause, obj.Object); settled || err != nil {
-			if err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		// The list comes from the watch cache: the step reads the Canary again.
-		r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
+		r, settled, err := s.settleOrStep(ctx, c, cause, obj.Object)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		reps = append(reps, r)
+		if !settled {
+			reps = append(reps, r)
+		}
 	}
 	return reps, errors.Join(errs...)
 }
@@ -218,6 +205,16 @@ func (s *Service) StepDue(ctx context.Context, k Key) (StepReport, error) {
 		return StepReport{Key: k, Skipped: "busy"}, nil
 	}
 	return r, err
+}
+
+// settleOrStep settles an event that changes nothing and steps the canary otherwise. The step
+// reads the Canary again: c is at most as listed, from the watch cache.
+func (s *Service) settleOrStep(ctx context.Context, c Canary, cause changeCause, object []byte) (StepReport, bool, error) {
+	if settled, err := s.settled(ctx, c, cause, object); settled || err != nil {
+		return StepReport{Key: c.Key, Skipped: "not due; unchanged"}, settled, err
+	}
+	r, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateChanged, cause: cause}, nil, nil)
+	return r, false, err
 }
 
 // settled reports, from the saved state and the object the event carried (Resource mode), that

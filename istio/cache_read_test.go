@@ -87,6 +87,35 @@ func (s *laggingAPIServer) store(path string, b []byte) {
 	s.current[path] = out
 }
 
+// storeRules stores the canary's DestinationRules as rendered.
+func storeRules(t *testing.T, srv *laggingAPIServer, c functions.Canary) {
+	t.Helper()
+	primaryDR, canaryDR, err := RenderDestinationRules(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dr := range []*networkingv1.DestinationRule{primaryDR, canaryDR} {
+		dr.APIVersion, dr.Kind = "networking.istio.io/v1", "DestinationRule"
+		b, err := json.Marshal(dr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.store("/apis/networking.istio.io/v1/namespaces/default/destinationrules/"+dr.Name, b)
+	}
+}
+
+// routerOn serves srv over HTTP for the test's length and returns a Router talking to it.
+func routerOn(t *testing.T, srv *laggingAPIServer) *Router {
+	t.Helper()
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	client, err := versioned.NewForConfig(&rest.Config{Host: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewRouter(client, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Second)
+}
+
 func TestApplyRoutesReadsTheCacheThenFreshAfterAConflict(t *testing.T) {
 	c := podinfo()
 	vsPath := "/apis/networking.istio.io/v1/namespaces/default/virtualservices/podinfo"
@@ -103,24 +132,11 @@ func TestApplyRoutesReadsTheCacheThenFreshAfterAConflict(t *testing.T) {
 		vs.APIVersion, vs.Kind = "networking.istio.io/v1", "VirtualService"
 		return vs
 	}
-	primaryDR, canaryDR, err := RenderDestinationRules(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dr := range []*networkingv1.DestinationRule{primaryDR, canaryDR} {
-		dr.APIVersion, dr.Kind = "networking.istio.io/v1", "DestinationRule"
-		put(drPath+dr.Name, dr)
-	}
+	storeRules(t, srv, c)
 	// The cache still has 100/0; the VirtualService is at 90/10 since the last step.
 	put(vsPath, typed(mustRender(t, c, plan(100, 0))))
 	put(vsPath, typed(mustRender(t, c, plan(90, 10))))
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	client, err := versioned.NewForConfig(&rest.Config{Host: ts.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	router := NewRouter(client, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Second)
+	router := routerOn(t, srv)
 
 	if err := router.ApplyRoutes(context.Background(), c, plan(80, 20)); err != nil {
 		t.Fatalf("ApplyRoutes from a stale cache: %v", err)
@@ -175,22 +191,8 @@ func TestAWeightStepStartsFromTheVirtualServiceItWrote(t *testing.T) {
 		srv.store(vsPath, b)
 	}
 	put(mustRender(t, c, plan(100, 0)))
-	primaryDR, canaryDR, err := RenderDestinationRules(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dr := range []*networkingv1.DestinationRule{primaryDR, canaryDR} {
-		dr.APIVersion, dr.Kind = "networking.istio.io/v1", "DestinationRule"
-		b, _ := json.Marshal(dr)
-		srv.store("/apis/networking.istio.io/v1/namespaces/default/destinationrules/"+dr.Name, b)
-	}
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	client, err := versioned.NewForConfig(&rest.Config{Host: ts.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	router := NewRouter(client, slog.New(slog.NewTextHandler(testWriter{t}, nil)), time.Second)
+	storeRules(t, srv, c)
+	router := routerOn(t, srv)
 	weightsOnly := func(primary, canary int) functions.RoutePlan {
 		p := plan(primary, canary)
 		p.WeightsOnly = true

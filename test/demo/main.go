@@ -107,7 +107,7 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	if o.short {
 		d.maxWeight, d.stepWeight = 20, 10
 	}
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -459,24 +459,6 @@ func randomToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// repoRoot finds the Siskin checkout upwards from the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/siskin-dev/siskin\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the demo inside the Siskin checkout (no go.mod of github.com/siskin-dev/siskin above the working directory)")
-		}
-		dir = parent
-	}
 }
 
 func copyFile(src, dst string) error {

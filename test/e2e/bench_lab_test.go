@@ -9,13 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -331,17 +329,6 @@ func waitUntil(tb testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-// percentile is the nearest-rank percentile p (0-100) of ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[min(max(i, 0), len(s)-1)]
-}
-
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64)
 }
@@ -363,7 +350,7 @@ func (l *latencies) add(name string, d time.Duration) {
 }
 
 func (l *latencies) p(name string, pct float64) time.Duration {
-	return percentile(l.samples[name], pct)
+	return lab.Percentile(l.samples[name], pct)
 }
 
 func (l *latencies) table(title string) string {

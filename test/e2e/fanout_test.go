@@ -208,15 +208,7 @@ func TestADispatcherKilledMidReleaseLosesAndDoublesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "dispatcher-crash")
 	ctx := context.Background()
-	ex := startExporter(t, e)
-	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
-	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	lb, err := lab.StartBalancer(lab.BalancerOptions{}, "http://127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lb.Close)
-	opts := siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_STEP_SINK=" + lb.URL + "/", "SISKIN_TICK_WINDOW=60s", "SISKIN_RESYNC=5m"}}
+	lb, opts := podinfoBehindABalancer(t, e)
 	dispatcher, other := startSiskin(t, e.lab, opts), startSiskin(t, e.lab, opts)
 	lb.SetBackends(dispatcher.url, other.url)
 	src, err := e.lab.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: e.ns, Sink: lb.URL + "/", Token: webhookToken})
@@ -257,15 +249,8 @@ func TestAReleaseBetweenPingsNeedsNoPing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "no-ping-release")
 	ctx := context.Background()
-	ex := startExporter(t, e)
-	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
-	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
-	lb, err := lab.StartBalancer(lab.BalancerOptions{}, "http://127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lb.Close)
-	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_STEP_SINK=" + lb.URL + "/", "SISKIN_TICK_WINDOW=60s", "SISKIN_RESYNC=5m"}})
+	lb, opts := podinfoBehindABalancer(t, e)
+	s := startSiskin(t, e.lab, opts)
 	lb.SetBackends(s.url)
 	src, err := e.lab.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: e.ns, Sink: s.url + "/", Token: webhookToken})
 	if err != nil {
@@ -302,4 +287,19 @@ func postPing(ctx context.Context, url, id string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// podinfoBehindABalancer creates podinfo 1.0.0 with healthy traffic, and a balancer (no
+// backends yet) that the Siskin processes started with opts send their step events to.
+func podinfoBehindABalancer(t *testing.T, e *env) (*lab.Balancer, siskinOpts) {
+	t.Helper()
+	ex := startExporter(t, e)
+	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 50, LatencyMs: 40})
+	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
+	lb, err := lab.StartBalancer(lab.BalancerOptions{}, "http://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lb.Close)
+	return lb, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_STEP_SINK=" + lb.URL + "/", "SISKIN_TICK_WINDOW=60s", "SISKIN_RESYNC=5m"}}
 }

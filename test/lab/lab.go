@@ -412,6 +412,9 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// RepoRoot finds the Siskin checkout upwards from the working directory, as a lab does.
+func RepoRoot() (string, error) { return repoRoot("") }
+
 // repoRoot finds the Siskin checkout: explicit, else upwards from the working directory.
 func repoRoot(explicit string) (string, error) {
 	if explicit != "" {

@@ -158,7 +158,7 @@ func (rs runSpec) label() string {
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	var err error
-	if cfg.root, err = repoRoot(); err != nil {
+	if cfg.root, err = lab.RepoRoot(); err != nil {
 		return err
 	}
 	if cfg.out, err = filepath.Abs(cfg.out); err != nil {
@@ -534,21 +534,4 @@ func buildSiskin(ctx context.Context, root, out string) (string, error) {
 		return "", fmt.Errorf("go build siskin: %w\n%s", err, b)
 	}
 	return bin, nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/siskin-dev/siskin\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run bench-scale inside the Siskin checkout")
-		}
-		dir = parent
-	}
 }

@@ -16,6 +16,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/siskin-dev/siskin/test/lab"
 )
 
 // result is one system's figures at one fleet size.
@@ -76,17 +78,6 @@ func (r *result) requestsPerStep() float64 {
 		return math.NaN()
 	}
 	return float64(r.releaseRequests) / float64(r.weightChanges)
-}
-
-// percentile is the nearest-rank percentile p (0-100) of ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
 
 // column is r's name in the table and the plot: Flagger, Siskin, or Siskin ×k once the
@@ -166,7 +157,7 @@ func (rp *report) table(n int) string {
 		if len(r.gaps) == 0 {
 			return "no steps"
 		}
-		return fmt.Sprintf("%s / %s (%d gaps)", secs(percentile(r.gaps, 50)), secs(percentile(r.gaps, 99)), len(r.gaps))
+		return fmt.Sprintf("%s / %s (%d gaps)", secs(lab.Percentile(r.gaps, 50)), secs(lab.Percentile(r.gaps, 99)), len(r.gaps))
 	})
 	row("image change on every target → all Succeeded", func(r *result) string {
 		if r.succeededCount < r.n {

@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/siskin-dev/siskin/test/lab"
 )
 
 func TestResourceOf(t *testing.T) {
@@ -45,7 +47,7 @@ func TestGapsAreBetweenIncreasesOfOneCanary(t *testing.T) {
 	if r.weightChanges != 7 {
 		t.Errorf("weight changes %d, want 7", r.weightChanges)
 	}
-	if got := percentile(r.gaps, 50); got != 10*time.Second {
+	if got := lab.Percentile(r.gaps, 50); got != 10*time.Second {
 		t.Errorf("p50 %v, want 10s", got)
 	}
 }
