@@ -93,3 +93,9 @@ func TestInstancesCellAndLogNames(t *testing.T) {
 		t.Error("log names")
 	}
 }
+
+func TestPhasesWithoutStatusAreNamed(t *testing.T) {
+	if got := verbs(intMap(map[string]int{"": 178, "Promoting": 302})); got != "(no status yet) 178, Promoting 302" {
+		t.Errorf("phases %q", got)
+	}
+}

@@ -212,9 +212,13 @@ func instancesCell(r *result) string {
 	return out
 }
 
+// intMap converts the phase counts; a Canary with no status yet has phase "", named here.
 func intMap(m map[string]int) map[string]int64 {
 	out := map[string]int64{}
 	for k, v := range m {
+		if k == "" {
+			k = "(no status yet)"
+		}
 		out[k] = int64(v)
 	}
 	return out
