@@ -104,7 +104,12 @@ type ServiceSpec struct {
 	PortDiscovery bool            `json:"portDiscovery,omitempty"`
 	Headless      bool            `json:"headless,omitempty"`
 	Timeout       string          `json:"timeout,omitempty"`
-	Gateways      []string        `json:"gateways,omitempty"`
+	// BackendTimeout is the Gateway API's timeouts.backendRequest (provider gatewayapi:*).
+	BackendTimeout string   `json:"backendTimeout,omitempty"`
+	Gateways       []string `json:"gateways,omitempty"`
+	// GatewayRefs are the HTTPRoute's parentRefs (provider gatewayapi:*), raw like the Istio
+	// fields: the gatewayapi package decodes them.
+	GatewayRefs   json.RawMessage `json:"gatewayRefs,omitempty"`
 	Hosts         []string        `json:"hosts,omitempty"`
 	Delegation    bool            `json:"delegation,omitempty"`
 	TrafficPolicy json.RawMessage `json:"trafficPolicy,omitempty"`
@@ -113,9 +118,11 @@ type ServiceSpec struct {
 	Retries       json.RawMessage `json:"retries,omitempty"`
 	Headers       json.RawMessage `json:"headers,omitempty"`
 	CorsPolicy    json.RawMessage `json:"corsPolicy,omitempty"`
-	Apex          *ServiceMeta    `json:"apex,omitempty"`
-	Primary       *ServiceMeta    `json:"primary,omitempty"`
-	Canary        *ServiceMeta    `json:"canary,omitempty"`
+	// Mirror lists Gateway API RequestMirror filters put on every rule (provider gatewayapi:*).
+	Mirror  json.RawMessage `json:"mirror,omitempty"`
+	Apex    *ServiceMeta    `json:"apex,omitempty"`
+	Primary *ServiceMeta    `json:"primary,omitempty"`
+	Canary  *ServiceMeta    `json:"canary,omitempty"`
 }
 
 // ServiceMeta is spec.service.{apex,primary,canary}. Host is Siskin's addition: the expected

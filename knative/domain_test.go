@@ -27,11 +27,8 @@ var flaggerFieldsSiskinDoesNotRead = []string{
 	"spec.autoscalerRef.primaryScalerQueries", // KEDA ScaledObject only
 	"spec.ingressRef",                         // NGINX
 	"spec.routeRef",                           // APISIX
-	"spec.service.backendTimeout",             // Gateway API
 	"spec.service.backends",                   // App Mesh
-	"spec.service.gatewayRefs",                // Gateway API
 	"spec.service.meshName",                   // App Mesh
-	"spec.service.mirror",                     // Gateway API
 	"spec.service.trafficDistribution",
 	"spec.service.unmanagedMetadata",
 	"spec.upstreamRef", // Gloo
