@@ -29,7 +29,7 @@ import (
 const DefaultCallTimeout = 10 * time.Second
 
 // Router reconciles a Canary's DestinationRules and VirtualService. It implements
-// functions.Routes.
+// functions.Router.
 type Router struct {
 	client  versioned.Interface
 	log     *slog.Logger
@@ -46,7 +46,7 @@ type Router struct {
 }
 
 var (
-	_ functions.Routes             = (*Router)(nil)
+	_ functions.Router             = (*Router)(nil)
 	_ functions.RoutesReader       = (*Router)(nil)
 	_ functions.EventRoutesChecker = (*Router)(nil)
 	_ functions.RouteVersions      = (*Router)(nil)
