@@ -348,10 +348,10 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 		log.Info("dispatching steps as events", "sink", cfg.stepSink)
 	}
 	svc := functions.New(functions.Deps{Dispatcher: dispatcher,
-		Store: store, Workloads: cluster, Routes: router, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
+		Store: store, Workloads: cluster, Routers: functions.Routers{functions.DefaultProvider: router}, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
-		TargetFinalizer: cluster, RouteFinalizer: router, Emitter: emitter, History: store,
+		TargetFinalizer: cluster, Emitter: emitter, History: store,
 	}, svcCfg, log)
 
 	opts := handlers.Options{

@@ -12,17 +12,16 @@ package deploy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/kubeapi"
 )
 
 // Flagger's API group and the resources Siskin reads.
@@ -110,35 +109,7 @@ func apiError(err error, verb, kind, namespace, name string) error {
 			obj = kind + " in all namespaces"
 		}
 	}
-	return fmt.Errorf("%s %s: %w", verb, obj, kubeError(err, verb+" "+kind))
-}
-
-// kubeError classifies a client-go error with functions.UpstreamStatus, the one status mapping
-// every adapter uses, keeping the original. call ("update Deployment") names what was refused
-// in an RBAC denial.
-func kubeError(err error, call string) error {
-	var status apierrors.APIStatus
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, functions.ErrInvalid), errors.Is(err, functions.ErrNotFound):
-		return err // already classified
-	case apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("%w: %w", functions.ErrConflict, err)
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%w: Siskin's ServiceAccount may not %s (check its RBAC): %w", functions.ErrUpstreamDenied, call, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %w", functions.ErrUnavailable, err)
-	case errors.Is(err, context.Canceled):
-		return err
-	case errors.As(err, &status):
-		if sentinel := functions.UpstreamStatus(int(status.Status().Code)); sentinel != nil {
-			return fmt.Errorf("%w: %w", sentinel, err)
-		}
-		return err
-	}
-	// No API status: the request did not get an answer (connection refused, reset, DNS…).
-	return fmt.Errorf("%w: %w", functions.ErrUnavailable, err)
+	return kubeapi.Error(verb+" "+obj, err)
 }
 
 // group runs independent calls concurrently and joins their errors.

@@ -205,7 +205,7 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 			// The alert named the canary: its routing objects and its primary are read while
 			// its state loads.
 			c = *read
-			if rr, ok := s.d.Routes.(RoutesReader); ok {
+			if rr, ok := s.routerOf(c).(RoutesReader); ok {
 				wg.Go(func() { live = rr.ReadRoutes(ctx, c, false, st.RoutesVersion) })
 			}
 			if hasRevision {

@@ -79,7 +79,7 @@ func TestAReleaseWithNoDispatcherWakesOne(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, seedCanary())
 			w := &wakes{}
-			svc := New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Dispatcher: w},
+			svc := New(Deps{Store: f.store, Workloads: f.cluster, Routers: Routers{DefaultProvider: fakeRouter{f.cluster}}, Dispatcher: w},
 				Config{MinInterval: MinAnalysisInterval, Now: f.clock, DispatchWindow: 75 * time.Second}, nil)
 			ctx := context.Background()
 			gen, err := f.store.BeginDispatch(ctx, "*", f.clock().Add(75*time.Second))
@@ -110,7 +110,7 @@ func TestAReleaseWithNoDispatcherWakesOne(t *testing.T) {
 func TestAnEarlyEndedTickLetsTheNextReleaseWakeADispatcher(t *testing.T) {
 	f := newFixture(t, seedCanary())
 	w := &wakes{}
-	svc := New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Metrics: f.svc.d.Metrics, Hooks: f.svc.d.Hooks, Dispatcher: w},
+	svc := New(Deps{Store: f.store, Workloads: f.cluster, Routers: Routers{DefaultProvider: fakeRouter{f.cluster}}, Metrics: f.svc.d.Metrics, Hooks: f.svc.d.Hooks, Dispatcher: w},
 		Config{MinInterval: MinAnalysisInterval, Now: f.clock, DispatchWindow: 75 * time.Second}, nil)
 	ctx := context.Background()
 	if _, err := svc.Tick(ctx, f.clock().Add(75*time.Second)); err != nil {
@@ -179,7 +179,7 @@ func TestDispatchedStepsOverThreeInstancesNeverDouble(t *testing.T) {
 	rec := &weights{fakeCluster: f.cluster, clock: f.clock, seq: map[Key][]int{}, at: map[Key][]time.Time{}}
 	r := &relay{rng: rand.New(rand.NewPCG(1, 2))}
 	mk := func() *Service {
-		return New(Deps{Store: f.store, Workloads: f.cluster, Routes: rec, Metrics: f.svc.d.Metrics, Hooks: f.svc.d.Hooks, Dispatcher: r},
+		return New(Deps{Store: f.store, Workloads: f.cluster, Routers: Routers{DefaultProvider: rec}, Metrics: f.svc.d.Metrics, Hooks: f.svc.d.Hooks, Dispatcher: r},
 			Config{MinInterval: MinAnalysisInterval, Now: f.clock}, nil)
 	}
 	dispatcher := mk()

@@ -472,10 +472,18 @@ func (f *fakeCluster) TargetReadiness(_ context.Context, c Canary) (Readiness, e
 	return f.work[c.Key].Canary, nil
 }
 
-// fakeRouteFinalizer records the VirtualService restore.
-type fakeRouteFinalizer struct{ f *fakeCluster }
+// fakeRouter is the fake cluster's routing, and records the VirtualService restore.
+type fakeRouter struct{ f *fakeCluster }
 
-func (r fakeRouteFinalizer) Finalize(_ context.Context, c Canary) error {
+func (r fakeRouter) ApplyRoutes(ctx context.Context, c Canary, p RoutePlan) error {
+	return r.f.ApplyRoutes(ctx, c, p)
+}
+
+func (r fakeRouter) ObserveRoutes(ctx context.Context, c Canary) (Routing, bool, error) {
+	return r.f.ObserveRoutes(ctx, c)
+}
+
+func (r fakeRouter) Finalize(_ context.Context, c Canary) error {
 	r.f.mu.Lock()
 	defer r.f.mu.Unlock()
 	r.f.applied = append(r.f.applied, fmt.Sprintf("%s routes restored", c.Key))

@@ -19,12 +19,6 @@ type TargetFinalizer interface {
 	TargetReadiness(ctx context.Context, c Canary) (Readiness, error)
 }
 
-// RouteFinalizer restores the VirtualService Siskin took over, or removes its own (package
-// istio).
-type RouteFinalizer interface {
-	Finalize(ctx context.Context, c Canary) error
-}
-
 // finalizeWait bounds how long a deleted canary waits for its target to be ready before the
 // routes go back to it anyway (Flagger waits a few backoff steps).
 const finalizeWait = time.Minute
@@ -46,7 +40,7 @@ func (s *Service) syncFinalizer(ctx context.Context, c Canary) error {
 // Siskin, the finalizer is removed and the state forgotten. Every call is one bounded step.
 func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase}
-	if !slices.Contains(c.Finalizers, FinalizerName) || s.d.TargetFinalizer == nil || s.d.RouteFinalizer == nil {
+	if !slices.Contains(c.Finalizers, FinalizerName) || s.d.TargetFinalizer == nil {
 		rep.Skipped = "being deleted"
 		return rep, s.d.Store.Delete(ctx, c.Key)
 	}
@@ -76,7 +70,7 @@ func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease)
 		rep.To, rep.Message = st.Phase, "waiting for the target: "+ready.Reason
 		return rep, s.d.Store.Schedule(ctx, c.Key, now.Add(time.Second), true)
 	}
-	if err := s.d.RouteFinalizer.Finalize(ctx, c); err != nil {
+	if err := s.routerOf(c).Finalize(ctx, c); err != nil {
 		return rep, fmt.Errorf("restore routes of %s: %w", c.Key, err)
 	}
 	if err := s.d.TargetFinalizer.EnsureFinalizer(ctx, c, false); err != nil {

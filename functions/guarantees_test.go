@@ -608,7 +608,7 @@ func TestARouteEventThatCarriesThePlannedObjectCostsNothing(t *testing.T) {
 			c := seedCanary()
 			f := newFixture(t, c)
 			judged, gets, observations, lists := 0, 0, 0, 0
-			f.svc.d.Routes = judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}
+			f.svc.d.Routers = Routers{DefaultProvider: judgingRoutes{fakeCluster: f.cluster, asPlanned: tt.asPlanned, judged: &judged}}
 			f.svc.d.Workloads = readingWorkloads{fakeCluster: f.cluster, gets: &gets, observations: &observations, lists: &lists}
 			ctx := context.Background()
 			progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v1", LastPromotedSpec: "v0",

@@ -524,7 +524,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := seedCanary()
 			tt.mutate(&c)
-			got := strings.Join(Validate(c), "; ")
+			got := strings.Join(Validate(c, Routers{DefaultProvider: nil}), "; ")
 			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}

@@ -236,7 +236,7 @@ func (s *Service) settled(ctx context.Context, c Canary, cause changeCause, obje
 		// Canary's VirtualService is judged by its weights; anything else in it that was
 		// edited is put back by the next re-assertion, or by the next weight change, which
 		// finds it changed.
-		routes, ok := s.d.Routes.(EventRoutesChecker)
+		routes, ok := s.routerOf(c).(EventRoutesChecker)
 		if !ok || len(object) == 0 || st.Due(now) || !st.WillRoute() {
 			return false, nil
 		}

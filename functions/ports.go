@@ -160,26 +160,36 @@ type RoutePlan struct {
 	PreviousSessionAffinityCookie string
 }
 
-// Routes is Istio (package istio).
-type Routes interface {
-	// ApplyRoutes reconciles the DestinationRules and the VirtualService to the plan; a hand
-	// edit is overwritten.
+// Router is one traffic provider: the objects a canary's traffic goes through, chosen by
+// spec.provider from Deps.Routers (package istio: a VirtualService and two DestinationRules).
+// To add a provider, implement Router in a package of its own and register it in serve.go;
+// docs/architecture.md has the steps.
+type Router interface {
+	// ApplyRoutes reconciles the routing objects to the plan; a hand edit is overwritten.
 	ApplyRoutes(ctx context.Context, c Canary, p RoutePlan) error
-	// ObserveRoutes reads the live weights; found is false when there is no VirtualService.
+	// ObserveRoutes reads the live weights; found is false when there is no route yet.
 	ObserveRoutes(ctx context.Context, c Canary) (r Routing, found bool, err error)
+	// Finalize restores the routing Siskin took over, or removes its own (revertOnDeletion).
+	Finalize(ctx context.Context, c Canary) error
 }
 
-// RoutesReader is a Routes that can read the live routing objects ahead of the decision, so a
+// RouteValidator is a Router with spec rules of its own: what it cannot express becomes the
+// Canary's invalid-spec status instead of being ignored.
+type RouteValidator interface {
+	ValidateRoutes(c Canary) []string
+}
+
+// RoutesReader is a Router that can read the live routing objects ahead of the decision, so a
 // step reads them alongside the workloads and the metrics, and the correction after the
 // decision starts from that read instead of reading again.
 type RoutesReader interface {
 	// rules reads the DestinationRules too, for a step that will re-assert them. version is
-	// State.RoutesVersion: a copy of the VirtualService at that version, if the Routes keeps
+	// State.RoutesVersion: a copy of the VirtualService at that version, if the Router keeps
 	// one, needs no read.
 	ReadRoutes(ctx context.Context, c Canary, rules bool, version string) LiveRoutes
 }
 
-// RouteVersions is a Routes that can tell the resourceVersion of a canary's VirtualService as
+// RouteVersions is a Router that can tell the resourceVersion of a canary's VirtualService as
 // it last wrote or read it ("" if it does not know), to be saved in State.RoutesVersion.
 type RouteVersions interface {
 	RoutesVersion(c Canary) string
@@ -205,7 +215,7 @@ type EventObjectReader interface {
 	FactsOf(c Canary, object []byte) (f ObjectFacts, ok bool)
 }
 
-// EventRoutesChecker is a Routes that can tell from a routing object an event carried
+// EventRoutesChecker is a Router that can tell from a routing object an event carried
 // (ApiServerSource's Resource mode) whether it is already as planned, without reading it.
 type EventRoutesChecker interface {
 	AsPlanned(c Canary, p RoutePlan, object []byte) bool

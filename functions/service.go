@@ -31,18 +31,18 @@ type EventSink interface {
 type Deps struct {
 	Store     Store
 	Workloads Workloads
-	Routes    Routes
-	Metrics   Metrics
-	Hooks     Hooks
-	Alerts    Alerter
-	Events    EventSink
+	// Routers are the traffic providers by spec.provider.
+	Routers Routers
+	Metrics Metrics
+	Hooks   Hooks
+	Alerts  Alerter
+	Events  EventSink
 	// Registry and Images serve push-started releases; without them pushes are refused.
 	Registry Registry
 	Images   Images
-	// TargetFinalizer and RouteFinalizer serve revertOnDeletion; without them a deleted
+	// TargetFinalizer serves revertOnDeletion, with the canary's Router; without it a deleted
 	// canary is simply forgotten.
 	TargetFinalizer TargetFinalizer
-	RouteFinalizer  RouteFinalizer
 	// Emitter publishes phase transitions (CloudEvents to K_SINK); optional.
 	Emitter Emitter
 	// EventLog lists a canary's Events for the API; optional.
@@ -366,7 +366,7 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 	)
 	if c.Status.Phase != "" {
 		var err error
-		if live, found, err = s.d.Routes.ObserveRoutes(ctx, c); err != nil {
+		if live, found, err = s.routerOf(c).ObserveRoutes(ctx, c); err != nil {
 			return st, fmt.Errorf("read routes of %s to rebuild its state: %w", c.Key, err)
 		}
 	}
@@ -392,7 +392,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
 		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
 	}
-	if problems := Validate(c); len(problems) > 0 {
+	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
 		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "), h.lease)
 	}
 	st.SpecError = ""
@@ -421,7 +421,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	// So do the routing objects, which every step past initialisation checks.
 	reassert := st.ReassertDue(c, now, s.cfg.Resync)
 	var live LiveRoutes
-	if rr, ok := s.d.Routes.(RoutesReader); ok && st.WillRoute() {
+	if rr, ok := s.routerOf(c).(RoutesReader); ok && st.WillRoute() {
 		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert, st.RoutesVersion) })
 	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
@@ -460,7 +460,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		out.State.NextStepAt = now.Add(out.Next)
 	}
 	assignRelease(st, &out.State, now)
-	if rv, ok := s.d.Routes.(RouteVersions); ok {
+	if rv, ok := s.routerOf(c).(RouteVersions); ok {
 		out.State.RoutesVersion = rv.RoutesVersion(c)
 	}
 	if s.cfg.AfterAct != nil {
@@ -511,7 +511,7 @@ func (s *Service) restore(ctx context.Context, c Canary, st State, h held) (Step
 	switch h.gate.cause {
 	case causeRoutes:
 		// A VirtualService that an event carried as planned never gets here (settled).
-		err = s.d.Routes.ApplyRoutes(ctx, c, routePlan(st))
+		err = s.routerOf(c).ApplyRoutes(ctx, c, routePlan(st))
 	case causeServices:
 		err = s.d.Workloads.ApplyWorkloads(ctx, c, WorkloadPlan{EnsureServices: true, EnsureApex: true})
 	}
@@ -625,7 +625,7 @@ func (s *Service) act(ctx context.Context, c Canary, out Step, live LiveRoutes, 
 				routeErr = live.Apply(ctx, rp)
 				return
 			}
-			routeErr = s.d.Routes.ApplyRoutes(ctx, c, rp)
+			routeErr = s.routerOf(c).ApplyRoutes(ctx, c, rp)
 		})
 	}
 	if plan != (WorkloadPlan{}) {

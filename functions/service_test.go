@@ -20,9 +20,9 @@ func newFixture(t *testing.T, cs ...Canary) *fixture {
 	t.Helper()
 	f := &fixture{store: newMemStore(), cluster: newFakeCluster(cs...), now: t0}
 	an := fakeAnalysis{metrics: []MetricResult{{Name: "request-success-rate", Value: 100}, {Name: "request-duration", Value: 10}}}
-	f.svc = New(Deps{Store: f.store, Workloads: f.cluster, Routes: f.cluster, Metrics: an, Hooks: an,
+	f.svc = New(Deps{Store: f.store, Workloads: f.cluster, Routers: Routers{DefaultProvider: fakeRouter{f.cluster}}, Metrics: an, Hooks: an,
 		Images: f.cluster, Registry: fakeRegistry{digests: map[string]string{}},
-		TargetFinalizer: f.cluster, RouteFinalizer: fakeRouteFinalizer{f.cluster}},
+		TargetFinalizer: f.cluster},
 		Config{MinInterval: time.Second, Now: f.clock}, nil)
 	return f
 }
@@ -746,7 +746,7 @@ func TestStepCorrectsTheRoutesItReadAhead(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, c)
 			r := &readingRoutes{fakeCluster: f.cluster}
-			f.svc.d.Routes = r
+			f.svc.d.Routers = Routers{DefaultProvider: r}
 			f.store.states[c.Key] = tt.state
 			if _, err := f.svc.Advance(context.Background(), c.Key); err != nil {
 				t.Fatal(err)

@@ -7,17 +7,16 @@ import (
 )
 
 // Validate lists why a Canary cannot be honoured, in words for its status. An empty list means
-// it is fine. It never fails on anything Flagger would accept and run the same way.
-func Validate(c Canary) []string {
+// it is fine. It never fails on anything Flagger would accept and run the same way. The
+// provider must be one of routers, whose own rules apply too (RouteValidator).
+func Validate(c Canary, routers Routers) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if c.DecodeError != "" {
 		add("%s", c.DecodeError)
 	}
 	s := c.Spec
-	if s.Provider != "" && s.Provider != "istio" {
-		add("spec.provider %s is not supported: Siskin drives Istio", s.Provider)
-	}
+	problems = append(problems, routers.validate(c)...)
 	if s.TargetRef.Name == "" {
 		add("spec.targetRef.name is required")
 	}

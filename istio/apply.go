@@ -23,13 +23,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/kubeapi"
 )
 
 // DefaultCallTimeout bounds each Kubernetes API call when NewRouter is given no timeout.
 const DefaultCallTimeout = 10 * time.Second
 
 // Router reconciles a Canary's DestinationRules and VirtualService. It implements
-// functions.Routes.
+// functions.Router.
 type Router struct {
 	client  versioned.Interface
 	log     *slog.Logger
@@ -46,7 +47,7 @@ type Router struct {
 }
 
 var (
-	_ functions.Routes             = (*Router)(nil)
+	_ functions.Router             = (*Router)(nil)
 	_ functions.RoutesReader       = (*Router)(nil)
 	_ functions.EventRoutesChecker = (*Router)(nil)
 	_ functions.RouteVersions      = (*Router)(nil)
@@ -197,7 +198,7 @@ func (r *Router) ObserveRoutes(ctx context.Context, c functions.Canary) (functio
 		return functions.Routing{}, false, nil
 	}
 	if err != nil {
-		return functions.Routing{}, false, apiError("get VirtualService "+c.Namespace+"/"+name, err)
+		return functions.Routing{}, false, kubeapi.Error("get VirtualService "+c.Namespace+"/"+name, err)
 	}
 	routing, ok := WeightsOf(vs)
 	if !ok {
@@ -245,7 +246,7 @@ func (r *Router) Finalize(ctx context.Context, c functions.Canary) error {
 		return nil
 	})
 	if err != nil {
-		return apiError(op, err)
+		return kubeapi.Error(op, err)
 	}
 	return nil
 }
@@ -263,7 +264,7 @@ func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, w
 		}
 		readAhead, read = nil, fresh
 		if apierrors.IsNotFound(err) {
-			if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+			if _, err := kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
 				return client.Create(ctx, want, metav1.CreateOptions{})
 			}); err != nil {
 				return err
@@ -285,7 +286,7 @@ func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, w
 		if adopt {
 			next.OwnerReferences = append(next.OwnerReferences, want.OwnerReferences...)
 		}
-		if _, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+		if _, err := kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
 			return client.Update(ctx, next, metav1.UpdateOptions{})
 		}); err != nil {
 			return err
@@ -294,7 +295,7 @@ func (r *Router) applyDestinationRule(ctx context.Context, c functions.Canary, w
 		return nil
 	})
 	if err != nil {
-		return apiError(op, err)
+		return kubeapi.Error(op, err)
 	}
 	return nil
 }
@@ -314,7 +315,7 @@ func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, wa
 		readAhead, read, known = nil, fresh, false
 		if apierrors.IsNotFound(err) {
 			r.known.Delete(key)
-			created, err := call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+			created, err := kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
 				return r.client.NetworkingV1().VirtualServices(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
 			})
 			if err != nil {
@@ -352,7 +353,7 @@ func (r *Router) applyVirtualService(ctx context.Context, c functions.Canary, wa
 		return nil
 	})
 	if err != nil {
-		return apiError(op, err)
+		return kubeapi.Error(op, err)
 	}
 	return nil
 }
@@ -425,19 +426,19 @@ var (
 )
 
 func (r *Router) getVirtualService(ctx context.Context, namespace, name string, opts metav1.GetOptions) (*networkingv1.VirtualService, error) {
-	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+	return kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
 		return r.client.NetworkingV1().VirtualServices(namespace).Get(ctx, name, opts)
 	})
 }
 
 func (r *Router) getDestinationRule(ctx context.Context, namespace, name string, opts metav1.GetOptions) (*networkingv1.DestinationRule, error) {
-	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
+	return kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.DestinationRule, error) {
 		return r.client.NetworkingV1().DestinationRules(namespace).Get(ctx, name, opts)
 	})
 }
 
 func (r *Router) updateVirtualService(ctx context.Context, vs *networkingv1.VirtualService) (*networkingv1.VirtualService, error) {
-	return call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
+	return kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (*networkingv1.VirtualService, error) {
 		return r.client.NetworkingV1().VirtualServices(vs.Namespace).Update(ctx, vs, metav1.UpdateOptions{})
 	})
 }
@@ -447,7 +448,7 @@ var virtualServicesResource = schema.GroupResource{Group: "networking.istio.io",
 func (r *Router) deleteVirtualService(ctx context.Context, vs *networkingv1.VirtualService) error {
 	r.known.Delete(vs.Namespace + "/" + vs.Name)
 	uid := vs.UID
-	_, err := call(ctx, r.timeout, func(ctx context.Context) (struct{}, error) {
+	_, err := kubeapi.Call(ctx, r.timeout, func(ctx context.Context) (struct{}, error) {
 		// The precondition keeps a VirtualService recreated meanwhile by someone else.
 		return struct{}{}, r.client.NetworkingV1().VirtualServices(vs.Namespace).Delete(ctx, vs.Name,
 			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
@@ -467,33 +468,6 @@ func (r *Router) onConflict(ctx context.Context, fn func() error) error {
 }
 
 // call runs one API call under its own timeout.
-func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return fn(ctx)
-}
-
-// apiError maps an API error to Siskin's error vocabulary with functions.UpstreamStatus, the
-// one status mapping every adapter uses, keeping the original for callers that inspect it.
-func apiError(op string, err error) error {
-	var status apierrors.APIStatus
-	switch {
-	case errors.Is(err, functions.ErrInvalid):
-		return fmt.Errorf("%s: %w", op, err)
-	case apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("%s: %w: %w", op, functions.ErrConflict, err)
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s: %w: Siskin's ServiceAccount may not do this (check its RBAC): %w", op, functions.ErrUpstreamDenied, err)
-	case errors.As(err, &status):
-		if sentinel := functions.UpstreamStatus(int(status.Status().Code)); sentinel != nil {
-			return fmt.Errorf("%s: %w: %w", op, sentinel, err)
-		}
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	// No API status: no answer (a timeout, a reset, DNS).
-	return fmt.Errorf("%s: %w: %w", op, functions.ErrUnavailable, err)
-}
-
 func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
 	for i := range refs {
 		if refs[i].Controller != nil && *refs[i].Controller {

@@ -481,56 +481,6 @@ func sameElements(a, b []string) bool {
 	return true
 }
 
-func TestEachCallHasItsOwnTimeout(t *testing.T) {
-	parent, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
-	start := time.Now()
-	_, err := call(parent, 20*time.Millisecond, func(ctx context.Context) (struct{}, error) {
-		deadline, ok := ctx.Deadline()
-		if !ok || deadline.Sub(start) > time.Second {
-			t.Errorf("call deadline: got %v (set=%v), want about 20ms from now", deadline.Sub(start), ok)
-		}
-		<-ctx.Done()
-		return struct{}{}, ctx.Err()
-	})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("call: got %v, want DeadlineExceeded", err)
-	}
-	if parent.Err() != nil {
-		t.Errorf("the caller's context ended with the call: %v", parent.Err())
-	}
-	if got := apiError("get VirtualService default/podinfo", err); !errors.Is(got, functions.ErrUnavailable) {
-		t.Errorf("apiError(deadline): got %v, want ErrUnavailable", got)
-	}
-}
-
-// The istio adapter classifies API errors with the same table as every other adapter: an RBAC
-// denial is a denial (not a transient error), a schema refusal is invalid.
-func TestAPIErrorsAreClassifiedLikeEveryAdapter(t *testing.T) {
-	gr := schema.GroupResource{Group: "networking.istio.io", Resource: "virtualservices"}
-	tests := []struct {
-		name string
-		err  error
-		want error
-	}{
-		{"RBAC denial", apierrors.NewForbidden(gr, "podinfo", errors.New("RBAC: access denied")), functions.ErrUpstreamDenied},
-		{"expired credentials", apierrors.NewUnauthorized("token expired"), functions.ErrUpstreamDenied},
-		{"schema refusal", apierrors.NewInvalid(schema.GroupKind{Group: gr.Group, Kind: "VirtualService"}, "podinfo", nil), functions.ErrInvalid},
-		{"conflict", apierrors.NewConflict(gr, "podinfo", errors.New("changed")), functions.ErrConflict},
-		{"already exists", apierrors.NewAlreadyExists(gr, "podinfo"), functions.ErrConflict},
-		{"not found", apierrors.NewNotFound(gr, "podinfo"), functions.ErrNotFound},
-		{"throttled", apierrors.NewTooManyRequests("slow down", 1), functions.ErrUnavailable},
-		{"no answer", errors.New("connection reset by peer"), functions.ErrUnavailable},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := apiError("update VirtualService default/podinfo", tt.err); !errors.Is(got, tt.want) {
-				t.Errorf("got %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 // A VirtualService as an ApiServerSource event carries it (Resource mode) is judged without a
 // read: Siskin's own write coming back is as planned; a hand edit, another plan, another
 // object or a body that does not decode is not, and gets read and corrected.

@@ -1,0 +1,79 @@
+package functions
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// strictRouter refuses canaries without service.gatewayRefs-like hosts, to stand for a
+// router with rules of its own.
+type strictRouter struct{ fakeRouter }
+
+func (strictRouter) ValidateRoutes(c Canary) []string {
+	if len(c.Spec.Service.Hosts) == 0 {
+		return []string{"spec.service.hosts is required by this router"}
+	}
+	return nil
+}
+
+func TestRoutersValidate(t *testing.T) {
+	routers := Routers{DefaultProvider: fakeRouter{}, "strict": strictRouter{}}
+	tests := []struct {
+		name     string
+		provider string
+		hosts    []string
+		want     []string
+	}{
+		{name: "no provider is istio", want: nil},
+		{name: "istio by name", provider: "istio", want: nil},
+		{name: "an unknown provider names the known ones", provider: "linkerd",
+			want: []string{"spec.provider linkerd is not supported: this Siskin routes with istio, strict"}},
+		{name: "the router's own rule", provider: "strict",
+			want: []string{"spec.service.hosts is required by this router"}},
+		{name: "the router's rule met", provider: "strict", hosts: []string{"app.example.com"}, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			c.Spec.Provider, c.Spec.Service.Hosts = tt.provider, tt.hosts
+			got := routers.validate(c)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A canary with an unknown provider is reported invalid and touches no routes; the canary
+// beside it releases.
+func TestUnknownProviderIsAnInvalidSpecAndBlocksNoOther(t *testing.T) {
+	bad, good := seedCanary(), seedCanary()
+	bad.Name, bad.Key.Name, bad.Spec.TargetRef.Name = "other", "other", "other"
+	bad.Spec.Service.Primary, bad.Spec.Service.Canary = nil, nil
+	bad.Spec.Provider = "linkerd"
+	f := newFixture(t, bad, good)
+	ctx := context.Background()
+	if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+		t.Fatalf("tick: %v", err)
+	}
+	st, err := f.store.Load(ctx, bad.Key)
+	if err != nil {
+		t.Fatalf("load %s: %v", bad.Key, err)
+	}
+	if !strings.Contains(st.SpecError, "spec.provider linkerd is not supported") {
+		t.Errorf("unknown provider: got spec error %q, want one naming the provider", st.SpecError)
+	}
+	if n := f.cluster.count(bad.Key.String() + " routes"); n != 0 {
+		t.Errorf("unknown provider: got %d route writes, want 0", n)
+	}
+	gst, err := f.store.Load(ctx, good.Key)
+	if err != nil {
+		t.Fatalf("load %s: %v", good.Key, err)
+	}
+	if gst.Phase != PhaseInitialized {
+		t.Errorf("the other canary: got phase %s, want Initialized", gst.Phase)
+	}
+}
