@@ -13,7 +13,7 @@ import (
 // and no Kubernetes library; an adapter imports the domain and kubeapi, never another adapter.
 func TestPackagesKeepTheArrows(t *testing.T) {
 	const module = "github.com/siskin-dev/siskin/"
-	adapters := []string{"analysis", "deploy", "istio", "registry", "state"}
+	adapters := []string{"analysis", "deploy", "gatewayapi", "istio", "registry", "state"}
 	tests := []struct {
 		pkg       string
 		forbidden []string

@@ -21,10 +21,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/siskin-dev/siskin/analysis"
 	"github.com/siskin-dev/siskin/deploy"
 	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/gatewayapi"
 	"github.com/siskin-dev/siskin/handlers"
 	"github.com/siskin-dev/siskin/istio"
 	"github.com/siskin-dev/siskin/registry"
@@ -290,6 +292,10 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 	if err != nil {
 		return fmt.Errorf("istio client: %w", err)
 	}
+	gwc, err := gatewayclient.NewForConfig(kcfg)
+	if err != nil {
+		return fmt.Errorf("gateway api client: %w", err)
+	}
 	rdb, err := state.Open(cfg.redisURL)
 	if err != nil {
 		return err
@@ -299,6 +305,12 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 
 	cluster := deploy.New(kube, dyn, log, deploy.Options{Timeout: cfg.callTimeout})
 	router := istio.NewRouter(ic, log, cfg.callTimeout)
+	routers := functions.Routers{functions.DefaultProvider: router}
+	// One Gateway API router under every name Flagger gives it.
+	gatewayRouter := gatewayapi.NewRouter(gwc, log, cfg.callTimeout)
+	for _, p := range gatewayapi.Providers {
+		routers[p] = gatewayRouter
+	}
 	templates := templateSource{cluster}
 	// Every call to an address a user object names (webhooks, Prometheus, alert providers,
 	// registries) goes through one transport that refuses link-local and metadata addresses.
@@ -348,7 +360,7 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 		log.Info("dispatching steps as events", "sink", cfg.stepSink)
 	}
 	svc := functions.New(functions.Deps{Dispatcher: dispatcher,
-		Store: store, Workloads: cluster, Routers: functions.Routers{functions.DefaultProvider: router}, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
+		Store: store, Workloads: cluster, Routers: routers, Metrics: analyzer, Hooks: hooks, Alerts: alerter,
 		Events: eventSink{hooks}, Registry: registry.New(registry.Options{Insecure: insecure, Timeout: cfg.callTimeout, Transport: outbound}),
 		Images: cluster, EventLog: cluster, Observer: metrics,
 		TargetFinalizer: cluster, Emitter: emitter, History: store,

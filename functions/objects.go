@@ -121,13 +121,14 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 }
 
 // ownedCause is how a canary depends on obj when the event named the Canary that controls it:
-// Siskin controls one VirtualService and one Deployment of each canary, its apex route and its
-// primary.
+// Siskin controls one route (a VirtualService, or an HTTPRoute with the Gateway API) and one
+// Deployment of each canary, its apex route and its primary.
 func ownedCause(obj ObjectRef) (changeCause, bool) {
 	switch {
 	case obj.Owner == "" || obj.Deleted:
 		return 0, false
-	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService":
+	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService",
+		obj.Group == "gateway.networking.k8s.io" && obj.Kind == "HTTPRoute":
 		return causeRoutes, true
 	case obj.Group == "apps" && obj.Kind == "Deployment":
 		return causePrimary, true
@@ -181,7 +182,8 @@ func dependsOn(c Canary, obj ObjectRef) (changeCause, bool) {
 	case obj.Group == "apps" && obj.Kind == "Deployment" && obj.Name == n.Primary:
 		return causePrimary, true
 	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService" && obj.Name == n.Apex,
-		obj.Group == "networking.istio.io" && obj.Kind == "DestinationRule" && (obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc):
+		obj.Group == "networking.istio.io" && obj.Kind == "DestinationRule" && (obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc),
+		obj.Group == "gateway.networking.k8s.io" && obj.Kind == "HTTPRoute" && obj.Name == n.Apex:
 		return causeRoutes, true
 	case obj.Group == "" && obj.Kind == "Service" && (obj.Name == n.Apex || obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc):
 		return causeServices, true

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/siskin-dev/siskin/functions"
+	"github.com/siskin-dev/siskin/kubeapi"
 )
 
 // DefaultCallTimeout bounds each Kubernetes API call when NewRouter is given no timeout.
@@ -35,6 +36,12 @@ type Router struct {
 	timeout         time.Duration
 	conflictBackoff wait.Backoff
 }
+
+var (
+	_ functions.Router             = (*Router)(nil)
+	_ functions.RouteValidator     = (*Router)(nil)
+	_ functions.EventRoutesChecker = (*Router)(nil)
+)
 
 // NewRouter returns a Router using client; timeout bounds every single API call (<= 0 means
 // DefaultCallTimeout).
@@ -348,9 +355,7 @@ func (r *Router) onConflict(ctx context.Context, fn func() error) error {
 }
 
 func call[T any](ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return fn(ctx)
+	return kubeapi.Call(ctx, timeout, fn)
 }
 
 // crdMissing tells a 404 for the resource type (the CRD is not installed: the apiserver does
@@ -367,27 +372,14 @@ func crdMissing(err error) bool {
 // errCRDMissing is the status's message when the cluster does not serve HTTPRoutes.
 var errCRDMissing = fmt.Errorf("%w: the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes: install the Gateway API CRD %s (standard channel, v1.1 or later)", functions.ErrInvalid, CRDName)
 
-// apiError maps an API error to Siskin's error vocabulary as package istio does, with
-// functions.UpstreamStatus, keeping the original for callers that inspect it. A missing CRD
-// is an invalid setup that names the CRD.
+// apiError maps an API error with kubeapi.Error, the mapping every adapter shares. A missing
+// CRD is an invalid setup that names the CRD: the apiserver's bare 404 would read as "no
+// HTTPRoute yet" and retry forever.
 func apiError(op string, err error) error {
-	var status apierrors.APIStatus
-	switch {
-	case errors.Is(err, functions.ErrInvalid):
-		return fmt.Errorf("%s: %w", op, err)
-	case crdMissing(err):
+	if crdMissing(err) {
 		return fmt.Errorf("%s: %w (%w)", op, errCRDMissing, err)
-	case apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("%s: %w: %w", op, functions.ErrConflict, err)
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s: %w: Siskin's ServiceAccount may not do this (check its RBAC for httproutes.gateway.networking.k8s.io): %w", op, functions.ErrUpstreamDenied, err)
-	case errors.As(err, &status):
-		if sentinel := functions.UpstreamStatus(int(status.Status().Code)); sentinel != nil {
-			return fmt.Errorf("%s: %w: %w", op, sentinel, err)
-		}
-		return fmt.Errorf("%s: %w", op, err)
 	}
-	return fmt.Errorf("%s: %w: %w", op, functions.ErrUnavailable, err)
+	return kubeapi.Error(op, err)
 }
 
 func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
