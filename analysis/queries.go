@@ -57,6 +57,49 @@ var builtinQueries = map[string]string{
 	)`,
 }
 
+// httpQueries are Flagger's HTTP observer (pkg/metrics/observers/http.go), which Flagger uses for
+// the built-ins with the Gateway API (and the kubernetes provider): the app's own
+// http_request_duration_seconds histogram (podinfo exports it), by namespace and by the pod
+// names of the target's ReplicaSets, which leave "<target>-primary-..." out.
+var httpQueries = map[string]string{
+	MetricRequestSuccessRate: `
+	sum(
+		rate(
+			http_request_duration_seconds_count{
+				kubernetes_namespace="{{ namespace }}",
+				kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",
+				status!~"5.*"
+			}[{{ interval }}]
+		)
+	)
+	/
+	sum(
+		rate(
+			http_request_duration_seconds_count{
+				kubernetes_namespace="{{ namespace }}",
+				kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+			}[{{ interval }}]
+		)
+	)
+	* 100`,
+	MetricRequestDuration: `
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				http_request_duration_seconds_bucket{
+					kubernetes_namespace="{{ namespace }}",
+					kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
+				}[{{ interval }}]
+			)
+		) by (le)
+	)`,
+}
+
+// usesHTTPObserver is Flagger's observer choice: the Gateway API providers measure with the
+// HTTP observer, not Istio's telemetry.
+func usesHTTPObserver(provider string) bool { return strings.HasPrefix(provider, "gatewayapi") }
+
 // TemplateModel is what a query template can refer to: {{ name }}, {{ namespace }},
 // {{ target }}, {{ service }}, {{ ingress }}, {{ route }}, {{ interval }} and
 // {{ variables.key }}.
@@ -153,8 +196,17 @@ func collapseWhitespace(q string) string { return whitespace.ReplaceAllString(q,
 
 // BuiltinQuery is the PromQL that Flagger sends for a built-in metric of the canary, with its
 // whitespace collapsed; ok is false for any other metric name.
+//
+// With a gatewayapi provider they are Flagger's HTTP observer queries. Its request duration is
+// in seconds, which Flagger turns into milliseconds in Go before comparing with the threshold:
+// here the query does it (`(...) * 1000`), so a threshold means the same on both paths.
 func BuiltinQuery(c functions.Canary, m functions.Metric) (query string, ok bool, err error) {
-	tmpl, ok := builtinQueries[m.Name]
+	queries := builtinQueries
+	http := usesHTTPObserver(c.Spec.Provider)
+	if http {
+		queries = httpQueries
+	}
+	tmpl, ok := queries[m.Name]
 	if !ok {
 		return "", false, nil
 	}
@@ -162,5 +214,9 @@ func BuiltinQuery(c functions.Canary, m functions.Metric) (query string, ok bool
 	if err != nil {
 		return "", true, err
 	}
-	return collapseWhitespace(q), true, nil
+	q = collapseWhitespace(q)
+	if http && m.Name == MetricRequestDuration {
+		q = "(" + q + ") * 1000"
+	}
+	return q, true, nil
 }

@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -46,6 +47,41 @@ func TestBuiltinQuery(t *testing.T) {
 			}
 			if ok != tt.wantOK || got != tt.want {
 				t.Errorf("BuiltinQuery() = (%q, %v), want (%q, %v)", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+// Flagger's HTTP observer queries for the seed canary, as its Prometheus provider sends them
+// (whitespace collapsed), copied from pkg/metrics/observers/http.go of v1.36.1.
+const (
+	wantHTTPSuccessRate1m = ` sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100`
+	wantHTTPDuration30s   = ` histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[30s] ) ) by (le) )`
+)
+
+func TestBuiltinQueryWithTheGatewayAPI(t *testing.T) {
+	tests := []struct {
+		provider string
+		metric   int
+		want     string
+	}{
+		{"gatewayapi:v1", 0, wantHTTPSuccessRate1m},
+		// Flagger turns seconds into milliseconds in Go; Siskin in the query.
+		{"gatewayapi:v1", 1, "(" + wantHTTPDuration30s + ") * 1000"},
+		{"gatewayapi:v1beta1", 0, wantHTTPSuccessRate1m},
+		{"istio", 0, wantSuccessRate1m},
+		{"", 1, wantDuration30s},
+	}
+	for _, tt := range tests {
+		t.Run(tt.provider+"/"+fmt.Sprint(tt.metric), func(t *testing.T) {
+			c := seedCanary()
+			c.Spec.Provider = tt.provider
+			got, ok, err := BuiltinQuery(c, c.Spec.Analysis.Metrics[tt.metric])
+			if err != nil || !ok {
+				t.Fatalf("BuiltinQuery: ok=%v err=%v", ok, err)
+			}
+			if got != tt.want {
+				t.Errorf("BuiltinQuery:\ngot  %q\nwant %q", got, tt.want)
 			}
 		})
 	}
