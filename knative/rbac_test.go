@@ -115,8 +115,8 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, v := range []string{"delete", "deletecollection", "escalate", "bind", "impersonate"} {
-			// The one delete: a VirtualService Siskin created, on revertOnDeletion.
-			if v == "delete" && slices.Equal(r.Resources, []string{"virtualservices"}) {
+			// The deletes of revertOnDeletion: a VirtualService or an HTTPRoute Siskin created.
+			if v == "delete" && (slices.Equal(r.Resources, []string{"virtualservices"}) || slices.Equal(r.Resources, []string{"httproutes"})) {
 				continue
 			}
 			if slices.Contains(r.Verbs, v) {
@@ -141,6 +141,7 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 		"networking.istio.io/virtualservices":  {"create", "delete", "get", "list", "patch", "update", "watch"},
 		"networking.istio.io/destinationrules": readWrite,
 		"authentication.k8s.io/tokenreviews":   {"create"},
+		"gateway.networking.k8s.io/httproutes": {"create", "delete", "get", "update"},
 	}
 	if diff := cmp.Diff(want, grants(t, rules)); diff != "" {
 		t.Errorf("ClusterRole grants (-want +got):\n%s", diff)

@@ -27,12 +27,13 @@ type WatchedResource struct {
 }
 
 // SiskinResources are what knative/core/eventing.yaml's ApiServerSources watch: siskin-resources
-// sends Canaries, Deployments and VirtualServices in Resource mode, siskin-references the rest
+// sends Canaries, Deployments, VirtualServices and HTTPRoutes in Resource mode, siskin-references the rest
 // in Reference mode.
 var SiskinResources = []WatchedResource{
 	{GVR: schema.GroupVersionResource{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}, Kind: "Canary", ResourceMode: true},
 	{GVR: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, Kind: "Deployment", ResourceMode: true},
 	{GVR: schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}, Kind: "VirtualService", ResourceMode: true},
+	{GVR: schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}, Kind: "HTTPRoute", ResourceMode: true},
 	{GVR: schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}, Kind: "DestinationRule"},
 	{GVR: schema.GroupVersionResource{Version: "v1", Resource: "services"}, Kind: "Service"},
 	{GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, Kind: "ConfigMap"},

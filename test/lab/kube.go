@@ -31,6 +31,9 @@ const (
 	NodeName = "kwok-node-0"
 	// IstioAPIVersion is the istio.io/api module whose CRDs the lab installs.
 	IstioAPIVersion = "v1.32.0"
+	// GatewayAPIVersion is the sigs.k8s.io/gateway-api module whose standard-channel CRDs the
+	// lab installs beside Istio's: the version go.mod pins for the gatewayapi router.
+	GatewayAPIVersion = "v1.4.1"
 	// ServiceClusterIPRange is large so that scale tests with thousands of Services fit.
 	ServiceClusterIPRange = "10.96.0.0/12"
 	fieldManager          = "siskin-lab"
@@ -249,6 +252,11 @@ func (l *Lab) installCRDs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read Istio CRDs %s: %w", istio, err)
 	}
+	gateway, err := gatewayAPICRDs(ctx, l.root)
+	if err != nil {
+		return err
+	}
+	objs = append(objs, gateway...)
 	// The project's own CRDs, exactly as `kubectl apply -k knative/` installs them.
 	flagger, err := fs.Glob(knative.Manifests, "crds/*.yaml")
 	if err != nil || len(flagger) == 0 {
@@ -306,6 +314,51 @@ func istioCRDFile(ctx context.Context, root string) (string, error) {
 		return "", fmt.Errorf("go mod download istio.io/api@%s: %s", IstioAPIVersion, mod.Error)
 	}
 	return filepath.Join(mod.Dir, "kubernetes", "customresourcedefinitions.gen.yaml"), nil
+}
+
+// gatewayAPICRDs reads the standard-channel CRDs (HTTPRoute, Gateway, GatewayClass, ...) of the
+// sigs.k8s.io/gateway-api module, downloading it through the Go module proxy if the cache lacks
+// it.
+func gatewayAPICRDs(ctx context.Context, root string) ([]*unstructured.Unstructured, error) {
+	dir, err := moduleDir(ctx, root, "sigs.k8s.io/gateway-api@"+GatewayAPIVersion)
+	if err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "config", "crd", "standard", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no standard-channel CRDs in sigs.k8s.io/gateway-api@%s (%s): %v", GatewayAPIVersion, dir, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read Gateway API CRDs: %w", err)
+		}
+		more, err := decodeManifest(data)
+		if err != nil {
+			return nil, fmt.Errorf("read Gateway API CRDs %s: %w", f, err)
+		}
+		objs = append(objs, more...)
+	}
+	return objs, nil
+}
+
+// moduleDir is the module cache folder of module@version, downloaded if missing.
+func moduleDir(ctx context.Context, root, moduleAtVersion string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", moduleAtVersion)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", moduleAtVersion, err)
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", moduleAtVersion, err)
+	}
+	if mod.Error != "" {
+		return "", fmt.Errorf("go mod download %s: %s", moduleAtVersion, mod.Error)
+	}
+	return mod.Dir, nil
 }
 
 // installRBAC applies the knative bundle's rbac.yaml and binds the restricted identity to its

@@ -55,12 +55,24 @@ var istioLabels = []string{"reporter", "source_workload", "source_workload_names
 	"destination_service_name", "destination_service_namespace", "destination_version",
 	"request_protocol", "response_code", "response_flags"}
 
-// istioMetrics are the two series Istio's sidecars export.
+// istioMetrics are the two series Istio's sidecars export, plus the app's own histogram.
 type istioMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	reg      *prometheus.Registry
+	// app is http_request_duration_seconds as podinfo exports it, with the labels Prometheus'
+	// Kubernetes discovery adds: Flagger's HTTP observer (the Gateway API's built-in metrics)
+	// reads it.
+	app *prometheus.HistogramVec
+	reg *prometheus.Registry
 }
+
+// appLabels are what Flagger's HTTP observer queries select on.
+var appLabels = []string{"kubernetes_namespace", "kubernetes_pod_name", "status"}
+
+// PodName is the simulated name of a workload's pod, shaped like a Deployment's
+// (<name>-<replicaset hash>-<suffix>), so that Flagger's kubernetes_pod_name regex for the
+// target does not match its primary's pods.
+func PodName(workload string) string { return workload + "-5c9b7d8f4-sim01" }
 
 func newIstioMetrics() *istioMetrics {
 	m := &istioMetrics{
@@ -69,9 +81,12 @@ func newIstioMetrics() *istioMetrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
 			Help:    "Request duration in milliseconds, as Istio's sidecars measure it.",
 			Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}}, istioLabels),
+		app: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "http_request_duration_seconds",
+			Help:    "Request duration in seconds, as the app (podinfo) measures it.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, appLabels),
 		reg: prometheus.NewRegistry(),
 	}
-	m.reg.MustRegister(m.requests, m.duration)
+	m.reg.MustRegister(m.requests, m.duration, m.app)
 	return m
 }
 
@@ -98,6 +113,18 @@ func (m *istioMetrics) observe(s Sample) {
 	l := m.labels(s)
 	m.requests.With(l).Inc()
 	m.duration.With(l).Observe(s.LatencyMs)
+	if app, ok := appLabelsOf(s); ok {
+		m.app.With(app).Observe(s.LatencyMs / 1000)
+	}
+}
+
+// appLabelsOf labels a request the app itself answered (not one the mesh answered for it).
+func appLabelsOf(s Sample) (prometheus.Labels, bool) {
+	if s.Reporter != "destination" || s.Workload == "" || s.Workload == "unknown" {
+		return nil, false
+	}
+	return prometheus.Labels{"kubernetes_namespace": s.Namespace, "kubernetes_pod_name": PodName(s.Workload),
+		"status": strconv.Itoa(s.Code)}, true
 }
 
 // touch creates a sample's series at zero, so that Prometheus has a baseline before the first
@@ -107,10 +134,13 @@ func (m *istioMetrics) touch(s Sample) {
 	l := m.labels(s)
 	m.requests.With(l)
 	m.duration.With(l)
+	if app, ok := appLabelsOf(s); ok {
+		m.app.With(app)
+	}
 }
 
-// Exporter exposes istio_requests_total and istio_request_duration_milliseconds for the
-// workloads it is told about.
+// Exporter exposes istio_requests_total, istio_request_duration_milliseconds and the app's
+// http_request_duration_seconds for the workloads it is told about.
 type Exporter struct {
 	mu        sync.Mutex
 	workloads map[workload]Behaviour

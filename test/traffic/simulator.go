@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	istioapi "istio.io/api/networking/v1"
 )
@@ -70,6 +71,9 @@ type SimulatorOptions struct {
 	Logger *slog.Logger
 	// Seed makes latencies reproducible.
 	Seed uint64
+	// GatewayAPI, when set, makes the HTTPRoutes of the namespaces receive traffic too, as
+	// their rules say (FromHTTPRoute).
+	GatewayAPI gatewayclient.Interface
 }
 
 // maxWindowLatencies bounds the latencies a Window keeps, for a simulator whose windows are
@@ -284,6 +288,17 @@ func (s *Simulator) read(ctx context.Context, ns string) (liveNamespace, error) 
 	for _, vs := range vsList.Items {
 		live.services = append(live.services, &vs.Spec)
 		live.names = append(live.names, vs.Name)
+	}
+	if s.opts.GatewayAPI != nil {
+		routes, err := s.opts.GatewayAPI.GatewayV1().HTTPRoutes(ns).List(call, metav1.ListOptions{})
+		if err != nil {
+			return liveNamespace{}, fmt.Errorf("list HTTPRoutes in %s: %w", ns, err)
+		}
+		sort.Slice(routes.Items, func(i, j int) bool { return routes.Items[i].Name < routes.Items[j].Name })
+		for i := range routes.Items {
+			live.services = append(live.services, FromHTTPRoute(&routes.Items[i]))
+			live.names = append(live.names, routes.Items[i].Name)
+		}
 	}
 	return live, nil
 }
