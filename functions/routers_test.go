@@ -2,8 +2,10 @@ package functions
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -72,6 +74,59 @@ func TestUnknownProviderIsAnInvalidSpecAndBlocksNoOther(t *testing.T) {
 	gst, err := f.store.Load(ctx, good.Key)
 	if err != nil {
 		t.Fatalf("load %s: %v", good.Key, err)
+	}
+	if gst.Phase != PhaseInitialized {
+		t.Errorf("the other canary: got phase %s, want Initialized", gst.Phase)
+	}
+}
+
+// refusingRouter stands for a cluster that refuses the canary's route (a CRD's schema, or a
+// route CRD that is not installed).
+type refusingRouter struct{ fakeRouter }
+
+func (refusingRouter) ApplyRoutes(context.Context, Canary, RoutePlan) error {
+	return fmt.Errorf("apply HTTPRoute test/other: %w: spec.hostnames[0]: Invalid value", ErrInvalid)
+}
+
+// A route the cluster refuses is reported on the Canary's status (the spec error, its Valid
+// condition and one Warning Event), not retried as an outage; the canary beside it goes on.
+func TestRefusedRouteIsReportedOnTheStatus(t *testing.T) {
+	bad, good := seedCanary(), seedCanary()
+	bad.Name, bad.Key.Name, bad.Spec.TargetRef.Name = "other", "other", "other"
+	bad.Spec.Service.Primary, bad.Spec.Service.Canary = nil, nil
+	bad.Spec.Provider = "refusing"
+	f := newFixture(t, bad, good)
+	an := fakeAnalysis{}
+	f.svc = New(Deps{Store: f.store, Workloads: f.cluster,
+		Routers: Routers{DefaultProvider: fakeRouter{f.cluster}, "refusing": refusingRouter{fakeRouter{f.cluster}}},
+		Metrics: an, Hooks: an, Images: f.cluster, Registry: fakeRegistry{digests: map[string]string{}}, TargetFinalizer: f.cluster},
+		Config{MinInterval: time.Second, Now: f.clock}, nil)
+	ctx := context.Background()
+	for range 4 {
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatalf("tick: %v", err)
+		}
+		f.advanceClock(time.Minute)
+	}
+	st, err := f.store.Load(ctx, bad.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.SpecError, "spec.hostnames[0]: Invalid value") {
+		t.Errorf("got spec error %q, want the refusal", st.SpecError)
+	}
+	warnings := 0
+	for _, e := range f.cluster.events {
+		if strings.HasPrefix(e, bad.Key.String()+": Invalid canary spec:") && strings.Contains(e, "apply HTTPRoute") {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("got %d Invalid canary spec events, want 1 (said once, not at every step): %q", warnings, f.cluster.events)
+	}
+	gst, err := f.store.Load(ctx, good.Key)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if gst.Phase != PhaseInitialized {
 		t.Errorf("the other canary: got phase %s, want Initialized", gst.Phase)

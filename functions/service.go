@@ -395,6 +395,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
 		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "), h.lease)
 	}
+	reported := st.SpecError
 	st.SpecError = ""
 
 	due := h.gate.kind != gateChanged || st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing
@@ -450,6 +451,13 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		}
 		in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
 		out, err = s.decideAndAct(ctx, c, &in, live, h.lease)
+	}
+	if errors.Is(err, ErrInvalid) && !errors.Is(err, ErrLeaseLost) {
+		// The cluster refused what the Canary asks for (a CRD's schema refused the route, or
+		// the route's CRD is not installed): it fails the same way until the Canary or the
+		// cluster changes, so it is the Canary's problem, on its status, not a retry.
+		st.SpecError = reported
+		return s.reportInvalid(ctx, c, st, err.Error(), h.lease)
 	}
 	if err != nil {
 		return rep, err
