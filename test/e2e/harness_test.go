@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/siskin-dev/siskin/test/lab"
 )
@@ -56,6 +57,7 @@ type env struct {
 	kube  kubernetes.Interface
 	dyn   dynamic.Interface
 	istio istioclient.Interface
+	gw    gatewayclient.Interface
 	ns    string
 }
 
@@ -66,7 +68,8 @@ func newEnv(t *testing.T, ns string) *env {
 	e := &env{t: t, lab: l, ns: ns,
 		kube:  kubernetes.NewForConfigOrDie(cfg),
 		dyn:   dynamic.NewForConfigOrDie(cfg),
-		istio: istioclient.NewForConfigOrDie(cfg)}
+		istio: istioclient.NewForConfigOrDie(cfg),
+		gw:    gatewayclient.NewForConfigOrDie(cfg)}
 	ctx := context.Background()
 	if ns != "default" {
 		_, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})

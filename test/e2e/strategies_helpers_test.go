@@ -23,6 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	"github.com/siskin-dev/siskin/functions"
 )
 
@@ -50,6 +52,10 @@ type rel struct {
 	// hosts and gateways the VirtualService must carry (default: the apex name, mesh).
 	hosts, gateways []string
 	ticks           int
+	// gateway: a gatewayapi canary, whose invariants are its HTTPRoute's (checkGatewayInvariants).
+	gateway    bool
+	parentRefs []gwv1.ParentReference
+	hostnames  []gwv1.Hostname
 }
 
 func newRel(t *testing.T, e *env, s *siskin, name string) *rel {
@@ -70,7 +76,14 @@ type snap struct {
 	DRPrimaryFound, DRCanaryFound         bool
 	VSAnnotations                         map[string]string
 	VSOwnedByCanary                       bool
-	message                               string
+	// The HTTPRoute of a gatewayapi canary.
+	HRFound         bool
+	HRParents       []gwv1.ParentReference
+	HRHostnames     []gwv1.Hostname
+	HRRules         []gwv1.HTTPRouteRule
+	HRAnnotations   map[string]string
+	HROwnedByCanary bool
+	message         string
 }
 
 // same compares what a step can change for a user.
@@ -132,6 +145,19 @@ func (r *rel) snap() snap {
 			}
 		}
 	}
+	hr, err := r.e.gw.GatewayV1().HTTPRoutes(r.e.ns).Get(ctx, r.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		r.t.Fatalf("get HTTPRoute: %v", err)
+	default:
+		o.HRFound, o.HRParents, o.HRHostnames, o.HRRules, o.HRAnnotations = true, hr.Spec.ParentRefs, hr.Spec.Hostnames, hr.Spec.Rules, hr.Annotations
+		for _, ref := range hr.OwnerReferences {
+			if ref.Kind == "Canary" && ref.Name == r.name && ref.Controller != nil && *ref.Controller {
+				o.HROwnedByCanary = true
+			}
+		}
+	}
 	for _, dr := range []struct {
 		name  string
 		spec  **istioapi.DestinationRule
@@ -174,6 +200,9 @@ type stage struct {
 	// Routes renders the VirtualService's http routes Flagger documents for this stage; nil
 	// means no VirtualService yet.
 	Routes func(got snap) []*istioapi.HTTPRoute
+	// Rules, for a gatewayapi canary, renders the HTTPRoute's rules; nil (and no Routes)
+	// means no HTTPRoute yet.
+	Rules func(got snap) []gwv1.HTTPRouteRule
 }
 
 func (st stage) String() string {
@@ -186,6 +215,22 @@ func (st stage) diff(got snap) string {
 	if got.Phase != st.Phase || got.Weight != st.Weight || got.Iterations != st.Iterations || got.FailedChecks != st.FailedChecks {
 		d = append(d, fmt.Sprintf("status: got %s canaryWeight=%d iterations=%d failedChecks=%d, want %s",
 			got.Phase, got.Weight, got.Iterations, got.FailedChecks, st))
+	}
+	if st.Rules != nil || got.HRFound {
+		switch {
+		case st.Rules == nil:
+			d = append(d, "HTTPRoute: found one, want none yet")
+		case !got.HRFound:
+			d = append(d, "HTTPRoute: not found")
+		default:
+			if rd := cmp.Diff(st.Rules(got), got.HRRules); rd != "" {
+				d = append(d, "HTTPRoute rules (-want +got):\n"+rd)
+			}
+		}
+		if got.VSFound {
+			d = append(d, "VirtualService: found one on the Gateway API path")
+		}
+		return strings.Join(d, "\n")
 	}
 	if st.Routes == nil {
 		if got.VSFound {
@@ -206,6 +251,10 @@ func (st stage) diff(got snap) string {
 // VirtualService's hosts and gateways, and both DestinationRules.
 func (r *rel) checkInvariants(step int, got snap) {
 	r.t.Helper()
+	if r.gateway {
+		r.checkGatewayInvariants(step, got)
+		return
+	}
 	if !got.VSFound || got.Phase == "" || got.Phase == "Initializing" {
 		// Until initialized there may be only the user's VirtualService.
 		return
