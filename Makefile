@@ -61,9 +61,9 @@ bench-scale: lab-build
 	@bash test/bench/build-flagger.sh >/dev/null
 	$(GO) run ./test/bench/cmd/benchscale -n "$(or $(BENCH_N),100,500,1250)" -out "$(or $(BENCH_OUT),bench-out)"
 
-## demo: the whole story on a fresh machine: lab, three releases, live progress, a report (demo-out/)
+## demo: the whole story on a fresh machine: lab, three releases, live progress, a report (demo-out/); DEMO_FLAGS=-gateway-api adds a fourth on the Gateway API
 demo: lab-build bin/demo
-	bin/demo
+	bin/demo $(DEMO_FLAGS)
 
 ## demo-short: the demo, shortened, as CI runs it; fails unless all three releases end as expected
 demo-short: lab-build bin/demo

@@ -27,6 +27,7 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/siskin-dev/siskin/functions"
 	"github.com/siskin-dev/siskin/test/lab"
@@ -41,6 +42,8 @@ type options struct {
 	pingEvery  time.Duration
 	tickWindow time.Duration
 	rps        float64
+	// gatewayAPI adds a fourth release, the good version on the Gateway API.
+	gatewayAPI bool
 }
 
 func main() {
@@ -52,6 +55,7 @@ func main() {
 	flag.DurationVar(&o.pingEvery, "ping-every", 10*time.Second, "PingSource period, standing for its once a minute")
 	flag.DurationVar(&o.tickWindow, "tick-window", 9*time.Second, "SISKIN_TICK_WINDOW: how long one ping keeps stepping releases")
 	flag.Float64Var(&o.rps, "rps", 40, "simulated requests per second to each podinfo")
+	flag.BoolVar(&o.gatewayAPI, "gateway-api", false, "add a fourth release (d): the good version on the Gateway API (provider gatewayapi:v1, an HTTPRoute)")
 	flag.Parse()
 
 	out := newConsole(os.Stdout)
@@ -186,6 +190,10 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		{key: "c", title: "bad version, checks only", namespace: "demo-checks", name: "podinfo", fromTag: "1.0.0", toTag: "1.1.0-bad",
 			expect: "rolled back by failed metric checks: Failed", wantPhase: functions.PhaseFailed},
 	}
+	if o.gatewayAPI {
+		d.scenarios = append(d.scenarios, &scenario{key: "d", title: "good version, Gateway API", namespace: "demo-gateway", name: "podinfo",
+			fromTag: "1.0.0", toTag: "1.1.0", gatewayAPI: true, expect: "promoted on an HTTPRoute: Succeeded", wantPhase: functions.PhaseSucceeded})
+	}
 	d.byNS = map[string]*scenario{}
 	var namespaces []string
 	for _, s := range d.scenarios {
@@ -194,7 +202,13 @@ func run(ctx context.Context, o options, out *console) (err error) {
 	}
 
 	out.heading("2. Traffic: a simulated Istio data plane")
-	d.sim, err = traffic.NewSimulator(d.kube, ic, traffic.SimulatorOptions{Namespaces: namespaces, RPS: o.rps})
+	simOpts := traffic.SimulatorOptions{Namespaces: namespaces, RPS: o.rps}
+	if o.gatewayAPI {
+		if simOpts.GatewayAPI, err = gatewayclient.NewForConfig(d.lab.RESTConfig()); err != nil {
+			return fmt.Errorf("gateway api client: %w", err)
+		}
+	}
+	d.sim, err = traffic.NewSimulator(d.kube, ic, simOpts)
 	if err != nil {
 		return err
 	}
@@ -288,6 +302,12 @@ func run(ctx context.Context, o options, out *console) (err error) {
 		m, err := canaryManifest(seed, s.namespace, s.name, o.interval.String(), d.maxWeight, d.stepWeight)
 		if err != nil {
 			return err
+		}
+		if s.gatewayAPI {
+			if m, err = onGatewayAPI(m); err != nil {
+				return err
+			}
+			out.say("  (d) the same Canary with provider gatewayapi:v1 and a gatewayRef: an HTTPRoute, no VirtualService or DestinationRule; the built-in checks are Flagger's HTTP observer queries")
 		}
 		manifests[s.namespace] = m
 	}

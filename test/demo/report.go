@@ -53,7 +53,7 @@ func (d *demo) results() []result {
 		r := result{Scenario: s.label(), Version: s.fromTag + " -> " + s.toTag, Outcome: string(v.Phase), OK: v.Phase == s.wantPhase}
 		sincePush := s.endAt.Sub(s.pushedAt)
 		switch s.key {
-		case "a":
+		case "a", "d":
 			r.Figure, r.Value = "time to promote", seconds(sincePush)
 			r.Detail = fmt.Sprintf("push -> Succeeded, %d steps of %d%% to %d%%, each after a %s analysis", d.maxWeight/d.stepWeight, d.stepWeight, d.maxWeight, d.o.interval)
 		case "b":

@@ -33,9 +33,11 @@ type scenario struct {
 	name      string // the Canary's and its target's name
 	fromTag   string
 	toTag     string
-	alertRule bool   // whether a Prometheus alert rule watches the canary
-	expect    string // what must happen, said on screen
-	wantPhase functions.Phase
+	alertRule bool // whether a Prometheus alert rule watches the canary
+	// gatewayAPI: the Canary routes with an HTTPRoute (provider gatewayapi:v1).
+	gatewayAPI bool
+	expect     string // what must happen, said on screen
+	wantPhase  functions.Phase
 
 	mu           sync.Mutex
 	view         functions.CanaryView
@@ -99,6 +101,21 @@ func canaryManifest(seed []byte, ns, name, interval string, maxWeight, stepWeigh
 	s = strings.ReplaceAll(s, "namespace: default", "namespace: "+ns)
 	s = strings.ReplaceAll(s, ".default.svc", "."+ns+".svc")
 	s = strings.ReplaceAll(s, "podinfo", name)
+	return []byte(s), nil
+}
+
+// onGatewayAPI moves a seed Canary onto the Gateway API: provider gatewayapi:v1 and a
+// gatewayRef to an ingress Gateway (the lab has no Gateway controller; the simulator routes
+// by the HTTPRoute's rules).
+func onGatewayAPI(manifest []byte) ([]byte, error) {
+	s := string(manifest)
+	for _, must := range []string{"spec:\n", "  service:\n    port: 9898\n"} {
+		if !strings.Contains(s, must) {
+			return nil, fmt.Errorf("the seed Canary changed: it no longer contains %q; update test/demo", must)
+		}
+	}
+	s = strings.Replace(s, "spec:\n", "spec:\n  provider: gatewayapi:v1\n", 1)
+	s = strings.Replace(s, "  service:\n    port: 9898\n", "  service:\n    port: 9898\n    gatewayRefs:\n      - name: public\n        namespace: istio-ingress\n", 1)
 	return []byte(s), nil
 }
 
@@ -283,7 +300,7 @@ func (s *scenario) verify(ctx context.Context, kube kubernetes.Interface, v func
 	}
 	runs := traffic.VersionOf(primary.Spec.Template.Spec.Containers[0].Image)
 	switch s.key {
-	case "a":
+	case "a", "d":
 		if runs != s.toTag {
 			errs = append(errs, fmt.Errorf("the primary runs %s, want the new %s", runs, s.toTag))
 		}
