@@ -14,8 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/siskin-dev/siskin/test/lab"
 	"github.com/siskin-dev/siskin/test/traffic"
 )
 
@@ -526,4 +528,50 @@ analysis:
 		{Phase: "Succeeded", Rules: gwWeighted("mirror", 100, 0)},
 	}, 40)
 	checkPromoted(t, e, "mirror")
+}
+
+// TestGatewayAPIHandEditPutBackByItsEvent: with the ApiServerSource stand-in and no ping, a
+// hand edit of the HTTPRoute's weights is put back by the HTTPRoute's own event, at once, and
+// the release does not step.
+func TestGatewayAPIHandEditPutBackByItsEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "gw-events")
+	ctx := context.Background()
+	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 1)
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns, extraEnv: []string{"SISKIN_RESYNC=5m"}})
+	src, err := e.lab.StartAPIServerSource(ctx, lab.APIServerSourceOptions{Namespace: e.ns, Sink: s.url + "/", Token: webhookToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Stop)
+	e.apply(gwCanary(e.ns, "podinfo", `service:
+  port: 9898
+  gatewayRefs:
+    - name: public
+      namespace: istio-ingress
+analysis:
+  interval: 1m
+  threshold: 2
+  maxWeight: 50
+  stepWeight: 10
+`))
+	r := newGatewayRel(t, e, s, "podinfo", []gwv1.ParentReference{gatewayParent("public", "istio-ingress")}, nil)
+	waitUntil(t, 60*time.Second, "the Canary Initialized by its events", func() bool { return r.snap().Phase == "Initialized" })
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		hr, err := e.gw.GatewayV1().HTTPRoutes(e.ns).Get(ctx, "podinfo", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		*hr.Spec.Rules[0].BackendRefs[0].Weight, *hr.Spec.Rules[0].BackendRefs[1].Weight = 50, 50
+		_, err = e.gw.GatewayV1().HTTPRoutes(e.ns).Update(ctx, hr, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitUntil(t, 30*time.Second, "the hand edit put back", func() bool {
+		return (stage{Phase: "Initialized", Rules: gwWeighted("podinfo", 100, 0)}).diff(r.snap()) == ""
+	})
+	t.Logf("hand edit of the HTTPRoute -> corrected in %v, no ping", time.Since(start).Round(10*time.Millisecond))
 }
