@@ -243,6 +243,7 @@ var watchedKinds = map[[2]string]bool{
 	{"apps", "Deployment"}:                     true,
 	{"networking.istio.io", "VirtualService"}:  true,
 	{"networking.istio.io", "DestinationRule"}: true,
+	{"gateway.networking.k8s.io", "HTTPRoute"}: true,
 	{"", "Service"}:                            true,
 	{"", "ConfigMap"}:                          true,
 	{"", "Secret"}:                             true,
@@ -251,7 +252,8 @@ var watchedKinds = map[[2]string]bool{
 // decodeAPIServerEvent reads an ApiServerSource event: in Resource mode the data is the
 // object, in Reference mode an object reference. Kinds Siskin does not watch are ignored.
 // judgedFromTheEvent are the kinds whose Resource-mode events carry what their gate needs.
-var judgedFromTheEvent = map[string]bool{"flagger.app/Canary": true, "apps/Deployment": true, "networking.istio.io/VirtualService": true}
+var judgedFromTheEvent = map[string]bool{"flagger.app/Canary": true, "apps/Deployment": true, "networking.istio.io/VirtualService": true,
+	"gateway.networking.k8s.io/HTTPRoute": true}
 
 func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 	return withData(e, func(data jsonNode) {
@@ -280,7 +282,7 @@ func decodeAPIServerEvent(e event.Event, in *Inbound) error {
 		in.Kind = InboundObject
 		in.Object = &functions.ObjectRef{Group: group, Kind: kind, Namespace: ns, Name: name,
 			Deleted: strings.HasSuffix(e.Type(), ".delete")}
-		// A Canary, a Deployment or a VirtualService in Resource mode can be judged from the
+		// A Canary, a Deployment or a route (VirtualService, HTTPRoute) in Resource mode can be judged from the
 		// event alone (Siskin's own write coming back, a rollout's progress), so it travels on.
 		if strings.Contains(e.Type(), ".resource.") && !in.Object.Deleted && judgedFromTheEvent[group+"/"+kind] {
 			in.Object.Object = e.Data()

@@ -133,6 +133,14 @@ func TestDecodeCloudEvent(t *testing.T) {
 					Object: []byte(`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"x"},{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart","uid":"u1","controller":true}]}}`)}},
 		},
 		{
+			name: "an HTTPRoute a Canary controls names its owner and travels on",
+			event: newEvent("dev.knative.apiserver.resource.update", "application/json",
+				`{"kind":"HTTPRoute","apiVersion":"gateway.networking.k8s.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart","uid":"u1","controller":true}]}}`),
+			want: Inbound{Kind: InboundObject, EventID: "ce:/test#42", Type: "dev.knative.apiserver.resource.update",
+				Object: &functions.ObjectRef{Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Namespace: "shop", Name: "cart", Owner: "cart",
+					Object: []byte(`{"kind":"HTTPRoute","apiVersion":"gateway.networking.k8s.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart","uid":"u1","controller":true}]}}`)}},
+		},
+		{
 			name: "a Canary that owns without controlling is no owner",
 			event: newEvent("dev.knative.apiserver.resource.update", "application/json",
 				`{"kind":"VirtualService","apiVersion":"networking.istio.io/v1","metadata":{"namespace":"shop","name":"cart","ownerReferences":[{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"cart"}]}}`),
