@@ -167,7 +167,7 @@ func (c *Cluster) fetchConfigs(ctx context.Context, cd functions.Canary, refs []
 		g.Go(func() error {
 			t, err := c.fetchConfig(ctx, cd.Namespace, ref)
 			if errors.Is(err, functions.ErrNotFound) && !ref.Mandatory {
-				c.log.Warn("referenced config not found, not tracked", "canary", cd.Key.String(), "config", ref.key())
+				c.log.WarnContext(ctx, "referenced config not found, not tracked", "canary", cd.Key.String(), "config", ref.key())
 				return nil
 			}
 			if err != nil {

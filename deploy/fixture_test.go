@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -99,7 +98,7 @@ func newFixture(t *testing.T, kubeObjs []runtime.Object, dynObjs ...runtime.Obje
 		MetricTemplateGVR: "MetricTemplateList",
 		AlertProviderGVR:  "AlertProviderList",
 	}, dynObjs...)
-	c := New(kube, dyn, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{Timeout: time.Second})
+	c := New(kube, dyn, slog.New(slog.DiscardHandler), Options{Timeout: time.Second})
 	c.now = func() time.Time { return testNow }
 	ids := 0
 	c.newID = func() (string, error) {

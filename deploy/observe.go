@@ -162,7 +162,7 @@ func (c *Cluster) createPrimary(ctx context.Context, cd functions.Canary, target
 	if err != nil {
 		return nil, err
 	}
-	c.log.Info("primary deployment created", "canary", cd.Key.String(), "deployment", want.Name)
+	c.log.InfoContext(ctx, "primary deployment created", "canary", cd.Key.String(), "deployment", want.Name)
 	return created, nil
 }
 
@@ -175,7 +175,7 @@ func (c *Cluster) createPrimaryHPA(ctx context.Context, cd functions.Canary, hpa
 		return nil
 	}
 	if err == nil {
-		c.log.Info("primary HPA created", "canary", cd.Key.String(), "hpa", want.Name)
+		c.log.InfoContext(ctx, "primary HPA created", "canary", cd.Key.String(), "hpa", want.Name)
 	}
 	return err
 }

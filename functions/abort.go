@@ -75,7 +75,7 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 	for _, a := range n.Alerts {
 		if !a.Firing() {
 			rep.Resolved++
-			s.log.Info("resolved alert recorded", "alertname", a.Labels["alertname"], "fingerprint", a.Fingerprint)
+			s.log.InfoContext(ctx, "resolved alert recorded", "alertname", a.Labels["alertname"], "fingerprint", a.Fingerprint)
 			continue
 		}
 		rep.Firing++

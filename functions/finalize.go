@@ -76,7 +76,7 @@ func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease)
 	if err := s.d.TargetFinalizer.EnsureFinalizer(ctx, c, false); err != nil {
 		return rep, fmt.Errorf("remove finalizer of %s: %w", c.Key, err)
 	}
-	s.log.Info("canary finalized", "canary", c.Key.String())
+	s.log.InfoContext(ctx, "canary finalized", "canary", c.Key.String())
 	rep.To = PhaseTerminated
 	return rep, s.d.Store.Delete(ctx, c.Key)
 }

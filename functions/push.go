@@ -392,7 +392,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 	// The canary was listed for this push a moment ago: the step reads only its state.
 	if _, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateNone}, &c, nil); err != nil && !errors.Is(err, ErrBusy) {
 		// The image is set: the next tick starts the release. Say so, do not fail the push.
-		s.log.Warn("first step after push", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "first step after push", "canary", c.Key.String(), "err", err)
 	}
 	return true, "", nil
 }

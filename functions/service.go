@@ -661,7 +661,7 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 	defer cancel()
 	st, err := s.d.Store.Load(ctx, c.Key)
 	if err != nil {
-		s.log.Warn("repair after conflict: load", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "repair after conflict: load", "canary", c.Key.String(), "err", err)
 		return
 	}
 	if st.Phase == PhaseInitializing {
@@ -754,7 +754,7 @@ func (s *Service) recordEvents(ctx context.Context, c Canary, events []Event) {
 	for _, e := range events {
 		wg.Go(func() {
 			if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
-				s.log.Warn("record event", "canary", c.Key.String(), "err", err)
+				s.log.WarnContext(ctx, "record event", "canary", c.Key.String(), "err", err)
 			}
 		})
 	}
@@ -781,7 +781,7 @@ func (s *Service) notify(ctx context.Context, c Canary, before, saved State, out
 			wg.Go(func() {
 				for _, r := range s.d.Hooks.CallHooks(ctx, c, hooks, HookCall{Phase: saved.Phase, Checksum: Checksum(saved)}, false) {
 					if !r.OK {
-						s.log.Warn("post-rollout hook failed", "canary", c.Key.String(), "hook", r.Name, "detail", r.Detail)
+						s.log.WarnContext(ctx, "post-rollout hook failed", "canary", c.Key.String(), "hook", r.Name, "detail", r.Detail)
 					}
 				}
 			})
@@ -809,7 +809,7 @@ func (s *Service) Drain(ctx context.Context) {
 
 func (s *Service) writeStatus(ctx context.Context, c Canary, st State) {
 	if err := s.d.Workloads.WriteStatus(ctx, c, st.Status()); err != nil {
-		s.log.Warn("write canary status", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "write canary status", "canary", c.Key.String(), "err", err)
 	}
 }
 

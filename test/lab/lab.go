@@ -104,7 +104,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		scrapeTargets: map[string][]string{},
 	}
 	if l.log == nil {
-		l.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		l.log = slog.New(slog.DiscardHandler)
 	}
 	if l.timeout == 0 {
 		l.timeout = 90 * time.Second
