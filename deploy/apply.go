@@ -28,6 +28,11 @@ func (c *Cluster) ApplyWorkloads(ctx context.Context, cd functions.Canary, p fun
 	if p.ScaleTarget != functions.ScaleNone && p.ScaleTarget != functions.ScaleUp && p.ScaleTarget != functions.ScaleToZero {
 		return fmt.Errorf("%w: canary %s: unknown scale %d", functions.ErrInvalid, cd.Key, p.ScaleTarget)
 	}
+	if p.CreatePrimary || p.CreatePrimaryHPA {
+		if err := c.createMissing(ctx, cd, p.CreatePrimary, p.CreatePrimaryHPA); err != nil {
+			return err
+		}
+	}
 	var g group
 	if p.EnsureServices || p.EnsureApex {
 		g.Go(func() error { return c.ensureServices(ctx, cd, p.EnsureServices, p.EnsureApex) })

@@ -211,6 +211,7 @@ func (d *decider) decide() {
 		d.warn("%s", s.Message)
 		return
 	}
+	d.planCreation()
 
 	if s.Phase == PhaseInitializing {
 		d.initialize()
@@ -374,6 +375,16 @@ func (d *decider) planReassert() {
 		d.out.Workloads.EnsureApex = true
 	}
 	s.AssertedAt, s.AssertedGeneration = d.in.Now, d.c.Generation
+}
+
+// planCreation creates what Flagger creates at every tick when it is missing: the primary
+// Deployment and its HPA, in any phase but the deletion flow's.
+func (d *decider) planCreation() {
+	if s := d.st(); s.Phase == PhaseTerminating || s.Phase == PhaseTerminated {
+		return
+	}
+	d.out.Workloads.CreatePrimary = !d.in.Work.PrimaryFound
+	d.out.Workloads.CreatePrimaryHPA = d.in.Work.PrimaryHPAMissing
 }
 
 func (d *decider) initialize() {
