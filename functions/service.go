@@ -547,23 +547,12 @@ func (s *Service) decideAndAct(ctx context.Context, c Canary, in *StepInput, liv
 
 func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem string, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase, To: st.Phase, Message: problem}
-	changed := st.SpecError != problem
-	st.SpecError = problem
-	st.LastStepAt = s.cfg.Now()
-	st.NextStepAt = st.LastStepAt.Add(c.Spec.Interval(s.cfg.MinInterval))
-	if st.Phase == "" {
-		st.Phase = PhaseInitializing
-	}
-	saved, err := s.d.Store.Save(ctx, c.Key, st, lease)
+	out := InvalidSpec(st, problem, s.cfg.Now(), c.Spec.Interval(s.cfg.MinInterval))
+	saved, err := s.d.Store.Save(ctx, c.Key, out.State, lease)
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 	}
-	var report Step
-	if changed {
-		// Said once, not at every check.
-		report.Events = []Event{{Warning: true, Message: "Invalid canary spec: " + problem}}
-	}
-	s.record(ctx, c, saved, report)
+	s.record(ctx, c, saved, out)
 	return rep, s.scheduleSaved(ctx, c.Key, saved)
 }
 
@@ -664,12 +653,9 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 		s.log.WarnContext(ctx, "repair after conflict: load", "canary", c.Key.String(), "err", err)
 		return
 	}
-	if st.Phase == PhaseInitializing {
+	out, ok := RepairStep(st)
+	if !ok {
 		return
-	}
-	out := Step{State: st, Route: true}
-	if st.Phase == PhaseFailed || st.Phase == PhaseSucceeded {
-		out.Workloads.ScaleTarget = ScaleToZero
 	}
 	if err := s.act(ctx, c, out, nil, nil); err != nil {
 		s.log.WarnContext(ctx, "repair after conflict", "canary", c.Key.String(), "err", err)

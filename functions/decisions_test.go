@@ -1,0 +1,143 @@
+package functions
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestManualGates(t *testing.T) {
+	k := Key{Namespace: "default", Name: "podinfo"}
+	type gate func(Key, State) (State, error)
+	tests := []struct {
+		name    string
+		gate    gate
+		phase   Phase
+		wantErr bool
+		want    func(s *State)
+	}{
+		{"promote in analysis", PromotionGate, PhaseProgressing, false, func(s *State) { s.PromoteRequested = true }},
+		{"promote waiting for promotion", PromotionGate, PhaseWaitingPromotion, false, func(s *State) { s.PromoteRequested = true }},
+		{"promote an idle canary", PromotionGate, PhaseSucceeded, true, nil},
+		{"promote a failed canary", PromotionGate, PhaseFailed, true, nil},
+		{"promote while initializing", PromotionGate, PhaseInitializing, true, nil},
+		{"resume a failed release retries its revision", ResumeGate, PhaseFailed, false, func(s *State) { s.LastAppliedSpec = "" }},
+		{"resume a waiting canary approves it", ResumeGate, PhaseWaiting, false, func(s *State) { s.Approved = true }},
+		{"resume waiting for promotion promotes", ResumeGate, PhaseWaitingPromotion, false, func(s *State) { s.PromoteRequested = true }},
+		{"resume in analysis", ResumeGate, PhaseProgressing, true, nil},
+		{"resume a succeeded canary", ResumeGate, PhaseSucceeded, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := State{Phase: tt.phase, LastAppliedSpec: "v2", LastPromotedSpec: "v1"}
+			got, err := tt.gate(k, before)
+			if tt.wantErr {
+				if !errors.Is(err, ErrRejected) {
+					t.Errorf("got %v, want ErrRejected", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want no error", err)
+			}
+			want := before
+			tt.want(&want)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("state (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestInvalidSpec(t *testing.T) {
+	now := t0
+	tests := []struct {
+		name       string
+		state      State
+		problem    string
+		wantPhase  Phase
+		wantEvents int
+	}{
+		{"a first step is Initializing", State{}, "bad", PhaseInitializing, 1},
+		{"the phase is kept", State{Phase: PhaseProgressing}, "bad", PhaseProgressing, 1},
+		{"said once", State{Phase: PhaseSucceeded, SpecError: "bad"}, "bad", PhaseSucceeded, 0},
+		{"a new problem is said", State{Phase: PhaseSucceeded, SpecError: "bad"}, "worse", PhaseSucceeded, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := InvalidSpec(tt.state, tt.problem, now, time.Minute)
+			if out.State.Phase != tt.wantPhase || out.State.SpecError != tt.problem || len(out.Events) != tt.wantEvents {
+				t.Errorf("got phase %s, spec error %q, %d events; want %s, %q, %d",
+					out.State.Phase, out.State.SpecError, len(out.Events), tt.wantPhase, tt.problem, tt.wantEvents)
+			}
+			if !out.State.NextStepAt.Equal(now.Add(time.Minute)) || out.Route || out.Workloads != (WorkloadPlan{}) {
+				t.Errorf("got next %v, route %v, workloads %+v; want a check in one interval and nothing acted", out.State.NextStepAt, out.Route, out.Workloads)
+			}
+		})
+	}
+}
+
+func TestRepairStep(t *testing.T) {
+	tests := []struct {
+		phase     Phase
+		wantOK    bool
+		wantScale Scale
+	}{
+		{"", false, ScaleNone},
+		{PhaseInitializing, false, ScaleNone},
+		{PhaseInitialized, true, ScaleNone},
+		{PhaseProgressing, true, ScaleNone},
+		{PhaseSucceeded, true, ScaleToZero},
+		{PhaseFailed, true, ScaleToZero},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.phase), func(t *testing.T) {
+			st := State{Phase: tt.phase, Routing: Routing{Primary: 80, Canary: 20}}
+			out, ok := RepairStep(st)
+			if ok != tt.wantOK {
+				t.Fatalf("got ok %v, want %v", ok, tt.wantOK)
+			}
+			if ok && (!out.Route || out.State.Routing != st.Routing || out.Workloads.ScaleTarget != tt.wantScale) {
+				t.Errorf("got route %v to %+v, scale %v; want the winning state's routing and scale %v", out.Route, out.State.Routing, out.Workloads.ScaleTarget, tt.wantScale)
+			}
+		})
+	}
+}
+
+func TestFinalize(t *testing.T) {
+	with := seedCanary()
+	with.Finalizers = []string{FinalizerName}
+	without := seedCanary()
+	ready, rolling := Readiness{Ready: true}, Readiness{Reason: "rolling"}
+	terminating := State{Phase: PhaseTerminating, LastTransitionTime: t0}
+	tests := []struct {
+		name   string
+		c      Canary
+		st     State
+		target Readiness
+		now    time.Time
+		want   FinalizeAction
+	}{
+		{"no finalizer: forget", without, State{Phase: PhaseProgressing}, ready, t0, FinalizeForget},
+		{"first step: terminate", with, State{Phase: PhaseProgressing}, ready, t0, FinalizeStart},
+		{"target not ready: wait", with, terminating, rolling, t0.Add(10 * time.Second), FinalizeWait},
+		{"target ready: restore", with, terminating, ready, t0.Add(time.Second), FinalizeRestore},
+		{"waited long enough: restore anyway", with, terminating, rolling, t0.Add(finalizeWait), FinalizeRestore},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Finalize(tt.c, tt.st, tt.target, tt.now)
+			if d.Action != tt.want {
+				t.Fatalf("got action %v, want %v", d.Action, tt.want)
+			}
+			if d.Action == FinalizeStart && (d.Step.State.Phase != PhaseTerminating || len(d.Step.Events) != 1) {
+				t.Errorf("got %s with %d events, want Terminating with one event", d.Step.State.Phase, len(d.Step.Events))
+			}
+			if d.Action == FinalizeWait && d.Reason != "rolling" {
+				t.Errorf("got reason %q, want the target's", d.Reason)
+			}
+		})
+	}
+}
