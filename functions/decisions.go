@@ -115,3 +115,6 @@ func Finalize(c Canary, st State, target Readiness, now time.Time) FinalizeDecis
 	}
 	return FinalizeDecision{Action: FinalizeRestore}
 }
+
+// Suspended is Flagger's spec.suspend: the canary takes no step, whatever its phase.
+func Suspended(c Canary) bool { return c.Spec.Suspend }

@@ -387,7 +387,7 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	if err := s.syncFinalizer(ctx, c); err != nil {
 		return rep, err
 	}
-	if c.Spec.Suspend {
+	if Suspended(c) {
 		rep.Skipped = "suspended"
 		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
 		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
