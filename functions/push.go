@@ -54,8 +54,6 @@ func (r ImageRef) String() string {
 
 // Registry is the container registry (package registry).
 type Registry interface {
-	// Parse normalises a reference (Docker Hub defaults, default tag).
-	Parse(ref string) (ImageRef, error)
 	// Resolve HEADs the manifest of repo:tag or repo@digest and returns its digest;
 	// ErrNotFound when the registry does not have it.
 	Resolve(ctx context.Context, ref ImageRef) (string, error)
@@ -172,7 +170,7 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 		out.Outcome, out.Reason = "ignored", "untagged push"
 		return out, nil
 	}
-	pushed, err := s.d.Registry.Parse(pushName(p))
+	pushed, err := ParseImageRef(pushName(p))
 	if err != nil {
 		out.Outcome, out.Reason = "rejected", err.Error()
 		return out, nil
@@ -282,7 +280,7 @@ func (fl fleet) running(pushed ImageRef, scope namespaceScope, reg Registry) fle
 			continue
 		}
 		for _, image := range fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}] {
-			if running, err := reg.Parse(image); err == nil && running.Repo() == pushed.Repo() {
+			if running, err := ParseImageRef(image); err == nil && running.Repo() == pushed.Repo() {
 				out.canaries = append(out.canaries, c)
 				break
 			}
@@ -352,7 +350,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 		if want := c.Annotations[AnnotationContainer]; want != "" && want != container {
 			continue
 		}
-		running, err := s.d.Registry.Parse(image)
+		running, err := ParseImageRef(image)
 		if err != nil || running.Repo() != pushed.Repo() {
 			continue
 		}
