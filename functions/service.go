@@ -375,28 +375,15 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 	return st, nil
 }
 
-// step observes, decides, acts and saves one canary under its lease. It returns only after
-// the state is saved.
+// step observes, decides, acts and saves one canary under its lease, in named stages with
+// early returns: before → observe → decide and act → save → after. It returns only after the
+// state is saved.
 func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepReport, error) {
-	k := c.Key
-	rep := StepReport{Key: k, From: st.Phase}
 	now := s.cfg.Now()
-	if c.Deleting {
-		return s.finalize(ctx, c, st, h.lease)
-	}
-	if err := s.syncFinalizer(ctx, c); err != nil {
+	if rep, done, err := s.beforeStep(ctx, c, &st, h, now); done {
 		return rep, err
 	}
-	if Suspended(c) {
-		rep.Skipped = "suspended"
-		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
-		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
-	}
-	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
-		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "), h.lease)
-	}
-	st.SpecError = ""
-
+	rep := StepReport{Key: c.Key, From: st.Phase}
 	due := h.gate.kind != gateChanged || st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing
 	if !due {
 		switch h.gate.cause {
@@ -407,11 +394,63 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 			return s.restore(ctx, c, st, h)
 		}
 	}
-	// The metrics do not depend on the workloads: query them alongside when the step will
-	// want them (a read; unused if the canary turns out not to be ready).
+	in, live, err := s.observe(ctx, c, st, due, now)
+	if err != nil {
+		return rep, err
+	}
+	if !due && !st.SeesNewRevision(in.Work) {
+		rep.To, rep.Skipped = st.Phase, "not due, and no new revision"
+		return rep, nil
+	}
+	// A new revision: the release (or its restart) starts now.
+	out, err := s.decideActAgainIfChanged(ctx, c, &in, live, h.lease)
+	if err != nil {
+		return rep, err
+	}
+	saved, err := s.saveStep(ctx, c, st, &out, h, now)
+	if err != nil {
+		return rep, err
+	}
+	if err := s.afterStep(ctx, c, st, saved, out, in, h, now); err != nil {
+		return rep, err
+	}
+	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
+	return rep, nil
+}
+
+// beforeStep runs the decisions that need no observation: the deletion flow, the finalizer,
+// suspend and an invalid spec. done says the step ended there.
+func (s *Service) beforeStep(ctx context.Context, c Canary, st *State, h held, now time.Time) (StepReport, bool, error) {
+	k := c.Key
+	rep := StepReport{Key: k, From: st.Phase}
+	if c.Deleting {
+		rep, err := s.finalize(ctx, c, *st, h.lease)
+		return rep, true, err
+	}
+	if err := s.syncFinalizer(ctx, c); err != nil {
+		return rep, true, err
+	}
+	if Suspended(c) {
+		rep.Skipped = "suspended"
+		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
+		return rep, true, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
+	}
+	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
+		rep, err := s.reportInvalid(ctx, c, *st, strings.Join(problems, "; "), h.lease)
+		return rep, true, err
+	}
+	st.SpecError = ""
+	return rep, false, nil
+}
+
+// observe reads, concurrently, what the decision needs: the workloads, the routing objects
+// (when the router reads ahead) and the metrics (when the step will want them; unused if the
+// canary turns out not to be ready). It writes nothing.
+func (s *Service) observe(ctx context.Context, c Canary, st State, due bool, now time.Time) (StepInput, LiveRoutes, error) {
 	var (
 		prefetch   []MetricResult
 		prefetched bool
+		live       LiveRoutes
 		wg         sync.WaitGroup
 	)
 	if due && st.WillQueryMetrics(c.Spec) {
@@ -420,52 +459,54 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	}
 	// So do the routing objects, which every step past initialisation checks.
 	reassert := st.ReassertDue(c, now, s.cfg.Resync)
-	var live LiveRoutes
 	if rr, ok := s.routerOf(c).(RoutesReader); ok && st.WillRoute() {
 		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert, st.RoutesVersion) })
 	}
 	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
 	wg.Wait()
 	if err != nil {
-		return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
+		return StepInput{}, nil, fmt.Errorf("observe workloads of %s: %w", c.Key, err)
 	}
-	if !due && !st.SeesNewRevision(work) {
-		rep.To, rep.Skipped = st.Phase, "not due, and no new revision"
-		return rep, nil
-	}
-	// A new revision: the release (or its restart) starts now.
 	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
 		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10), Reassert: reassert}
 	if prefetched {
 		in.Metrics, in.MetricsDone = prefetch, true
 	}
-	out, err := s.decideAndAct(ctx, c, &in, live, h.lease)
-	if errors.Is(err, ErrRevisionChanged) {
-		// The target changed between the observation and the promotion, which was not
-		// written: the revision the analysis approved is gone. Observe again; the machine
-		// restarts the analysis on the new revision, as Flagger does.
-		s.log.InfoContext(ctx, "target changed before the promotion, observing again", "canary", k.String(), "namespace", k.Namespace, "err", err)
-		if in.Work, err = s.d.Workloads.ObserveWorkloads(ctx, c); err != nil {
-			return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
-		}
-		in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
-		out, err = s.decideAndAct(ctx, c, &in, live, h.lease)
+	return in, live, nil
+}
+
+// decideActAgainIfChanged is decideAndAct, once more when the target changed between the
+// observation and the promotion, which was then not written: the revision the analysis
+// approved is gone. The machine restarts the analysis on the new revision, as Flagger does.
+func (s *Service) decideActAgainIfChanged(ctx context.Context, c Canary, in *StepInput, live LiveRoutes, lease Lease) (Step, error) {
+	out, err := s.decideAndAct(ctx, c, in, live, lease)
+	if !errors.Is(err, ErrRevisionChanged) {
+		return out, err
 	}
-	if err != nil {
-		return rep, err
+	s.log.InfoContext(ctx, "target changed before the promotion, observing again", "canary", c.Key.String(), "namespace", c.Key.Namespace, "err", err)
+	if in.Work, err = s.d.Workloads.ObserveWorkloads(ctx, c); err != nil {
+		return out, fmt.Errorf("observe workloads of %s: %w", c.Key, err)
 	}
+	in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
+	return s.decideAndAct(ctx, c, in, live, lease)
+}
+
+// saveStep completes the decided state (the resync at rest, the release it belongs to, the
+// routes' version) and saves it under the lease. A lost race re-asserts the winner's state.
+func (s *Service) saveStep(ctx context.Context, c Canary, before State, out *Step, h held, now time.Time) (State, error) {
+	k := c.Key
 	if p := out.State.Phase; s.cfg.Resync > out.Next && p != "" && p != PhaseInitializing && !p.Releasing() {
 		// At rest, events bring the changes: the interval becomes the slow safety resync.
 		out.Next = s.cfg.Resync
 		out.State.NextStepAt = now.Add(out.Next)
 	}
-	assignRelease(st, &out.State, now)
+	assignRelease(before, &out.State, now)
 	if rv, ok := s.routerOf(c).(RouteVersions); ok {
 		out.State.RoutesVersion = rv.RoutesVersion(c)
 	}
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
-			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
+			return State{}, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
 		}
 	}
 	saved, err := s.d.Store.Save(ctx, k, out.State, h.lease)
@@ -473,27 +514,30 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		// Someone else (an abort, most likely) saved first or took the canary. What we did
 		// may contradict it: re-assert what the winning state says, then report it.
 		s.repair(ctx, c)
-		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
 	if err != nil {
-		return rep, fmt.Errorf("save state of %s: %w", k, err)
+		return State{}, fmt.Errorf("save state of %s: %w", k, err)
 	}
+	return saved, nil
+}
+
+// afterStep records the step in the history alongside what follows every saved step (after).
+func (s *Service) afterStep(ctx context.Context, c Canary, before, saved State, out Step, in StepInput, h held, now time.Time) error {
 	var remembered sync.WaitGroup
-	if worthRecording(st, saved) {
+	if worthRecording(before, saved) {
 		remembered.Go(func() {
-			s.remember(ctx, k, saved.Release, NewStepRecord(h.kind, c, st, saved, out, in.Metrics, in.Hooks, now))
+			s.remember(ctx, c.Key, saved.Release, NewStepRecord(h.kind, c, before, saved, out, in.Metrics, in.Hooks, now))
 		})
 	}
-	err = s.after(ctx, c, st, saved, out)
+	err := s.after(ctx, c, before, saved, out)
 	remembered.Wait()
 	if err != nil {
-		return rep, err
+		return err
 	}
-	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)
-	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
-	s.log.InfoContext(ctx, "step", "canary", k.String(), "namespace", k.Namespace, "from", st.Phase, "to", saved.Phase,
+	s.d.Observer.Stepped(c, before, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)
+	s.log.InfoContext(ctx, "step", "canary", c.Key.String(), "namespace", c.Key.Namespace, "from", before.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
-	return rep, nil
+	return nil
 }
 
 // restore puts a generated object edited by hand back to what the saved state says, without a
