@@ -50,6 +50,8 @@ func InvalidSpec(st State, problem string, now time.Time, interval time.Duration
 	out := Step{State: st, Next: interval}
 	if changed {
 		out.Events = []Event{{Warning: true, Message: "Invalid canary spec: " + problem}}
+		out.Alerts = []AlertMessage{{Severity: SeverityError, Message: "Invalid canary spec: " + problem}}
+		out.Failure = "invalid spec: " + problem
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package functions
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,6 +138,93 @@ func TestFinalize(t *testing.T) {
 			}
 			if d.Action == FinalizeWait && d.Reason != "rolling" {
 				t.Errorf("got reason %q, want the target's", d.Reason)
+			}
+		})
+	}
+}
+
+// Every way a canary can fail says so once, naming the cause: an error (or, for a rollback
+// webhook, warning) alert, a Warning Event, and a transition to Failed or Step.Failure, which
+// the shell publishes as dev.siskin.canary.failed. The step after it says nothing more.
+func TestEveryFailureAlertsOncePerCause(t *testing.T) {
+	progressing := State{Phase: PhaseProgressing, LastAppliedSpec: "v2", LastPromotedSpec: "v1",
+		Routing: Routing{Primary: 90, Canary: 10}, FailedChecks: 4, LastTransitionTime: t0.Add(-time.Minute)}
+	tests := []struct {
+		name      string
+		state     State
+		world     func(w *world)
+		decide    func(w *world, st State) Step // nil: the machine's step
+		wantCause string
+	}{
+		{name: "failed checks threshold", state: progressing,
+			world:     func(w *world) { w.metrics[0].Value = 10 },
+			wantCause: "Failed checks threshold reached 5"},
+		{name: "canary past its progress deadline", state: progressing,
+			world:     func(w *world) { w.work.Canary = Readiness{Failed: true, Reason: "deployment \"podinfo\" exceeded its progress deadline"} },
+			wantCause: "Progress deadline exceeded"},
+		{name: "primary broken outside the analysis", state: progressing,
+			world:     func(w *world) { w.work.Primary = Readiness{Failed: true, Reason: "deployment \"podinfo-primary\" exceeded its progress deadline"} },
+			wantCause: "Canary failed: primary deployment \"podinfo-primary\" exceeded its progress deadline"},
+		{name: "primary never ready while initialising", state: State{Phase: PhaseInitializing},
+			world:     func(w *world) { w.work.Primary = Readiness{Failed: true, Reason: "0 of 2 updated replicas are available"} },
+			wantCause: "podinfo-primary cannot become ready"},
+		{name: "aborted by an alert", state: progressing,
+			decide: func(_ *world, st State) Step {
+				out, _, _ := AbortRelease(seedCanary(), st, "", "HighErrorRate", &Trigger{Kind: "alert"}, t0)
+				return out
+			},
+			wantCause: "Canary aborted: HighErrorRate"},
+		{name: "invalid spec", state: State{Phase: PhaseSucceeded},
+			decide:    func(_ *world, st State) Step { return InvalidSpec(st, "spec.service.port is required", t0, time.Minute) },
+			wantCause: "Invalid canary spec: spec.service.port is required"},
+		{name: "rollback webhook", state: progressing,
+			world: func(w *world) {
+				w.hooks = map[HookType][]HookResult{HookRollback: {{Name: "rollback", OK: true}}}
+			},
+			wantCause: "Rolling back manual webhook invoked"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedCanary()
+			if tt.name == "rollback webhook" {
+				c.Spec.Analysis.Webhooks = []Webhook{{Name: "rollback", Type: HookRollback, URL: "http://rollback"}}
+			}
+			w := readyWorld("v2")
+			if tt.world != nil {
+				tt.world(w)
+			}
+			decide := tt.decide
+			if decide == nil {
+				decide = func(w *world, st State) Step { return w.step(c, st, t0) }
+			}
+			out := decide(w, tt.state)
+			var alerts []string
+			for _, a := range out.Alerts {
+				if a.Severity == SeverityError || a.Severity == SeverityWarn {
+					alerts = append(alerts, a.Message)
+				}
+			}
+			if len(alerts) != 1 || !strings.Contains(alerts[0], tt.wantCause) {
+				t.Errorf("alerts: got %q, want one naming %q", alerts, tt.wantCause)
+			}
+			warned := false
+			for _, e := range out.Events {
+				warned = warned || e.Warning
+			}
+			if !warned {
+				t.Errorf("events: got %+v, want a Warning", out.Events)
+			}
+			if out.State.Phase != PhaseFailed && out.Failure == "" {
+				t.Errorf("got phase %s and no Failure, want Failed or a Failure to publish", out.State.Phase)
+			}
+			again := decide(w, out.State)
+			for _, a := range again.Alerts {
+				if a.Severity == SeverityError || a.Severity == SeverityWarn {
+					t.Errorf("the step after: got alert %q, want none (once per cause)", a.Message)
+				}
+			}
+			if again.Failure != "" {
+				t.Errorf("the step after: got Failure %q, want none", again.Failure)
 			}
 		})
 	}

@@ -55,6 +55,11 @@ type Step struct {
 	PostRollout bool
 	Events      []Event
 	Alerts      []AlertMessage
+	// Failure names a failure that does not move the phase to Failed (an invalid spec, a
+	// primary that cannot become ready while initialising), said once per cause: it is
+	// published as dev.siskin.canary.failed, beside its Event and alert. A release that fails
+	// is published by its transition to Failed.
+	Failure string
 	// Next is when the next step is due, from now.
 	Next time.Duration
 }
@@ -101,6 +106,16 @@ func (d *decider) warn(format string, args ...any) {
 
 func (d *decider) alert(sev Severity, metadata bool, format string, args ...any) {
 	d.out.Alerts = append(d.out.Alerts, AlertMessage{Severity: sev, Message: fmt.Sprintf(format, args...), Metadata: metadata})
+}
+
+// alerted says whether this step already has a warning or error alert, which names its cause.
+func (d *decider) alerted() bool {
+	for _, a := range d.out.Alerts {
+		if a.Severity == SeverityError || a.Severity == SeverityWarn {
+			return true
+		}
+	}
+	return false
 }
 
 // setPhase moves to p, with Flagger's status side effects (setStatusPhase).
@@ -395,6 +410,10 @@ func (d *decider) initialize() {
 			reason = w.Primary.Reason
 		}
 		s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.c.Names().Primary, reason)
+		if w.Primary.Failed {
+			// Flagger waits silently for ever (#1663): say it, once per cause.
+			d.reportFailure(d.c.Names().Primary+" cannot become ready", reason)
+		}
 		// Initialisation is not analysis: poll the primary's rollout briskly.
 		d.out.Next = min(d.out.Next, 2*time.Second)
 		return
@@ -402,6 +421,7 @@ func (d *decider) initialize() {
 	d.out.Workloads.EnsureApex = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
 	d.out.Route = true
+	s.ReportedFailure = ""
 	s.Routing = AllToPrimary
 	s.FailedChecks = 0
 	s.LastAppliedSpec = w.TemplateHash
@@ -757,8 +777,30 @@ func (d *decider) rollback(reason string) {
 	d.failRelease()
 }
 
+// reportFailure says a failure that keeps the phase, once per cause (whatever its changing
+// detail, such as replica counts): a Warning Event, an error alert and Step.Failure.
+func (d *decider) reportFailure(cause, detail string) {
+	s := d.st()
+	if s.ReportedFailure == cause {
+		return
+	}
+	s.ReportedFailure = cause
+	msg := cause + ": " + detail
+	d.warn("Canary %s failed: %s", d.id(), msg)
+	d.alert(SeverityError, false, "Canary failed: %s", msg)
+	d.out.Failure = msg
+}
+
 func (d *decider) failRelease() {
 	s := d.st()
+	if !d.alerted() {
+		// Every failure alerts, naming its cause, including those outside the analysis.
+		cause := s.Message
+		if cause == "" || cause == phaseMessages[s.Phase] {
+			cause = "release failed while " + string(s.Phase)
+		}
+		d.alert(SeverityError, false, "Canary failed: %s", cause)
+	}
 	if s.Phase == PhaseWaiting {
 		recordRejectedRevision(s, d.in.Work)
 	}

@@ -19,6 +19,8 @@ import (
 // Emitter publishes a canary's phase transitions (package analysis, to K_SINK).
 type Emitter interface {
 	Transitioned(ctx context.Context, c Canary, before, after State)
+	// Failed publishes a failure that kept the phase (Step.Failure) as dev.siskin.canary.failed.
+	Failed(ctx context.Context, c Canary, st State, cause string)
 }
 
 // EventSink receives every Kubernetes Event a step records, for the canary's `event` webhooks
@@ -596,8 +598,7 @@ func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 	}
-	s.record(ctx, c, saved, out)
-	return rep, s.scheduleSaved(ctx, c.Key, saved)
+	return rep, s.after(ctx, c, st, saved, out)
 }
 
 // answer fills the step input with what the machine asked for; independent calls run
@@ -802,6 +803,9 @@ func (s *Service) notify(ctx context.Context, c Canary, before, saved State, out
 	}
 	if s.d.Emitter != nil && before.Phase != saved.Phase {
 		wg.Go(func() { s.d.Emitter.Transitioned(ctx, c, before, saved) })
+	}
+	if s.d.Emitter != nil && out.Failure != "" && saved.Phase != PhaseFailed {
+		wg.Go(func() { s.d.Emitter.Failed(ctx, c, saved, out.Failure) })
 	}
 	if len(out.Alerts) > 0 && s.d.Alerts != nil {
 		wg.Go(func() { s.d.Alerts.SendAlerts(ctx, c, out.Alerts) })
