@@ -160,13 +160,19 @@ func TestEveryFailureAlertsOncePerCause(t *testing.T) {
 			world:     func(w *world) { w.metrics[0].Value = 10 },
 			wantCause: "Failed checks threshold reached 5"},
 		{name: "canary past its progress deadline", state: progressing,
-			world:     func(w *world) { w.work.Canary = Readiness{Failed: true, Reason: "deployment \"podinfo\" exceeded its progress deadline"} },
+			world: func(w *world) {
+				w.work.Canary = Readiness{Failed: true, Reason: "deployment \"podinfo\" exceeded its progress deadline"}
+			},
 			wantCause: "Progress deadline exceeded"},
 		{name: "primary broken outside the analysis", state: progressing,
-			world:     func(w *world) { w.work.Primary = Readiness{Failed: true, Reason: "deployment \"podinfo-primary\" exceeded its progress deadline"} },
+			world: func(w *world) {
+				w.work.Primary = Readiness{Failed: true, Reason: "deployment \"podinfo-primary\" exceeded its progress deadline"}
+			},
 			wantCause: "Canary failed: primary deployment \"podinfo-primary\" exceeded its progress deadline"},
 		{name: "primary never ready while initialising", state: State{Phase: PhaseInitializing},
-			world:     func(w *world) { w.work.Primary = Readiness{Failed: true, Reason: "0 of 2 updated replicas are available"} },
+			world: func(w *world) {
+				w.work.Primary = Readiness{Failed: true, Reason: "0 of 2 updated replicas are available"}
+			},
 			wantCause: "podinfo-primary cannot become ready"},
 		{name: "aborted by an alert", state: progressing,
 			decide: func(_ *world, st State) Step {
@@ -175,7 +181,9 @@ func TestEveryFailureAlertsOncePerCause(t *testing.T) {
 			},
 			wantCause: "Canary aborted: HighErrorRate"},
 		{name: "invalid spec", state: State{Phase: PhaseSucceeded},
-			decide:    func(_ *world, st State) Step { return InvalidSpec(st, "spec.service.port is required", t0, time.Minute) },
+			decide: func(_ *world, st State) Step {
+				return InvalidSpec(st, "spec.service.port is required", t0, time.Minute)
+			},
 			wantCause: "Invalid canary spec: spec.service.port is required"},
 		{name: "rollback webhook", state: progressing,
 			world: func(w *world) {

@@ -65,7 +65,7 @@ type Step struct {
 }
 
 // Decide is one step of Flagger's advanceCanary for one canary, without I/O. The order of the
-// checks is Flagger's (flagger-istio.md section 2); where Siskin departs from it to fix a known
+// checks is Flagger's advanceCanary; where Siskin departs from it to fix a known
 // gap, the code says so.
 func Decide(in StepInput) Step {
 	d := &decider{in: in, c: in.Canary, spec: in.Canary.Spec}
@@ -433,7 +433,7 @@ func (d *decider) initialize() {
 
 // startRelease is Flagger's checkCanaryStatus for a new revision: the confirm-rollout gate,
 // then the canary is scaled up and the phase becomes Progressing. Siskin also consults the
-// rollback hooks while Waiting (Flagger's gap 3).
+// rollback hooks while Waiting, which Flagger's docs promise and its code does not.
 func (d *decider) startRelease() {
 	s, w := d.st(), d.in.Work
 	// While Waiting, the rollback hooks and the confirm-rollout gate are both asked before
@@ -494,7 +494,7 @@ func (d *decider) muted(t HookType, name string) bool {
 }
 
 // canaryNotReady halts the analysis while the canary rolls out. Siskin consults the rollback
-// hooks here too (Flagger's gap 3) and enforces the progress deadline itself (gap 4), since a
+// hooks here too (as Flagger's docs promise) and enforces the progress deadline itself, since a
 // Deployment whose pods never start may never report ProgressDeadlineExceeded.
 func (d *decider) canaryNotReady() {
 	s, w := d.st(), d.in.Work
@@ -520,7 +520,7 @@ func (d *decider) canaryNotReady() {
 
 // analyse runs the pre-rollout hooks on the first step, else the rollout hooks and the
 // metrics. A failure counts one failed check; unlike Flagger, reaching the threshold rolls
-// back in the same step (gap 2). It reports whether the step may go on.
+// back in the step of the threshold-th failure, not the next one as Flagger does. It reports whether the step may go on.
 func (d *decider) analyse() bool {
 	s := d.st()
 	a := d.spec.analysis()

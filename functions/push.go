@@ -413,7 +413,7 @@ func (s *Service) setPendingTrigger(ctx context.Context, c Canary, trig Trigger)
 // DecidePush is the image policy: whether a canary running `running` takes `pushed`, and
 // the reference to set. Without a policy, a tag newer by semver than the running one is taken,
 // or, for tags that are not semver, any new digest.
-func DecidePush(annotations map[string]string, running, pushed ImageRef) (string, bool, string) {
+func DecidePush(annotations map[string]string, running, pushed ImageRef) (image string, take bool, why string) {
 	if pat := annotations[AnnotationTagPattern]; pat != "" {
 		re, err := regexp.Compile(pat)
 		if err != nil {

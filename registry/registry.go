@@ -2,7 +2,7 @@
 // HEAD of the manifest (references are parsed by functions.ParseImageRef), that a pushed digest really exists
 // before a notification is allowed to change a Deployment.
 //
-// It is a top-level adapter of its own because none of the design card's folders is about
+// It is a top-level adapter of its own because none of the design's other folders is about
 // registries: pushes come in through handlers, decisions are in functions, and this is the
 // one outbound call to a registry.
 package registry
