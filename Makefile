@@ -25,6 +25,7 @@ vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/...
 	$(GO) vet -tags browser ./handlers/
+	$(GO) vet -tags testhooks .
 
 ## unit: unit tests (no lab needed)
 unit:

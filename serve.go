@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -337,9 +336,7 @@ func runServer(ctx context.Context, cfg serveConfig, getenv func(string) string,
 	// Due times are saved by one process and compared by another: they all read Redis's clock.
 	svcCfg := functions.Config{Now: store.Clock(ctx).Now, Namespace: cfg.namespace, MinInterval: cfg.minInterval, LeaseTTL: cfg.leaseTTL,
 		StepTimeout: cfg.stepTimeout, Resync: cfg.resync, DispatchWindow: cfg.tickWindow, Parallelism: cfg.parallelism, PushAnyNamespace: cfg.pushScope == "cluster"}
-	if f := getenv("SISKIN_TEST_CRASH_FILE"); f != "" {
-		svcCfg.AfterAct = crashBetweenActAndSave(f)
-	}
+	svcCfg.AfterAct = afterActHook(getenv)
 	var emitter functions.Emitter
 	if sink := getenv("K_SINK"); sink != "" {
 		em, err := analysis.NewEmitter(sink, cfg.callTimeout, log)
@@ -437,19 +434,6 @@ func dashboardHost(addr net.Addr) string {
 		return net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
 	}
 	return addr.String()
-}
-
-// crashBetweenActAndSave kills the process, once, right after a step acted and before it saved,
-// whenever the file exists: the end-to-end tests use it to prove the next step repairs it.
-func crashBetweenActAndSave(file string) func(functions.Key) error {
-	return func(k functions.Key) error {
-		if _, err := os.Stat(file); err == nil {
-			_ = os.Remove(file)
-			fmt.Fprintf(os.Stderr, "siskin: SISKIN_TEST_CRASH_FILE: exiting between act and save of %s\n", k)
-			os.Exit(3)
-		}
-		return nil
-	}
 }
 
 // eventSink forwards the step's events to the canary's `event` webhooks.

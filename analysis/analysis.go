@@ -33,7 +33,7 @@ type MetricTemplate struct {
 
 // MetricProvider is MetricTemplate spec.provider.
 type MetricProvider struct {
-	// Type must be "prometheus"; Flagger's other providers are not supported.
+	// Type chooses the Provider (AnalyzerConfig.Providers); Siskin registers "prometheus".
 	Type string `json:"type,omitempty"`
 	// Address overrides the default Prometheus URL.
 	Address string `json:"address,omitempty"`

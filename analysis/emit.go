@@ -70,6 +70,31 @@ func TransitionEvent(c functions.Canary, before, after functions.State) (cloudev
 	return e, err
 }
 
+// FailureEvent builds the dev.siskin.canary.failed CloudEvent of a failure that kept the
+// phase (an invalid spec, a primary that cannot become ready): From and To are that phase.
+func FailureEvent(c functions.Canary, st functions.State, cause string) (cloudevents.Event, error) {
+	e := cloudevents.NewEvent()
+	e.SetType(TransitionEventPrefix + "failed")
+	e.SetSource(fmt.Sprintf("/apis/flagger.app/v1beta1/namespaces/%s/canaries/%s", c.Namespace, c.Name))
+	e.SetSubject(c.Namespace + "/" + c.Name)
+	e.SetTime(st.LastStepAt)
+	e.SetID(fmt.Sprintf("%s-failure-%d", c.UID, st.Version))
+	err := e.SetData(cloudevents.ApplicationJSON, TransitionData{Name: c.Name, Namespace: c.Namespace,
+		Target: c.Spec.TargetRef.Name, From: st.Phase, To: st.Phase, Weight: st.Routing.Canary,
+		Message: cause, Trigger: st.Trigger})
+	return e, err
+}
+
+// Failed implements functions.Emitter.
+func (m *Emitter) Failed(ctx context.Context, c functions.Canary, st functions.State, cause string) {
+	e, err := FailureEvent(c, st, cause)
+	if err != nil {
+		m.log.WarnContext(ctx, "failure event", "canary", c.Key.String(), "err", err)
+		return
+	}
+	m.send(ctx, c, e)
+}
+
 // Transitioned implements functions.Emitter.
 func (m *Emitter) Transitioned(ctx context.Context, c functions.Canary, before, after functions.State) {
 	e, err := TransitionEvent(c, before, after)
@@ -77,6 +102,10 @@ func (m *Emitter) Transitioned(ctx context.Context, c functions.Canary, before, 
 		m.log.WarnContext(ctx, "transition event", "canary", c.Key.String(), "err", err)
 		return
 	}
+	m.send(ctx, c, e)
+}
+
+func (m *Emitter) send(ctx context.Context, c functions.Canary, e cloudevents.Event) {
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
 	if res := m.client.Send(ctx, e); cloudevents.IsUndelivered(res) || !cloudevents.IsACK(res) {

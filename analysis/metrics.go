@@ -6,16 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
-	"github.com/prometheus/common/model"
 
 	"github.com/siskin-dev/siskin/functions"
 )
@@ -34,6 +28,9 @@ type AnalyzerConfig struct {
 	QueryTimeout time.Duration
 	// Transport is the base HTTP transport. Nil: a clone of http.DefaultTransport.
 	Transport *http.Transport
+	// Providers are the metric backends by MetricTemplate spec.provider.type. Nil:
+	// DefaultProviders.
+	Providers Providers
 }
 
 // Analyzer queries a canary's metrics; it implements functions.Metrics.
@@ -44,6 +41,7 @@ type Analyzer struct {
 	// secure and insecure are shared by every query, so connections are reused across steps;
 	// insecure skips TLS verification for templates with insecureSkipVerify.
 	secure, insecure http.RoundTripper
+	providers        Providers
 	log              *slog.Logger
 }
 
@@ -68,12 +66,16 @@ func NewAnalyzer(cfg AnalyzerConfig, log *slog.Logger) (*Analyzer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Providers == nil {
+		cfg.Providers = DefaultProviders()
+	}
 	return &Analyzer{
 		defaultURL: cfg.PrometheusURL,
 		templates:  cfg.Templates,
 		timeout:    cfg.QueryTimeout,
 		secure:     base,
 		insecure:   insecure,
+		providers:  cfg.Providers,
 		log:        log,
 	}, nil
 }
@@ -99,19 +101,21 @@ func checkURL(s string) error {
 	return nil
 }
 
-// Online checks that the default Prometheus answers vector(1) with 1, as Flagger's IsOnline.
+// Online checks that the default Prometheus answers, as Flagger's IsOnline.
 func (a *Analyzer) Online(ctx context.Context) error {
 	if a.defaultURL == "" {
 		return fmt.Errorf("%w: no prometheus url configured", functions.ErrInvalid)
 	}
-	v, noData, err := a.query(ctx, target{address: a.defaultURL, transport: a.secure}, "vector(1)")
-	switch {
-	case err != nil:
+	p, err := a.providers.build(ProviderPrometheus, a.prometheusAt(a.defaultURL))
+	if err != nil {
 		return fmt.Errorf("prometheus %s: %w", a.defaultURL, err)
-	case noData || v != 1:
-		return fmt.Errorf("prometheus %s: %w: vector(1) did not return 1", a.defaultURL, functions.ErrUnavailable)
 	}
-	return nil
+	return p.IsOnline(ctx)
+}
+
+// prometheusAt is the spec of the built-in and inline queries' provider.
+func (a *Analyzer) prometheusAt(address string) ProviderSpec {
+	return ProviderSpec{Address: address, Transport: a.secure, Timeout: a.timeout}
 }
 
 // QueryMetrics runs the queries of spec.analysis.metrics concurrently and returns one result
@@ -152,21 +156,11 @@ func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functi
 	case functions.MetricFromTemplate:
 		v, noData, err = a.queryTemplate(ctx, c, m)
 	case functions.MetricInline:
-		addr := a.serverFor(c)
-		if addr == "" {
-			err = errors.New("no prometheus url configured")
-			break
-		}
-		v, noData, err = a.query(ctx, target{address: addr, transport: a.secure}, collapseWhitespace(m.Query))
+		v, noData, err = a.queryDefault(ctx, c, collapseWhitespace(m.Query))
 	case functions.MetricBuiltin:
-		addr := a.serverFor(c)
-		if addr == "" {
-			err = errors.New("no prometheus url configured")
-			break
-		}
 		var q string
 		if q, _, err = BuiltinQuery(c, m); err == nil {
-			v, noData, err = a.query(ctx, target{address: addr, transport: a.secure}, q)
+			v, noData, err = a.queryDefault(ctx, c, q)
 		}
 	default:
 		err = errors.New("no usable metrics template and query were configured")
@@ -181,6 +175,19 @@ func (a *Analyzer) queryMetric(ctx context.Context, c functions.Canary, m functi
 		res.Value = v
 	}
 	return res
+}
+
+// queryDefault sends a built-in or inline query to the canary's Prometheus.
+func (a *Analyzer) queryDefault(ctx context.Context, c functions.Canary, q string) (float64, bool, error) {
+	addr := a.serverFor(c)
+	if addr == "" {
+		return 0, false, errors.New("no prometheus url configured")
+	}
+	p, err := a.providers.build(ProviderPrometheus, a.prometheusAt(addr))
+	if err != nil {
+		return 0, false, err
+	}
+	return p.RunQuery(ctx, q)
 }
 
 func (a *Analyzer) queryTemplate(ctx context.Context, c functions.Canary, m functions.Metric) (float64, bool, error) {
@@ -199,137 +206,51 @@ func (a *Analyzer) queryTemplate(ctx context.Context, c functions.Canary, m func
 		return 0, false, fmt.Errorf("metric template %s: %w", ref, err)
 	}
 	p := tmpl.Provider
-	if p.Type != "prometheus" {
-		return 0, false, fmt.Errorf("metric template %s: provider %q not supported", ref, p.Type)
+	if _, known := a.providers[p.Type]; !known {
+		_, err := a.providers.build(p.Type, ProviderSpec{})
+		return 0, false, fmt.Errorf("metric template %s: %w", ref, err)
 	}
-	t := target{address: p.Address, transport: a.secure, headers: p.Headers}
-	if t.address == "" {
-		t.address = a.defaultURL
+	spec := ProviderSpec{Address: p.Address, Headers: p.Headers, Transport: a.secure, Timeout: a.timeout}
+	if spec.Address == "" {
+		spec.Address = a.defaultURL
 	}
-	if t.address == "" {
+	if spec.Address == "" {
 		return 0, false, fmt.Errorf("metric template %s: no provider address and no prometheus url configured", ref)
 	}
-	if err := checkURL(t.address); err != nil {
+	if err := checkURL(spec.Address); err != nil {
 		return 0, false, fmt.Errorf("metric template %s: provider address: %w", ref, err)
 	}
 	if p.InsecureSkipVerify {
-		t.transport = a.insecure
+		spec.Transport = a.insecure
 	}
+	built := "provider"
 	if p.SecretRef != nil {
 		secretRef := ns + "/" + p.SecretRef.Name
+		built = "secret " + secretRef
 		data, err := withTimeout(ctx, a.timeout, func(ctx context.Context) (map[string][]byte, error) {
 			return a.templates.Secret(ctx, ns, p.SecretRef.Name)
 		})
 		if err != nil {
 			return 0, false, fmt.Errorf("metric template %s: secret %s: %w", ref, secretRef, err)
 		}
-		if t.auth, err = authorization(data); err != nil {
-			return 0, false, fmt.Errorf("metric template %s: secret %s: %w", ref, secretRef, err)
+		spec.Credentials = data
+		if spec.Credentials == nil {
+			spec.Credentials = map[string][]byte{}
 		}
+	}
+	provider, err := a.providers.build(p.Type, spec)
+	if err != nil {
+		return 0, false, fmt.Errorf("metric template %s: %s: %w", ref, built, err)
 	}
 	q, err := RenderQuery(tmpl.Query, NewTemplateModel(c, m))
 	if err != nil {
 		return 0, false, fmt.Errorf("metric template %s: %w", ref, err)
 	}
-	return a.query(ctx, t, collapseWhitespace(q))
-}
-
-// authorization reads Flagger's credential keys: "token" for a bearer token, else "username"
-// and "password" for basic auth.
-func authorization(data map[string][]byte) (string, error) {
-	if token, ok := data["token"]; ok {
-		return "Bearer " + string(token), nil
-	}
-	user, okUser := data["username"]
-	pass, okPass := data["password"]
-	if !okUser || !okPass {
-		return "", errors.New("no key token, nor keys username and password")
-	}
-	r := http.Request{Header: http.Header{}}
-	r.SetBasicAuth(string(user), string(pass))
-	return r.Header.Get("Authorization"), nil
+	return provider.RunQuery(ctx, collapseWhitespace(q))
 }
 
 func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return f(ctx)
-}
-
-// target is where and how one query is sent.
-type target struct {
-	address   string
-	transport http.RoundTripper
-	headers   http.Header
-	auth      string // the Authorization header, if any
-}
-
-// RoundTrip adds the template's headers and credentials to requests for the template's own
-// host only: the Prometheus client follows redirects through this RoundTripper, and a
-// redirect to another host must not carry them there.
-func (t target) RoundTrip(r *http.Request) (*http.Response, error) {
-	if (len(t.headers) == 0 && t.auth == "") || !t.sameHost(r.URL) {
-		return t.transport.RoundTrip(r)
-	}
-	r = r.Clone(r.Context()) // a RoundTripper must not modify the caller's request
-	for k, vs := range t.headers {
-		for _, v := range vs {
-			r.Header.Add(k, v)
-		}
-	}
-	if t.auth != "" {
-		r.Header.Set("Authorization", t.auth)
-	}
-	return t.transport.RoundTrip(r)
-}
-
-func (t target) sameHost(u *url.URL) bool {
-	own, err := url.Parse(t.address)
-	return err == nil && strings.EqualFold(own.Host, u.Host) && own.Scheme == u.Scheme
-}
-
-// query runs an instant query with the analyzer's timeout and reads one value with Flagger's
-// rules: the last sample of a vector; an empty result or NaN is no data; a range vector is an
-// error.
-func (a *Analyzer) query(ctx context.Context, t target, q string) (value float64, noData bool, err error) {
-	client, err := api.NewClient(api.Config{Address: t.address, RoundTripper: t})
-	if err != nil {
-		return 0, false, fmt.Errorf("prometheus client for %s: %w", t.address, err)
-	}
-	qctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	v, _, _, err := promv1.NewAPI(client).Query(qctx, q, time.Time{})
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(qctx.Err(), context.DeadlineExceeded) {
-			return 0, false, fmt.Errorf("query timed out after %s", a.timeout)
-		}
-		return 0, false, fmt.Errorf("query %s: %w", t.address, err)
-	}
-	return sampleValue(v)
-}
-
-func sampleValue(v model.Value) (float64, bool, error) {
-	var f float64
-	switch v := v.(type) {
-	case model.Vector:
-		if len(v) == 0 {
-			return 0, true, nil
-		}
-		f = float64(v[len(v)-1].Value)
-	case *model.Scalar:
-		f = float64(v.Value)
-	case model.Matrix:
-		if len(v) == 0 {
-			return 0, true, nil
-		}
-		return 0, false, errors.New("query returned a range vector, want an instant vector")
-	case nil:
-		return 0, true, nil
-	default:
-		return 0, false, fmt.Errorf("query returned a %s, want a vector", v.Type())
-	}
-	if math.IsNaN(f) {
-		return 0, true, nil
-	}
-	return f, false, nil
 }

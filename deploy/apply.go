@@ -28,6 +28,11 @@ func (c *Cluster) ApplyWorkloads(ctx context.Context, cd functions.Canary, p fun
 	if p.ScaleTarget != functions.ScaleNone && p.ScaleTarget != functions.ScaleUp && p.ScaleTarget != functions.ScaleToZero {
 		return fmt.Errorf("%w: canary %s: unknown scale %d", functions.ErrInvalid, cd.Key, p.ScaleTarget)
 	}
+	if p.CreatePrimary || p.CreatePrimaryHPA {
+		if err := c.createMissing(ctx, cd, p.CreatePrimary, p.CreatePrimaryHPA); err != nil {
+			return err
+		}
+	}
 	var g group
 	if p.EnsureServices || p.EnsureApex {
 		g.Go(func() error { return c.ensureServices(ctx, cd, p.EnsureServices, p.EnsureApex) })
@@ -146,7 +151,7 @@ func (c *Cluster) promote(ctx context.Context, cd functions.Canary, approved str
 	if err != nil {
 		return fmt.Errorf("promote %s to %s: %w", n.Target, n.Primary, err)
 	}
-	c.log.Info("primary promoted", "canary", cd.Key.String(), "deployment", n.Primary)
+	c.log.InfoContext(ctx, "primary promoted", "canary", cd.Key.String(), "deployment", n.Primary)
 	if cd.Spec.AutoscalerRef != nil {
 		return c.syncPrimaryHPA(ctx, cd)
 	}
@@ -264,7 +269,7 @@ func (c *Cluster) Finalize(ctx context.Context, cd functions.Canary) error {
 	if err := checkRefs(cd); err != nil {
 		// Siskin never managed workloads for such a spec: there is nothing to revert, and
 		// failing would keep the Canary from ever being deleted.
-		c.log.Warn("finalize: nothing to revert", "canary", cd.Key.String(), "err", err)
+		c.log.WarnContext(ctx, "finalize: nothing to revert", "canary", cd.Key.String(), "err", err)
 		return nil
 	}
 	n, ns := cd.Names(), cd.Namespace
@@ -278,7 +283,7 @@ func (c *Cluster) Finalize(ctx context.Context, cd functions.Canary) error {
 		return err
 	}
 	if target == nil {
-		c.log.Warn("finalize: target deployment not found, nothing to restore", "canary", cd.Key.String())
+		c.log.WarnContext(ctx, "finalize: target deployment not found, nothing to restore", "canary", cd.Key.String())
 		return nil
 	}
 	var writes group
@@ -352,6 +357,6 @@ func (c *Cluster) SetImage(ctx context.Context, deployment functions.Key, contai
 	if err != nil {
 		return apiError(err, "patch", "Deployment", deployment.Namespace, deployment.Name)
 	}
-	c.log.Info("image set", "deployment", deployment.String(), "container", container, "image", image)
+	c.log.InfoContext(ctx, "image set", "deployment", deployment.String(), "container", container, "image", image)
 	return nil
 }

@@ -34,7 +34,7 @@ func bootstrapped(t *testing.T, extra ...runtime.Object) (*fixture, functions.Ca
 	t.Helper()
 	cd := seedDomain(t)
 	f := newFixture(t, append(append(podinfoConfigs(), podinfo()), extra...))
-	if _, err := f.c.ObserveWorkloads(context.Background(), cd); err != nil {
+	if _, err := f.bootstrap(context.Background(), cd); err != nil {
 		t.Fatalf("ObserveWorkloads: %v", err)
 	}
 	f.kube.ClearActions()
@@ -258,7 +258,7 @@ func TestApplyPromoteSyncsHPA(t *testing.T) {
 	cd.Spec.AutoscalerRef = &functions.AutoscalerRef{Kind: "HorizontalPodAutoscaler", Name: "podinfo"}
 	f := newFixture(t, append(podinfoConfigs(), podinfo(), hpa))
 	ctx := context.Background()
-	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
+	if _, err := f.bootstrap(ctx, cd); err != nil {
 		t.Fatal(err)
 	}
 	hpa.Spec.MaxReplicas = 10
@@ -266,7 +266,7 @@ func TestApplyPromoteSyncsHPA(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Observing does not update an existing primary HPA (Flagger's init=true).
-	if _, err := f.c.ObserveWorkloads(ctx, cd); err != nil {
+	if _, err := f.bootstrap(ctx, cd); err != nil {
 		t.Fatal(err)
 	}
 	primaryHPA := func() *autoscalingv2.HorizontalPodAutoscaler {
@@ -312,7 +312,7 @@ func TestCreatePrimaryRace(t *testing.T) {
 		}
 		return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Group: "apps", Resource: "deployments"}, "podinfo-primary")
 	})
-	obs, err := f.c.ObserveWorkloads(context.Background(), cd)
+	obs, err := f.bootstrap(context.Background(), cd)
 	if err != nil || !obs.PrimaryFound {
 		t.Fatalf("ObserveWorkloads = %+v, %v; want the other primary found", obs, err)
 	}
@@ -362,7 +362,7 @@ func TestFinalizeInvalidSpecHasNothingToRevert(t *testing.T) {
 func TestPromoteOnlyTheApprovedRevision(t *testing.T) {
 	f, cd := bootstrapped(t)
 	ctx := context.Background()
-	obs, err := f.c.ObserveWorkloads(ctx, cd)
+	obs, err := f.bootstrap(ctx, cd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestPromoteOnlyTheApprovedRevision(t *testing.T) {
 			got.Spec.Template.Spec.Containers[0].Image, before.Spec.Template.Spec.Containers[0].Image)
 	}
 
-	now, err := f.c.ObserveWorkloads(ctx, cd)
+	now, err := f.bootstrap(ctx, cd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func (c *Cluster) ListCanaries(ctx context.Context, namespace string) ([]functio
 			return nil, apiError(err, "list", "Canaries", namespace, "")
 		}
 		for i := range list.Items {
-			out = append(out, c.canaryFrom(&list.Items[i]))
+			out = append(out, c.canaryFrom(ctx, &list.Items[i]))
 		}
 		if list.GetContinue() == "" {
 			return out, nil
@@ -60,7 +60,7 @@ func (c *Cluster) GetCanary(ctx context.Context, k functions.Key) (functions.Can
 	if err != nil {
 		return functions.Canary{}, err
 	}
-	return c.canaryFrom(u), nil
+	return c.canaryFrom(ctx, u), nil
 }
 
 func (c *Cluster) getCanaryObject(ctx context.Context, k functions.Key) (*unstructured.Unstructured, error) {
@@ -73,10 +73,10 @@ func (c *Cluster) getCanaryObject(ctx context.Context, k functions.Key) (*unstru
 	return u, nil
 }
 
-func (c *Cluster) canaryFrom(u *unstructured.Unstructured) functions.Canary {
+func (c *Cluster) canaryFrom(ctx context.Context, u *unstructured.Unstructured) functions.Canary {
 	cd, err := CanaryFromUnstructured(u)
 	if err != nil {
-		c.log.Warn("canary spec does not decode", "canary", cd.Key.String(), "err", err)
+		c.log.WarnContext(ctx, "canary spec does not decode", "canary", cd.Key.String(), "err", err)
 	}
 	return cd
 }

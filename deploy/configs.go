@@ -167,7 +167,7 @@ func (c *Cluster) fetchConfigs(ctx context.Context, cd functions.Canary, refs []
 		g.Go(func() error {
 			t, err := c.fetchConfig(ctx, cd.Namespace, ref)
 			if errors.Is(err, functions.ErrNotFound) && !ref.Mandatory {
-				c.log.Warn("referenced config not found, not tracked", "canary", cd.Key.String(), "config", ref.key())
+				c.log.WarnContext(ctx, "referenced config not found, not tracked", "canary", cd.Key.String(), "config", ref.key())
 				return nil
 			}
 			if err != nil {
@@ -328,62 +328,71 @@ func (c *Cluster) syncPrimaryConfigs(ctx context.Context, cd functions.Canary, t
 }
 
 func (c *Cluster) syncPrimaryConfigMap(ctx context.Context, cd functions.Canary, want *corev1.ConfigMap) error {
-	api := c.kube.CoreV1().ConfigMaps(want.Namespace)
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	live, err := api.Get(cctx, want.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		cctx, cancel := c.call(ctx)
-		defer cancel()
-		_, err = api.Create(cctx, want, metav1.CreateOptions{FieldManager: fieldManager})
-		return apiError(err, "create", "ConfigMap", want.Namespace, want.Name)
-	}
-	if err != nil {
-		return apiError(err, "get", "ConfigMap", want.Namespace, want.Name)
-	}
-	refs := mergeOwnerRefs(live.OwnerReferences, want.OwnerReferences[0])
-	if maps.Equal(live.Data, want.Data) && equalBytes(live.BinaryData, want.BinaryData) &&
-		maps.Equal(live.Labels, want.Labels) && apiequality.Semantic.DeepEqual(live.OwnerReferences, refs) {
-		return nil
-	}
-	next := live.DeepCopy()
-	next.Data, next.BinaryData, next.Labels, next.OwnerReferences = want.Data, want.BinaryData, want.Labels, refs
-	cctx, cancel = c.call(ctx)
-	defer cancel()
-	_, err = api.Update(cctx, next, metav1.UpdateOptions{FieldManager: fieldManager})
-	return apiError(err, "update", "ConfigMap", want.Namespace, want.Name)
+	return upsert(ctx, c, c.kube.CoreV1().ConfigMaps(want.Namespace), "ConfigMap", want, func(live *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+		refs := mergeOwnerRefs(live.OwnerReferences, want.OwnerReferences[0])
+		if maps.Equal(live.Data, want.Data) && equalBytes(live.BinaryData, want.BinaryData) &&
+			maps.Equal(live.Labels, want.Labels) && apiequality.Semantic.DeepEqual(live.OwnerReferences, refs) {
+			return nil, nil
+		}
+		next := live.DeepCopy()
+		next.Data, next.BinaryData, next.Labels, next.OwnerReferences = want.Data, want.BinaryData, want.Labels, refs
+		return next, nil
+	})
 }
 
 func (c *Cluster) syncPrimarySecret(ctx context.Context, cd functions.Canary, want *corev1.Secret) error {
-	api := c.kube.CoreV1().Secrets(want.Namespace)
+	return upsert(ctx, c, c.kube.CoreV1().Secrets(want.Namespace), "Secret", want, func(live *corev1.Secret) (*corev1.Secret, error) {
+		if live.Type != want.Type && want.Type != "" {
+			// The type of a Secret cannot change: replace it.
+			return nil, fmt.Errorf("%w: secret %s/%s has type %s, the target's has %s; delete it to let Siskin recreate it",
+				functions.ErrInvalid, want.Namespace, want.Name, live.Type, want.Type)
+		}
+		refs := mergeOwnerRefs(live.OwnerReferences, want.OwnerReferences[0])
+		if equalBytes(live.Data, want.Data) && maps.Equal(live.Labels, want.Labels) &&
+			apiequality.Semantic.DeepEqual(live.OwnerReferences, refs) {
+			return nil, nil
+		}
+		next := live.DeepCopy()
+		next.Data, next.StringData, next.Labels, next.OwnerReferences = want.Data, nil, want.Labels, refs
+		return next, nil
+	})
+}
+
+// objectClient is what upsert needs of a typed client (ConfigMaps, Secrets...).
+type objectClient[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*T, error)
+	Create(ctx context.Context, obj *T, opts metav1.CreateOptions) (*T, error)
+	Update(ctx context.Context, obj *T, opts metav1.UpdateOptions) (*T, error)
+}
+
+// upsert is get → create when missing, else compute → update only if changed: reconcile
+// returns the object to write, or nil when live is already as wanted. Every call has its
+// own timeout.
+func upsert[T any, P interface {
+	*T
+	metav1.Object
+}](ctx context.Context, c *Cluster, api objectClient[T], kind string, want P, reconcile func(live *T) (*T, error)) error {
+	ns, name := want.GetNamespace(), want.GetName()
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	live, err := api.Get(cctx, want.Name, metav1.GetOptions{})
+	live, err := api.Get(cctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		cctx, cancel := c.call(ctx)
 		defer cancel()
-		_, err = api.Create(cctx, want, metav1.CreateOptions{FieldManager: fieldManager})
-		return apiError(err, "create", "Secret", want.Namespace, want.Name)
+		_, err = api.Create(cctx, (*T)(want), metav1.CreateOptions{FieldManager: fieldManager})
+		return apiError(err, "create", kind, ns, name)
 	}
 	if err != nil {
-		return apiError(err, "get", "Secret", want.Namespace, want.Name)
+		return apiError(err, "get", kind, ns, name)
 	}
-	refs := mergeOwnerRefs(live.OwnerReferences, want.OwnerReferences[0])
-	if live.Type != want.Type && want.Type != "" {
-		// The type of a Secret cannot change: replace it.
-		return fmt.Errorf("%w: secret %s/%s has type %s, the target's has %s; delete it to let Siskin recreate it",
-			functions.ErrInvalid, want.Namespace, want.Name, live.Type, want.Type)
+	next, err := reconcile(live)
+	if err != nil || next == nil {
+		return err
 	}
-	if equalBytes(live.Data, want.Data) && maps.Equal(live.Labels, want.Labels) &&
-		apiequality.Semantic.DeepEqual(live.OwnerReferences, refs) {
-		return nil
-	}
-	next := live.DeepCopy()
-	next.Data, next.StringData, next.Labels, next.OwnerReferences = want.Data, nil, want.Labels, refs
 	cctx, cancel = c.call(ctx)
 	defer cancel()
 	_, err = api.Update(cctx, next, metav1.UpdateOptions{FieldManager: fieldManager})
-	return apiError(err, "update", "Secret", want.Namespace, want.Name)
+	return apiError(err, "update", kind, ns, name)
 }
 
 func equalBytes(a, b map[string][]byte) bool { return maps.EqualFunc(a, b, bytes.Equal) }

@@ -1,8 +1,8 @@
 package deploy
 
 import (
+	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -99,7 +99,7 @@ func newFixture(t *testing.T, kubeObjs []runtime.Object, dynObjs ...runtime.Obje
 		MetricTemplateGVR: "MetricTemplateList",
 		AlertProviderGVR:  "AlertProviderList",
 	}, dynObjs...)
-	c := New(kube, dyn, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{Timeout: time.Second})
+	c := New(kube, dyn, slog.New(slog.DiscardHandler), Options{Timeout: time.Second})
 	c.now = func() time.Time { return testNow }
 	ids := 0
 	c.newID = func() (string, error) {
@@ -184,4 +184,18 @@ func conflictErr(resource, name string) error {
 
 func forbiddenErr(resource, name string) error {
 	return apierrors.NewForbidden(schema.GroupResource{Resource: resource}, name, errors.New("RBAC: access denied"))
+}
+
+// bootstrap is what a step does with a canary's workloads the first time: observe, create what
+// the observation found missing (the machine plans CreatePrimary and CreatePrimaryHPA), and
+// observe again.
+func (f *fixture) bootstrap(ctx context.Context, cd functions.Canary) (functions.WorkloadObservation, error) {
+	obs, err := f.c.ObserveWorkloads(ctx, cd)
+	if err != nil || !obs.TargetFound || (obs.PrimaryFound && !obs.PrimaryHPAMissing) {
+		return obs, err
+	}
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{CreatePrimary: !obs.PrimaryFound, CreatePrimaryHPA: obs.PrimaryHPAMissing}); err != nil {
+		return obs, err
+	}
+	return f.c.ObserveWorkloads(ctx, cd)
 }

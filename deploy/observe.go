@@ -13,17 +13,17 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-// ObserveWorkloads does what Flagger does with the workloads at the start of a tick, and reports
-// what it sees:
+// ObserveWorkloads reads what Flagger reads of the workloads at the start of a tick, and writes
+// nothing:
 //
 //   - reads, concurrently, the target and primary Deployments, the autoscalerRef HPA and its
 //     primary copy, and the target's tracked ConfigMaps and Secrets;
-//   - creates the primary Deployment (after copying the tracked configs to -primary) and the
-//     primary HPA when they are missing;
 //   - computes the target's TemplateHash, TrackedConfigs, Images and replicas, and the readiness
-//     of the target (canaryReadyThreshold) and of the primary (primaryReadyThreshold).
+//     of the target (canaryReadyThreshold) and of the primary (primaryReadyThreshold);
+//   - says what is missing (PrimaryFound, PrimaryHPAMissing), for the machine to plan its
+//     creation (WorkloadPlan.CreatePrimary, CreatePrimaryHPA).
 //
-// A missing target is not an error: TargetFound is false and nothing is created. A target whose
+// A missing target is not an error: TargetFound is false. A target whose
 // selector has none of the selector labels, or an unsupported targetRef or autoscalerRef kind,
 // is ErrInvalid; an autoscalerRef naming a missing HPA is ErrNotFound.
 func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (functions.WorkloadObservation, error) {
@@ -70,30 +70,15 @@ func (c *Cluster) ObserveWorkloads(ctx context.Context, cd functions.Canary) (fu
 	if hpaErr != nil {
 		return obs, fmt.Errorf("autoscalerRef of canary %s: %w", cd.Key, hpaErr)
 	}
-	label, value, err := selectorLabel(target, c.opts.SelectorLabels)
-	if err != nil {
+	if _, _, err := selectorLabel(target, c.opts.SelectorLabels); err != nil {
 		return obs, err
 	}
-	sel := selection{Label: label, Value: value}
 	if _, err := servicePorts(cd, target); err != nil {
 		return obs, err
 	}
 
-	var writes group
-	if primary == nil {
-		writes.Go(func() (err error) {
-			primary, err = c.createPrimary(ctx, cd, target, tracked, sel)
-			return err
-		})
-	}
-	if hpa != nil && hpaPrimary == nil {
-		writes.Go(func() error { return c.createPrimaryHPA(ctx, cd, hpa) })
-	}
-	if err := writes.Wait(); err != nil {
-		return obs, err
-	}
-
 	now := c.now()
+	obs.PrimaryHPAMissing = hpa != nil && hpaPrimary == nil
 	obs.TargetFound = true
 	obs.TemplateHash = TemplateHash(target.Spec.Template)
 	obs.TrackedConfigs = checksums(tracked)
@@ -141,6 +126,41 @@ func replicasOf(d *appsv1.Deployment) int32 {
 	return *d.Spec.Replicas
 }
 
+// createMissing creates the primary Deployment (after copying the tracked configs to -primary)
+// and the primary HPA, as the plan asks when the observation found them missing.
+func (c *Cluster) createMissing(ctx context.Context, cd functions.Canary, primary, hpa bool) error {
+	n, ns := cd.Names(), cd.Namespace
+	var g group
+	if primary {
+		g.Go(func() error {
+			target, err := c.getDeployment(ctx, ns, n.Target, fresh)
+			if err != nil {
+				return err
+			}
+			label, value, err := selectorLabel(target, c.opts.SelectorLabels)
+			if err != nil {
+				return err
+			}
+			tracked, err := c.fetchConfigs(ctx, cd, configRefs(target.Spec.Template.Spec))
+			if err != nil {
+				return err
+			}
+			_, err = c.createPrimary(ctx, cd, target, tracked, selection{Label: label, Value: value})
+			return err
+		})
+	}
+	if ref := cd.Spec.AutoscalerRef; hpa && ref != nil {
+		g.Go(func() error {
+			h, err := c.getHPA(ctx, ns, ref.Name)
+			if err != nil {
+				return fmt.Errorf("autoscalerRef of canary %s: %w", cd.Key, err)
+			}
+			return c.createPrimaryHPA(ctx, cd, h)
+		})
+	}
+	return g.Wait()
+}
+
 // createPrimary copies the tracked configs to -primary, then creates the primary Deployment.
 // Another invocation creating it first is fine: the existing one is returned.
 func (c *Cluster) createPrimary(ctx context.Context, cd functions.Canary, target *appsv1.Deployment,
@@ -162,7 +182,7 @@ func (c *Cluster) createPrimary(ctx context.Context, cd functions.Canary, target
 	if err != nil {
 		return nil, err
 	}
-	c.log.Info("primary deployment created", "canary", cd.Key.String(), "deployment", want.Name)
+	c.log.InfoContext(ctx, "primary deployment created", "canary", cd.Key.String(), "deployment", want.Name)
 	return created, nil
 }
 
@@ -175,7 +195,7 @@ func (c *Cluster) createPrimaryHPA(ctx context.Context, cd functions.Canary, hpa
 		return nil
 	}
 	if err == nil {
-		c.log.Info("primary HPA created", "canary", cd.Key.String(), "hpa", want.Name)
+		c.log.InfoContext(ctx, "primary HPA created", "canary", cd.Key.String(), "hpa", want.Name)
 	}
 	return err
 }

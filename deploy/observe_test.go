@@ -31,9 +31,16 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 	ctx := context.Background()
 	cd := seedDomain(t)
 
-	obs, err := f.c.ObserveWorkloads(ctx, cd)
+	// Observing only reads: it says what is missing, for the machine to plan.
+	first, err := f.c.ObserveWorkloads(ctx, cd)
 	if err != nil {
 		t.Fatalf("ObserveWorkloads: %v", err)
+	}
+	if w := f.writes(); len(w) != 0 || !first.TargetFound || first.PrimaryFound {
+		t.Fatalf("first observation: got %+v and writes %v, want the target found, no primary and no write", first, w)
+	}
+	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{CreatePrimary: true}); err != nil {
+		t.Fatalf("ApplyWorkloads(CreatePrimary): %v", err)
 	}
 	wantWrites := []string{
 		"create configmaps/podinfo-env-primary",
@@ -41,9 +48,13 @@ func TestObserveWorkloadsBootstrap(t *testing.T) {
 		"create secrets/podinfo-secret-primary",
 	}
 	if diff := cmp.Diff(wantWrites, sortedWrites(f)); diff != "" {
-		t.Errorf("writes of the observation (-want +got):\n%s", diff)
+		t.Errorf("writes of CreatePrimary (-want +got):\n%s", diff)
 	}
 	f.kube.ClearActions()
+	obs, err := f.c.ObserveWorkloads(ctx, cd)
+	if err != nil {
+		t.Fatalf("ObserveWorkloads after CreatePrimary: %v", err)
+	}
 	if err := f.c.ApplyWorkloads(ctx, cd, functions.WorkloadPlan{EnsureServices: true}); err != nil {
 		t.Fatalf("ApplyWorkloads(EnsureServices): %v", err)
 	}
@@ -141,8 +152,12 @@ func TestObserveWorkloadsHPA(t *testing.T) {
 	cd.Spec.AutoscalerRef = &functions.AutoscalerRef{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler", Name: "podinfo"}
 
 	f := newFixture(t, append(podinfoConfigs(), podinfo(), hpa))
-	if _, err := f.c.ObserveWorkloads(context.Background(), cd); err != nil {
-		t.Fatalf("ObserveWorkloads: %v", err)
+	obs, err := f.c.ObserveWorkloads(context.Background(), cd)
+	if err != nil || !obs.PrimaryHPAMissing {
+		t.Fatalf("ObserveWorkloads: got %+v, %v; want PrimaryHPAMissing", obs, err)
+	}
+	if _, err := f.bootstrap(context.Background(), cd); err != nil {
+		t.Fatalf("bootstrap: %v", err)
 	}
 	got, err := f.kube.AutoscalingV2().HorizontalPodAutoscalers("default").Get(context.Background(), "podinfo-primary", metav1.GetOptions{})
 	if err != nil {
@@ -212,7 +227,7 @@ func TestObserveWorkloadsErrors(t *testing.T) {
 				return true, nil, tt.err
 			})
 			cd := seedDomain(t)
-			_, err := f.c.ObserveWorkloads(context.Background(), cd)
+			_, err := f.bootstrap(context.Background(), cd)
 			if err == nil {
 				err = f.c.ApplyWorkloads(context.Background(), cd, functions.WorkloadPlan{EnsureServices: true})
 			}

@@ -280,7 +280,7 @@ func (c *Cluster) reconcileService(ctx context.Context, cd functions.Canary, liv
 		if err != nil {
 			return apiError(err, "create", "Service", desired.Namespace, desired.Name)
 		}
-		c.log.Info("service created", "canary", cd.Key.String(), "service", desired.Name)
+		c.log.InfoContext(ctx, "service created", "canary", cd.Key.String(), "service", desired.Name)
 		return nil
 	}
 	next := mergeService(live, desired, cd.Name, rememberSelector)
@@ -290,6 +290,6 @@ func (c *Cluster) reconcileService(ctx context.Context, cd functions.Canary, liv
 	if _, err := svcs.Update(cctx, next, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
 		return apiError(err, "update", "Service", desired.Namespace, desired.Name)
 	}
-	c.log.Info("service updated", "canary", cd.Key.String(), "service", desired.Name)
+	c.log.InfoContext(ctx, "service updated", "canary", cd.Key.String(), "service", desired.Name)
 	return nil
 }

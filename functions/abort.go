@@ -75,7 +75,7 @@ func (s *Service) HandleAlerts(ctx context.Context, n AlertNotification, eventID
 	for _, a := range n.Alerts {
 		if !a.Firing() {
 			rep.Resolved++
-			s.log.Info("resolved alert recorded", "alertname", a.Labels["alertname"], "fingerprint", a.Fingerprint)
+			s.log.InfoContext(ctx, "resolved alert recorded", "alertname", a.Labels["alertname"], "fingerprint", a.Fingerprint)
 			continue
 		}
 		rep.Firing++
@@ -299,31 +299,13 @@ func (s *Service) abort(ctx context.Context, k Key, read *Canary, reason string,
 
 // RequestPromotion asks the next step to promote at once (manual gate), and runs it now.
 func (s *Service) RequestPromotion(ctx context.Context, k Key) (StepReport, error) {
-	return s.mutateAndAdvance(ctx, k, func(st *State) error {
-		if st.Phase != PhaseProgressing && st.Phase != PhaseWaitingPromotion {
-			return fmt.Errorf("%w: %s is %s; only a release in analysis can be promoted", ErrRejected, k, st.Phase)
-		}
-		st.PromoteRequested = true
-		return nil
-	})
+	return s.mutateAndAdvance(ctx, k, func(st *State) (err error) { *st, err = PromotionGate(k, *st); return })
 }
 
-// Resume retries a failed release of the same revision (Flagger needs a template change for
-// that), or continues a canary that was waiting for approval.
+// Resume retries a failed release of the same revision, or continues a canary that was
+// waiting for approval (ResumeGate).
 func (s *Service) Resume(ctx context.Context, k Key) (StepReport, error) {
-	return s.mutateAndAdvance(ctx, k, func(st *State) error {
-		switch st.Phase {
-		case PhaseFailed:
-			st.LastAppliedSpec = ""
-		case PhaseWaiting:
-			st.Approved = true
-		case PhaseWaitingPromotion:
-			st.PromoteRequested = true
-		default:
-			return fmt.Errorf("%w: %s is %s; only a failed or waiting canary can be resumed", ErrRejected, k, st.Phase)
-		}
-		return nil
-	})
+	return s.mutateAndAdvance(ctx, k, func(st *State) (err error) { *st, err = ResumeGate(k, *st); return })
 }
 
 // mutateAndAdvance changes the state and steps the canary at once, under one lease.

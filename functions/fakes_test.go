@@ -416,20 +416,6 @@ func (f fakeAnalysis) CallHooks(_ context.Context, _ Canary, hooks []Webhook, _ 
 // fakeRegistry knows a set of image references and their digests.
 type fakeRegistry struct{ digests map[string]string }
 
-func (r fakeRegistry) Parse(ref string) (ImageRef, error) {
-	var out ImageRef
-	rest := ref
-	if i := strings.Index(rest, "@"); i >= 0 {
-		out.Digest, rest = rest[i+1:], rest[:i]
-	}
-	if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
-		out.Tag, rest = rest[i+1:], rest[:i]
-	}
-	host, repo, _ := strings.Cut(rest, "/")
-	out.Registry, out.Repository = host, repo
-	return out, nil
-}
-
 func (r fakeRegistry) Resolve(_ context.Context, ref ImageRef) (string, error) {
 	if ref.Digest != "" {
 		for _, d := range r.digests {

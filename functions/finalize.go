@@ -19,10 +19,6 @@ type TargetFinalizer interface {
 	TargetReadiness(ctx context.Context, c Canary) (Readiness, error)
 }
 
-// finalizeWait bounds how long a deleted canary waits for its target to be ready before the
-// routes go back to it anyway (Flagger waits a few backoff steps).
-const finalizeWait = time.Minute
-
 // syncFinalizer adds Flagger's finalizer when revertOnDeletion is on, and removes it when off.
 func (s *Service) syncFinalizer(ctx context.Context, c Canary) error {
 	has := slices.Contains(c.Finalizers, FinalizerName)
@@ -35,39 +31,42 @@ func (s *Service) syncFinalizer(ctx context.Context, c Canary) error {
 	return nil
 }
 
-// finalize is the deletion of a canary with revertOnDeletion: the target is scaled back up,
-// and once it is ready (or after finalizeWait) the routes go back to what they were before
-// Siskin, the finalizer is removed and the state forgotten. Every call is one bounded step.
+// finalize is the deletion of a canary with revertOnDeletion, one bounded step per call, as
+// Finalize decides: the target is scaled back up, and once it is ready (or after
+// finalizeWait) the routes go back to what they were before Siskin, the finalizer is removed
+// and the state forgotten.
 func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase}
-	if !slices.Contains(c.Finalizers, FinalizerName) || s.d.TargetFinalizer == nil {
+	if s.d.TargetFinalizer == nil {
 		rep.Skipped = "being deleted"
 		return rep, s.d.Store.Delete(ctx, c.Key)
 	}
 	now := s.cfg.Now()
-	if st.Phase != PhaseTerminating {
+	var target Readiness
+	if st.Phase == PhaseTerminating {
+		var err error
+		if target, err = s.d.TargetFinalizer.TargetReadiness(ctx, c); err != nil {
+			return rep, fmt.Errorf("target readiness of %s: %w", c.Key, err)
+		}
+	}
+	d := Finalize(c, st, target, now)
+	switch d.Action {
+	case FinalizeForget:
+		rep.Skipped = "being deleted"
+		return rep, s.d.Store.Delete(ctx, c.Key)
+	case FinalizeStart:
 		if err := s.d.TargetFinalizer.Finalize(ctx, c); err != nil {
 			return rep, fmt.Errorf("finalize workloads of %s: %w", c.Key, err)
 		}
-		st.Phase, st.LastTransitionTime = PhaseTerminating, now
-		st.Message = "Canary deleted: restoring the target and the original routes (revertOnDeletion)"
-		st.Steps++
-		st.LastStepAt = now
-		st.NextStepAt = now.Add(time.Second)
-		saved, err := s.d.Store.Save(ctx, c.Key, st, lease)
+		saved, err := s.d.Store.Save(ctx, c.Key, d.Step.State, lease)
 		if err != nil {
 			return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 		}
 		rep.To = saved.Phase
-		return rep, s.after(ctx, c, st, saved, Step{State: saved, Next: time.Second,
-			Events: []Event{{Message: "Terminating canary " + c.Name + "." + c.Namespace}}})
-	}
-	ready, err := s.d.TargetFinalizer.TargetReadiness(ctx, c)
-	if err != nil {
-		return rep, fmt.Errorf("target readiness of %s: %w", c.Key, err)
-	}
-	if !ready.Ready && now.Sub(st.LastTransitionTime) < finalizeWait {
-		rep.To, rep.Message = st.Phase, "waiting for the target: "+ready.Reason
+		d.Step.State = saved
+		return rep, s.after(ctx, c, st, saved, d.Step)
+	case FinalizeWait:
+		rep.To, rep.Message = st.Phase, "waiting for the target: "+d.Reason
 		return rep, s.d.Store.Schedule(ctx, c.Key, now.Add(time.Second), true)
 	}
 	if err := s.routerOf(c).Finalize(ctx, c); err != nil {
@@ -76,7 +75,7 @@ func (s *Service) finalize(ctx context.Context, c Canary, st State, lease Lease)
 	if err := s.d.TargetFinalizer.EnsureFinalizer(ctx, c, false); err != nil {
 		return rep, fmt.Errorf("remove finalizer of %s: %w", c.Key, err)
 	}
-	s.log.Info("canary finalized", "canary", c.Key.String())
+	s.log.InfoContext(ctx, "canary finalized", "canary", c.Key.String())
 	rep.To = PhaseTerminated
 	return rep, s.d.Store.Delete(ctx, c.Key)
 }

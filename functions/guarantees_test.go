@@ -378,7 +378,7 @@ func TestPushScope(t *testing.T) {
 	teamA.Namespace, teamB.Namespace = "team-a", "team-b"
 	teamA.Key.Namespace, teamB.Key.Namespace = "team-a", "team-b"
 	push := func(ns ...string) ImagePush {
-		return ImagePush{EventID: "e-" + strings.Join(ns, "-"), Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b", Namespaces: ns}
+		return ImagePush{EventID: "e-" + strings.Join(ns, "-"), Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", Namespaces: ns}
 	}
 	tests := []struct {
 		name        string
@@ -405,7 +405,7 @@ func TestPushScope(t *testing.T) {
 				f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
 				f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
 			}
-			reg := &countingRegistry{fakeRegistry: fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}, err: tt.registryErr}
+			reg := &countingRegistry{fakeRegistry: fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}}, err: tt.registryErr}
 			f.svc.d.Registry = reg
 			rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{tt.push})
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {

@@ -55,12 +55,17 @@ type Step struct {
 	PostRollout bool
 	Events      []Event
 	Alerts      []AlertMessage
+	// Failure names a failure that does not move the phase to Failed (an invalid spec, a
+	// primary that cannot become ready while initialising), said once per cause: it is
+	// published as dev.siskin.canary.failed, beside its Event and alert. A release that fails
+	// is published by its transition to Failed.
+	Failure string
 	// Next is when the next step is due, from now.
 	Next time.Duration
 }
 
 // Decide is one step of Flagger's advanceCanary for one canary, without I/O. The order of the
-// checks is Flagger's (flagger-istio.md section 2); where Siskin departs from it to fix a known
+// checks is Flagger's advanceCanary; where Siskin departs from it to fix a known
 // gap, the code says so.
 func Decide(in StepInput) Step {
 	d := &decider{in: in, c: in.Canary, spec: in.Canary.Spec}
@@ -101,6 +106,16 @@ func (d *decider) warn(format string, args ...any) {
 
 func (d *decider) alert(sev Severity, metadata bool, format string, args ...any) {
 	d.out.Alerts = append(d.out.Alerts, AlertMessage{Severity: sev, Message: fmt.Sprintf(format, args...), Metadata: metadata})
+}
+
+// alerted says whether this step already has a warning or error alert, which names its cause.
+func (d *decider) alerted() bool {
+	for _, a := range d.out.Alerts {
+		if a.Severity == SeverityError || a.Severity == SeverityWarn {
+			return true
+		}
+	}
+	return false
 }
 
 // setPhase moves to p, with Flagger's status side effects (setStatusPhase).
@@ -211,6 +226,7 @@ func (d *decider) decide() {
 		d.warn("%s", s.Message)
 		return
 	}
+	d.planCreation()
 
 	if s.Phase == PhaseInitializing {
 		d.initialize()
@@ -376,6 +392,16 @@ func (d *decider) planReassert() {
 	s.AssertedAt, s.AssertedGeneration = d.in.Now, d.c.Generation
 }
 
+// planCreation creates what Flagger creates at every tick when it is missing: the primary
+// Deployment and its HPA, in any phase but the deletion flow's.
+func (d *decider) planCreation() {
+	if s := d.st(); s.Phase == PhaseTerminating || s.Phase == PhaseTerminated {
+		return
+	}
+	d.out.Workloads.CreatePrimary = !d.in.Work.PrimaryFound
+	d.out.Workloads.CreatePrimaryHPA = d.in.Work.PrimaryHPAMissing
+}
+
 func (d *decider) initialize() {
 	s, w := d.st(), d.in.Work
 	if !w.PrimaryFound || !w.Primary.Ready {
@@ -384,6 +410,10 @@ func (d *decider) initialize() {
 			reason = w.Primary.Reason
 		}
 		s.Message = fmt.Sprintf("waiting for %s to be ready: %s", d.c.Names().Primary, reason)
+		if w.Primary.Failed {
+			// Flagger waits silently for ever (#1663): say it, once per cause.
+			d.reportFailure(d.c.Names().Primary+" cannot become ready", reason)
+		}
 		// Initialisation is not analysis: poll the primary's rollout briskly.
 		d.out.Next = min(d.out.Next, 2*time.Second)
 		return
@@ -391,6 +421,7 @@ func (d *decider) initialize() {
 	d.out.Workloads.EnsureApex = true
 	d.out.Workloads.ScaleTarget = ScaleToZero
 	d.out.Route = true
+	s.ReportedFailure = ""
 	s.Routing = AllToPrimary
 	s.FailedChecks = 0
 	s.LastAppliedSpec = w.TemplateHash
@@ -402,7 +433,7 @@ func (d *decider) initialize() {
 
 // startRelease is Flagger's checkCanaryStatus for a new revision: the confirm-rollout gate,
 // then the canary is scaled up and the phase becomes Progressing. Siskin also consults the
-// rollback hooks while Waiting (Flagger's gap 3).
+// rollback hooks while Waiting, which Flagger's docs promise and its code does not.
 func (d *decider) startRelease() {
 	s, w := d.st(), d.in.Work
 	// While Waiting, the rollback hooks and the confirm-rollout gate are both asked before
@@ -463,7 +494,7 @@ func (d *decider) muted(t HookType, name string) bool {
 }
 
 // canaryNotReady halts the analysis while the canary rolls out. Siskin consults the rollback
-// hooks here too (Flagger's gap 3) and enforces the progress deadline itself (gap 4), since a
+// hooks here too (as Flagger's docs promise) and enforces the progress deadline itself, since a
 // Deployment whose pods never start may never report ProgressDeadlineExceeded.
 func (d *decider) canaryNotReady() {
 	s, w := d.st(), d.in.Work
@@ -489,7 +520,7 @@ func (d *decider) canaryNotReady() {
 
 // analyse runs the pre-rollout hooks on the first step, else the rollout hooks and the
 // metrics. A failure counts one failed check; unlike Flagger, reaching the threshold rolls
-// back in the same step (gap 2). It reports whether the step may go on.
+// back in the step of the threshold-th failure, not the next one as Flagger does. It reports whether the step may go on.
 func (d *decider) analyse() bool {
 	s := d.st()
 	a := d.spec.analysis()
@@ -746,8 +777,30 @@ func (d *decider) rollback(reason string) {
 	d.failRelease()
 }
 
+// reportFailure says a failure that keeps the phase, once per cause (whatever its changing
+// detail, such as replica counts): a Warning Event, an error alert and Step.Failure.
+func (d *decider) reportFailure(cause, detail string) {
+	s := d.st()
+	if s.ReportedFailure == cause {
+		return
+	}
+	s.ReportedFailure = cause
+	msg := cause + ": " + detail
+	d.warn("Canary %s failed: %s", d.id(), msg)
+	d.alert(SeverityError, false, "Canary failed: %s", msg)
+	d.out.Failure = msg
+}
+
 func (d *decider) failRelease() {
 	s := d.st()
+	if !d.alerted() {
+		// Every failure alerts, naming its cause, including those outside the analysis.
+		cause := s.Message
+		if cause == "" || cause == phaseMessages[s.Phase] {
+			cause = "release failed while " + string(s.Phase)
+		}
+		d.alert(SeverityError, false, "Canary failed: %s", cause)
+	}
 	if s.Phase == PhaseWaiting {
 		recordRejectedRevision(s, d.in.Work)
 	}

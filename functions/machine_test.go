@@ -102,8 +102,8 @@ func TestSeedCanaryReleaseSucceeds(t *testing.T) {
 		now = now.Add(out.Next)
 		return out
 	}
-	// Primary not created yet: Initializing, poll again soon.
-	out := run(snap{Phase: PhaseInitializing})
+	// Primary not created yet: the step creates it, stays Initializing, and polls again soon.
+	out := run(snap{Phase: PhaseInitializing, Workload: WorkloadPlan{CreatePrimary: true}})
 	if out.Next != 2*time.Second {
 		t.Errorf("init retry: got next %v, want 2s", out.Next)
 	}
@@ -787,6 +787,40 @@ func TestReassertion(t *testing.T) {
 			}
 			if out.Reassert && out.State.AssertedGeneration != c.Generation {
 				t.Errorf("asserted generation %d, want the Canary's %d", out.State.AssertedGeneration, c.Generation)
+			}
+		})
+	}
+}
+
+// The step creates what the observation found missing, as Flagger does at every tick, except
+// in the deletion flow; observing itself never writes.
+func TestCreationIsPlanned(t *testing.T) {
+	tests := []struct {
+		name         string
+		phase        Phase
+		primaryFound bool
+		hpaMissing   bool
+		targetFound  bool
+		wantPrimary  bool
+		wantHPA      bool
+	}{
+		{name: "first step creates the primary", phase: "", targetFound: true, wantPrimary: true},
+		{name: "initializing with the primary there creates nothing", phase: PhaseInitializing, targetFound: true, primaryFound: true},
+		{name: "a deleted primary is recreated while idle", phase: PhaseSucceeded, targetFound: true, wantPrimary: true},
+		{name: "a deleted primary is recreated mid-release", phase: PhaseProgressing, targetFound: true, wantPrimary: true},
+		{name: "the primary HPA alone", phase: PhaseInitialized, targetFound: true, primaryFound: true, hpaMissing: true, wantHPA: true},
+		{name: "no target, nothing to copy", phase: "", targetFound: false},
+		{name: "the deletion flow creates nothing", phase: PhaseTerminating, targetFound: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := readyWorld("v1")
+			w.work.TargetFound, w.work.PrimaryFound, w.work.PrimaryHPAMissing = tt.targetFound, tt.primaryFound, tt.hpaMissing
+			st := State{Phase: tt.phase, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+			out := w.step(seedCanary(), st, t0)
+			got := [2]bool{out.Workloads.CreatePrimary, out.Workloads.CreatePrimaryHPA}
+			if want := [2]bool{tt.wantPrimary, tt.wantHPA}; got != want {
+				t.Errorf("got CreatePrimary, CreatePrimaryHPA = %v, want %v", got, want)
 			}
 		})
 	}

@@ -82,6 +82,8 @@ type WorkloadObservation struct {
 	Canary         Readiness `json:"canary"` // the target Deployment
 	PrimaryFound   bool      `json:"primaryFound"`
 	Primary        Readiness `json:"primary"`
+	// PrimaryHPAMissing: the autoscalerRef HPA exists and its -primary copy does not.
+	PrimaryHPAMissing bool `json:"primaryHPAMissing,omitempty"`
 	// PrimaryRevision is the Revision the primary was last given (empty when unknown, as for
 	// a primary Siskin did not create).
 	PrimaryRevision string `json:"primaryRevision,omitempty"`
@@ -91,6 +93,11 @@ type WorkloadObservation struct {
 
 // WorkloadPlan is what a step asks of the workloads, all idempotent.
 type WorkloadPlan struct {
+	// CreatePrimary creates the missing primary Deployment from the target (its tracked
+	// configs copied to -primary first), as Flagger does at every tick; CreatePrimaryHPA the
+	// missing primary copy of the autoscalerRef HPA. Both run before the rest of the plan.
+	CreatePrimary    bool
+	CreatePrimaryHPA bool
 	// EnsureServices reconciles the canary and primary Services.
 	EnsureServices bool
 	// EnsureApex reconciles the apex Service (after the primary is ready).

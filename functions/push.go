@@ -54,8 +54,6 @@ func (r ImageRef) String() string {
 
 // Registry is the container registry (package registry).
 type Registry interface {
-	// Parse normalises a reference (Docker Hub defaults, default tag).
-	Parse(ref string) (ImageRef, error)
 	// Resolve HEADs the manifest of repo:tag or repo@digest and returns its digest;
 	// ErrNotFound when the registry does not have it.
 	Resolve(ctx context.Context, ref ImageRef) (string, error)
@@ -172,7 +170,7 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 		out.Outcome, out.Reason = "ignored", "untagged push"
 		return out, nil
 	}
-	pushed, err := s.d.Registry.Parse(pushName(p))
+	pushed, err := ParseImageRef(pushName(p))
 	if err != nil {
 		out.Outcome, out.Reason = "rejected", err.Error()
 		return out, nil
@@ -282,7 +280,7 @@ func (fl fleet) running(pushed ImageRef, scope namespaceScope, reg Registry) fle
 			continue
 		}
 		for _, image := range fl.images[Key{Namespace: c.Namespace, Name: c.Spec.TargetRef.Name}] {
-			if running, err := reg.Parse(image); err == nil && running.Repo() == pushed.Repo() {
+			if running, err := ParseImageRef(image); err == nil && running.Repo() == pushed.Repo() {
 				out.canaries = append(out.canaries, c)
 				break
 			}
@@ -352,7 +350,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 		if want := c.Annotations[AnnotationContainer]; want != "" && want != container {
 			continue
 		}
-		running, err := s.d.Registry.Parse(image)
+		running, err := ParseImageRef(image)
 		if err != nil || running.Repo() != pushed.Repo() {
 			continue
 		}
@@ -392,7 +390,7 @@ func (s *Service) pushToCanary(ctx context.Context, c Canary, images map[string]
 	// The canary was listed for this push a moment ago: the step reads only its state.
 	if _, err := s.claimAndStep(ctx, c.Key, stepGate{kind: gateNone}, &c, nil); err != nil && !errors.Is(err, ErrBusy) {
 		// The image is set: the next tick starts the release. Say so, do not fail the push.
-		s.log.Warn("first step after push", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "first step after push", "canary", c.Key.String(), "err", err)
 	}
 	return true, "", nil
 }
@@ -415,7 +413,7 @@ func (s *Service) setPendingTrigger(ctx context.Context, c Canary, trig Trigger)
 // DecidePush is the image policy: whether a canary running `running` takes `pushed`, and
 // the reference to set. Without a policy, a tag newer by semver than the running one is taken,
 // or, for tags that are not semver, any new digest.
-func DecidePush(annotations map[string]string, running, pushed ImageRef) (string, bool, string) {
+func DecidePush(annotations map[string]string, running, pushed ImageRef) (image string, take bool, why string) {
 	if pat := annotations[AnnotationTagPattern]; pat != "" {
 		re, err := regexp.Compile(pat)
 		if err != nil {

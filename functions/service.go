@@ -19,6 +19,8 @@ import (
 // Emitter publishes a canary's phase transitions (package analysis, to K_SINK).
 type Emitter interface {
 	Transitioned(ctx context.Context, c Canary, before, after State)
+	// Failed publishes a failure that kept the phase (Step.Failure) as dev.siskin.canary.failed.
+	Failed(ctx context.Context, c Canary, st State, cause string)
 }
 
 // EventSink receives every Kubernetes Event a step records, for the canary's `event` webhooks
@@ -375,29 +377,16 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 	return st, nil
 }
 
-// step observes, decides, acts and saves one canary under its lease. It returns only after
-// the state is saved.
+// step observes, decides, acts and saves one canary under its lease, in named stages with
+// early returns: before → observe → decide and act → save → after. It returns only after the
+// state is saved.
 func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepReport, error) {
-	k := c.Key
-	rep := StepReport{Key: k, From: st.Phase}
 	now := s.cfg.Now()
-	if c.Deleting {
-		return s.finalize(ctx, c, st, h.lease)
-	}
-	if err := s.syncFinalizer(ctx, c); err != nil {
+	reported := st.SpecError // beforeStep clears it for a spec that validates
+	if rep, done, err := s.beforeStep(ctx, c, &st, h, now); done {
 		return rep, err
 	}
-	if c.Spec.Suspend {
-		rep.Skipped = "suspended"
-		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
-		return rep, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
-	}
-	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
-		return s.reportInvalid(ctx, c, st, strings.Join(problems, "; "), h.lease)
-	}
-	reported := st.SpecError
-	st.SpecError = ""
-
+	rep := StepReport{Key: c.Key, From: st.Phase}
 	due := h.gate.kind != gateChanged || st.Due(now) || st.Phase == "" || st.Phase == PhaseInitializing
 	if !due {
 		switch h.gate.cause {
@@ -408,50 +397,16 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 			return s.restore(ctx, c, st, h)
 		}
 	}
-	// The metrics do not depend on the workloads: query them alongside when the step will
-	// want them (a read; unused if the canary turns out not to be ready).
-	var (
-		prefetch   []MetricResult
-		prefetched bool
-		wg         sync.WaitGroup
-	)
-	if due && st.WillQueryMetrics(c.Spec) {
-		prefetched = true
-		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
-	}
-	// So do the routing objects, which every step past initialisation checks.
-	reassert := st.ReassertDue(c, now, s.cfg.Resync)
-	var live LiveRoutes
-	if rr, ok := s.routerOf(c).(RoutesReader); ok && st.WillRoute() {
-		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert, st.RoutesVersion) })
-	}
-	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
-	wg.Wait()
+	in, live, err := s.observe(ctx, c, st, due, now)
 	if err != nil {
-		return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
+		return rep, err
 	}
-	if !due && !st.SeesNewRevision(work) {
+	if !due && !st.SeesNewRevision(in.Work) {
 		rep.To, rep.Skipped = st.Phase, "not due, and no new revision"
 		return rep, nil
 	}
 	// A new revision: the release (or its restart) starts now.
-	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
-		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10), Reassert: reassert}
-	if prefetched {
-		in.Metrics, in.MetricsDone = prefetch, true
-	}
-	out, err := s.decideAndAct(ctx, c, &in, live, h.lease)
-	if errors.Is(err, ErrRevisionChanged) {
-		// The target changed between the observation and the promotion, which was not
-		// written: the revision the analysis approved is gone. Observe again; the machine
-		// restarts the analysis on the new revision, as Flagger does.
-		s.log.InfoContext(ctx, "target changed before the promotion, observing again", "canary", k.String(), "namespace", k.Namespace, "err", err)
-		if in.Work, err = s.d.Workloads.ObserveWorkloads(ctx, c); err != nil {
-			return rep, fmt.Errorf("observe workloads of %s: %w", k, err)
-		}
-		in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
-		out, err = s.decideAndAct(ctx, c, &in, live, h.lease)
-	}
+	out, err := s.decideActAgainIfChanged(ctx, c, &in, live, h.lease)
 	if errors.Is(err, ErrInvalid) && !errors.Is(err, ErrLeaseLost) {
 		// The cluster refused what the Canary asks for (a CRD's schema refused the route, or
 		// the route's CRD is not installed): it fails the same way until the Canary or the
@@ -462,18 +417,106 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 	if err != nil {
 		return rep, err
 	}
+	saved, err := s.saveStep(ctx, c, st, &out, h, now)
+	if err != nil {
+		return rep, err
+	}
+	if err := s.afterStep(ctx, c, st, saved, out, in, h, now); err != nil {
+		return rep, err
+	}
+	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
+	return rep, nil
+}
+
+// beforeStep runs the decisions that need no observation: the deletion flow, the finalizer,
+// suspend and an invalid spec. done says the step ended there.
+func (s *Service) beforeStep(ctx context.Context, c Canary, st *State, h held, now time.Time) (StepReport, bool, error) {
+	k := c.Key
+	rep := StepReport{Key: k, From: st.Phase}
+	if c.Deleting {
+		rep, err := s.finalize(ctx, c, *st, h.lease)
+		return rep, true, err
+	}
+	if err := s.syncFinalizer(ctx, c); err != nil {
+		return rep, true, err
+	}
+	if Suspended(c) {
+		rep.Skipped = "suspended"
+		s.log.InfoContext(ctx, "skipping canary run as object is suspended", "canary", k.String(), "namespace", k.Namespace)
+		return rep, true, s.d.Store.Schedule(ctx, k, now.Add(c.Spec.Interval(s.cfg.MinInterval)), false)
+	}
+	if problems := Validate(c, s.d.Routers); len(problems) > 0 {
+		rep, err := s.reportInvalid(ctx, c, *st, strings.Join(problems, "; "), h.lease)
+		return rep, true, err
+	}
+	st.SpecError = ""
+	return rep, false, nil
+}
+
+// observe reads, concurrently, what the decision needs: the workloads, the routing objects
+// (when the router reads ahead) and the metrics (when the step will want them; unused if the
+// canary turns out not to be ready). It writes nothing.
+func (s *Service) observe(ctx context.Context, c Canary, st State, due bool, now time.Time) (StepInput, LiveRoutes, error) {
+	var (
+		prefetch   []MetricResult
+		prefetched bool
+		live       LiveRoutes
+		wg         sync.WaitGroup
+	)
+	if due && st.WillQueryMetrics(c.Spec) {
+		prefetched = true
+		wg.Go(func() { prefetch = s.d.Metrics.QueryMetrics(ctx, c) })
+	}
+	// So do the routing objects, which every step past initialisation checks.
+	reassert := st.ReassertDue(c, now, s.cfg.Resync)
+	if rr, ok := s.routerOf(c).(RoutesReader); ok && st.WillRoute() {
+		wg.Go(func() { live = rr.ReadRoutes(ctx, c, reassert, st.RoutesVersion) })
+	}
+	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+	wg.Wait()
+	if err != nil {
+		return StepInput{}, nil, fmt.Errorf("observe workloads of %s: %w", c.Key, err)
+	}
+	in := StepInput{Canary: c, State: st, Work: work, Now: now, MinInterval: s.cfg.MinInterval,
+		NewCookieValue: randomLetters(10), NewPrimaryCookieValue: randomLetters(10), Reassert: reassert}
+	if prefetched {
+		in.Metrics, in.MetricsDone = prefetch, true
+	}
+	return in, live, nil
+}
+
+// decideActAgainIfChanged is decideAndAct, once more when the target changed between the
+// observation and the promotion, which was then not written: the revision the analysis
+// approved is gone. The machine restarts the analysis on the new revision, as Flagger does.
+func (s *Service) decideActAgainIfChanged(ctx context.Context, c Canary, in *StepInput, live LiveRoutes, lease Lease) (Step, error) {
+	out, err := s.decideAndAct(ctx, c, in, live, lease)
+	if !errors.Is(err, ErrRevisionChanged) {
+		return out, err
+	}
+	s.log.InfoContext(ctx, "target changed before the promotion, observing again", "canary", c.Key.String(), "namespace", c.Key.Namespace, "err", err)
+	if in.Work, err = s.d.Workloads.ObserveWorkloads(ctx, c); err != nil {
+		return out, fmt.Errorf("observe workloads of %s: %w", c.Key, err)
+	}
+	in.Hooks, in.Metrics, in.MetricsDone = nil, nil, false
+	return s.decideAndAct(ctx, c, in, live, lease)
+}
+
+// saveStep completes the decided state (the resync at rest, the release it belongs to, the
+// routes' version) and saves it under the lease. A lost race re-asserts the winner's state.
+func (s *Service) saveStep(ctx context.Context, c Canary, before State, out *Step, h held, now time.Time) (State, error) {
+	k := c.Key
 	if p := out.State.Phase; s.cfg.Resync > out.Next && p != "" && p != PhaseInitializing && !p.Releasing() {
 		// At rest, events bring the changes: the interval becomes the slow safety resync.
 		out.Next = s.cfg.Resync
 		out.State.NextStepAt = now.Add(out.Next)
 	}
-	assignRelease(st, &out.State, now)
+	assignRelease(before, &out.State, now)
 	if rv, ok := s.routerOf(c).(RouteVersions); ok {
 		out.State.RoutesVersion = rv.RoutesVersion(c)
 	}
 	if s.cfg.AfterAct != nil {
 		if err := s.cfg.AfterAct(k); err != nil {
-			return rep, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
+			return State{}, fmt.Errorf("step of %s abandoned after acting: %w", k, err)
 		}
 	}
 	saved, err := s.d.Store.Save(ctx, k, out.State, h.lease)
@@ -481,27 +524,30 @@ func (s *Service) step(ctx context.Context, c Canary, st State, h held) (StepRep
 		// Someone else (an abort, most likely) saved first or took the canary. What we did
 		// may contradict it: re-assert what the winning state says, then report it.
 		s.repair(ctx, c)
-		return rep, fmt.Errorf("save state of %s: %w", k, err)
 	}
 	if err != nil {
-		return rep, fmt.Errorf("save state of %s: %w", k, err)
+		return State{}, fmt.Errorf("save state of %s: %w", k, err)
 	}
+	return saved, nil
+}
+
+// afterStep records the step in the history alongside what follows every saved step (after).
+func (s *Service) afterStep(ctx context.Context, c Canary, before, saved State, out Step, in StepInput, h held, now time.Time) error {
 	var remembered sync.WaitGroup
-	if worthRecording(st, saved) {
+	if worthRecording(before, saved) {
 		remembered.Go(func() {
-			s.remember(ctx, k, saved.Release, NewStepRecord(h.kind, c, st, saved, out, in.Metrics, in.Hooks, now))
+			s.remember(ctx, c.Key, saved.Release, NewStepRecord(h.kind, c, before, saved, out, in.Metrics, in.Hooks, now))
 		})
 	}
-	err = s.after(ctx, c, st, saved, out)
+	err := s.after(ctx, c, before, saved, out)
 	remembered.Wait()
 	if err != nil {
-		return rep, err
+		return err
 	}
-	s.d.Observer.Stepped(c, st, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)
-	rep.To, rep.Routing, rep.Message = saved.Phase, saved.Routing, saved.Message
-	s.log.InfoContext(ctx, "step", "canary", k.String(), "namespace", k.Namespace, "from", st.Phase, "to", saved.Phase,
+	s.d.Observer.Stepped(c, before, saved, in.Metrics, s.cfg.Now().Sub(now), h.late)
+	s.log.InfoContext(ctx, "step", "canary", c.Key.String(), "namespace", c.Key.Namespace, "from", before.Phase, "to", saved.Phase,
 		"weight", saved.Routing.Canary, "failedChecks", saved.FailedChecks, "message", saved.Message)
-	return rep, nil
+	return nil
 }
 
 // restore puts a generated object edited by hand back to what the saved state says, without a
@@ -555,24 +601,12 @@ func (s *Service) decideAndAct(ctx context.Context, c Canary, in *StepInput, liv
 
 func (s *Service) reportInvalid(ctx context.Context, c Canary, st State, problem string, lease Lease) (StepReport, error) {
 	rep := StepReport{Key: c.Key, From: st.Phase, To: st.Phase, Message: problem}
-	changed := st.SpecError != problem
-	st.SpecError = problem
-	st.LastStepAt = s.cfg.Now()
-	st.NextStepAt = st.LastStepAt.Add(c.Spec.Interval(s.cfg.MinInterval))
-	if st.Phase == "" {
-		st.Phase = PhaseInitializing
-	}
-	saved, err := s.d.Store.Save(ctx, c.Key, st, lease)
+	out := InvalidSpec(st, problem, s.cfg.Now(), c.Spec.Interval(s.cfg.MinInterval))
+	saved, err := s.d.Store.Save(ctx, c.Key, out.State, lease)
 	if err != nil {
 		return rep, fmt.Errorf("save state of %s: %w", c.Key, err)
 	}
-	var report Step
-	if changed {
-		// Said once, not at every check.
-		report.Events = []Event{{Warning: true, Message: "Invalid canary spec: " + problem}}
-	}
-	s.record(ctx, c, saved, report)
-	return rep, s.scheduleSaved(ctx, c.Key, saved)
+	return rep, s.after(ctx, c, st, saved, out)
 }
 
 // answer fills the step input with what the machine asked for; independent calls run
@@ -669,15 +703,12 @@ func (s *Service) repair(ctx context.Context, c Canary) {
 	defer cancel()
 	st, err := s.d.Store.Load(ctx, c.Key)
 	if err != nil {
-		s.log.Warn("repair after conflict: load", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "repair after conflict: load", "canary", c.Key.String(), "err", err)
 		return
 	}
-	if st.Phase == PhaseInitializing {
+	out, ok := RepairStep(st)
+	if !ok {
 		return
-	}
-	out := Step{State: st, Route: true}
-	if st.Phase == PhaseFailed || st.Phase == PhaseSucceeded {
-		out.Workloads.ScaleTarget = ScaleToZero
 	}
 	if err := s.act(ctx, c, out, nil, nil); err != nil {
 		s.log.WarnContext(ctx, "repair after conflict", "canary", c.Key.String(), "err", err)
@@ -762,7 +793,7 @@ func (s *Service) recordEvents(ctx context.Context, c Canary, events []Event) {
 	for _, e := range events {
 		wg.Go(func() {
 			if err := s.d.Workloads.RecordEvent(ctx, c, e); err != nil {
-				s.log.Warn("record event", "canary", c.Key.String(), "err", err)
+				s.log.WarnContext(ctx, "record event", "canary", c.Key.String(), "err", err)
 			}
 		})
 	}
@@ -781,6 +812,9 @@ func (s *Service) notify(ctx context.Context, c Canary, before, saved State, out
 	if s.d.Emitter != nil && before.Phase != saved.Phase {
 		wg.Go(func() { s.d.Emitter.Transitioned(ctx, c, before, saved) })
 	}
+	if s.d.Emitter != nil && out.Failure != "" && saved.Phase != PhaseFailed {
+		wg.Go(func() { s.d.Emitter.Failed(ctx, c, saved, out.Failure) })
+	}
 	if len(out.Alerts) > 0 && s.d.Alerts != nil {
 		wg.Go(func() { s.d.Alerts.SendAlerts(ctx, c, out.Alerts) })
 	}
@@ -789,7 +823,7 @@ func (s *Service) notify(ctx context.Context, c Canary, before, saved State, out
 			wg.Go(func() {
 				for _, r := range s.d.Hooks.CallHooks(ctx, c, hooks, HookCall{Phase: saved.Phase, Checksum: Checksum(saved)}, false) {
 					if !r.OK {
-						s.log.Warn("post-rollout hook failed", "canary", c.Key.String(), "hook", r.Name, "detail", r.Detail)
+						s.log.WarnContext(ctx, "post-rollout hook failed", "canary", c.Key.String(), "hook", r.Name, "detail", r.Detail)
 					}
 				}
 			})
@@ -817,7 +851,7 @@ func (s *Service) Drain(ctx context.Context) {
 
 func (s *Service) writeStatus(ctx context.Context, c Canary, st State) {
 	if err := s.d.Workloads.WriteStatus(ctx, c, st.Status()); err != nil {
-		s.log.Warn("write canary status", "canary", c.Key.String(), "err", err)
+		s.log.WarnContext(ctx, "write canary status", "canary", c.Key.String(), "err", err)
 	}
 }
 

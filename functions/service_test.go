@@ -310,21 +310,21 @@ func TestDecidePush(t *testing.T) {
 		pushed  ImageRef
 		want    string
 	}{
-		{"newer semver pinned", nil, ref("1.0.0", "sha256:a"), ref("1.1.0", "sha256:b"), "r:5000/lab/podinfo:1.1.0@sha256:b"},
-		{"older semver ignored", nil, ref("1.2.0", ""), ref("1.1.0", "sha256:b"), ""},
-		{"same tag same digest ignored", nil, ref("1.2.0", "sha256:b"), ref("1.2.0", "sha256:b"), ""},
-		{"same tag new digest taken", nil, ref("1.2.0", "sha256:a"), ref("1.2.0", "sha256:b"), "r:5000/lab/podinfo:1.2.0@sha256:b"},
-		{"non-semver new digest", nil, ref("main", "sha256:a"), ref("main", "sha256:b"), "r:5000/lab/podinfo:main@sha256:b"},
-		{"pin off", map[string]string{AnnotationPinDigest: "false"}, ref("1.0.0", ""), ref("1.1.0", "sha256:b"), "r:5000/lab/podinfo:1.1.0"},
-		{"constraint met", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.4.2", "sha256:b"), "r:5000/lab/podinfo:1.4.2@sha256:b"},
-		{"constraint unmet", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.5.0", "sha256:b"), ""},
-		{"range", map[string]string{AnnotationSemver: ">=1.0.0 <2.0.0"}, ref("1.4.0", ""), ref("2.0.0", "sha256:b"), ""},
-		{"pattern unmet", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("1.5.0", "sha256:b"), ""},
-		{"pattern met", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("v2", "sha256:b"), "r:5000/lab/podinfo:v2@sha256:b"},
-		{"non-semver never replaces semver", nil, ref("1.2.0", "sha256:a"), ref("latest", "sha256:b"), ""},
-		{"nor a branch build", nil, ref("1.2.0", "sha256:a"), ref("main-3f2a1c", "sha256:b"), ""},
-		{"unless a tag pattern says so", map[string]string{AnnotationTagPattern: `^main-`}, ref("1.2.0", ""), ref("main-3f2a1c", "sha256:b"), "r:5000/lab/podinfo:main-3f2a1c@sha256:b"},
-		{"semver replaces non-semver", nil, ref("main", "sha256:a"), ref("1.0.0", "sha256:b"), "r:5000/lab/podinfo:1.0.0@sha256:b"},
+		{"newer semver pinned", nil, ref("1.0.0", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("1.1.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:1.1.0@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"older semver ignored", nil, ref("1.2.0", ""), ref("1.1.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"same tag same digest ignored", nil, ref("1.2.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ref("1.2.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"same tag new digest taken", nil, ref("1.2.0", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("1.2.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:1.2.0@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"non-semver new digest", nil, ref("main", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("main", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:main@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"pin off", map[string]string{AnnotationPinDigest: "false"}, ref("1.0.0", ""), ref("1.1.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:1.1.0"},
+		{"constraint met", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.4.2", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:1.4.2@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"constraint unmet", map[string]string{AnnotationSemver: "~1.4"}, ref("1.4.0", ""), ref("1.5.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"range", map[string]string{AnnotationSemver: ">=1.0.0 <2.0.0"}, ref("1.4.0", ""), ref("2.0.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"pattern unmet", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("1.5.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"pattern met", map[string]string{AnnotationTagPattern: `^v\d+$`}, ref("v1", ""), ref("v2", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:v2@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"non-semver never replaces semver", nil, ref("1.2.0", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("latest", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"nor a branch build", nil, ref("1.2.0", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("main-3f2a1c", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), ""},
+		{"unless a tag pattern says so", map[string]string{AnnotationTagPattern: `^main-`}, ref("1.2.0", ""), ref("main-3f2a1c", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:main-3f2a1c@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		{"semver replaces non-semver", nil, ref("main", "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ref("1.0.0", "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"), "r:5000/lab/podinfo:1.0.0@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -341,12 +341,12 @@ func TestHandlePushesVerifiesAndDedupes(t *testing.T) {
 	f := newFixture(t, c)
 	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
 	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
-	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}
-	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b",
+	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}}
+	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
 		Namespaces: []string{c.Namespace}}
 
 	forged := push
-	forged.Digest = "sha256:forged"
+	forged.Digest = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
 	rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{forged})
 	if err != nil || rep.Pushes[0].Outcome != "rejected" || len(rep.Started) != 0 {
 		t.Fatalf("forged: got %+v, %v", rep, err)
@@ -362,7 +362,7 @@ func TestHandlePushesVerifiesAndDedupes(t *testing.T) {
 	if len(rep.Started) != 1 || rep.Pushes[1].Outcome != "duplicate" {
 		t.Fatalf("got %+v, want one start and one duplicate", rep)
 	}
-	if got := f.cluster.images[c.Key]["podinfo"]; got != "r:5000/lab/podinfo:1.1.0@sha256:b" {
+	if got := f.cluster.images[c.Key]["podinfo"]; got != "r:5000/lab/podinfo:1.1.0@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" {
 		t.Errorf("got image %s", got)
 	}
 	st := f.state(t, c.Key)
@@ -793,8 +793,8 @@ func TestScopedPushListsCanariesAndDeploymentsTogether(t *testing.T) {
 	f.svc.d.Workloads, f.svc.d.Images = o, o
 	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
 	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
-	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:b"}}
-	rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{{EventID: "e1", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:b"}})
+	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}}
+	rep, err := f.svc.HandlePushes(context.Background(), []ImagePush{{EventID: "e1", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}})
 	if err != nil || len(rep.Started) != 1 {
 		t.Fatalf("got %+v, %v; want one release started", rep, err)
 	}

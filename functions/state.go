@@ -107,8 +107,12 @@ type State struct {
 	// PendingTrigger is the event that changed the target; the step that starts the release
 	// makes it the Trigger.
 	PendingTrigger *Trigger `json:"pendingTrigger,omitempty"`
+	// ReportedFailure is the failure that keeps the phase (a primary that cannot become ready
+	// while initialising) as last reported, so that it is reported once per cause.
+	ReportedFailure string `json:"reportedFailure,omitempty"`
 	// CanaryNotReadySince starts the progress deadline for a canary that never becomes ready,
-	// independently of the Deployment's own conditions (Flagger's gap 4).
+	// independently of the Deployment's own conditions (a departure from Flagger: the README's
+	// "Progress deadline enforced by Siskin itself").
 	CanaryNotReadySince time.Time `json:"canaryNotReadySince,omitempty"`
 	// PromoteRequested is set by a manual promote: the next step skips the remaining analysis.
 	PromoteRequested bool `json:"promoteRequested,omitempty"`

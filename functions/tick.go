@@ -282,6 +282,6 @@ func (s *Service) dispatch(ctx context.Context, due []Key, rep *TickReport, mu *
 // spin on it; the next ping retries it.
 func (s *Service) retryLater(ctx context.Context, k Key, releasing bool) {
 	if err := s.d.Store.Schedule(ctx, k, s.cfg.Now().Add(max(s.cfg.MinInterval, time.Second)), releasing); err != nil {
-		s.log.Warn("reschedule failed step", "canary", k.String(), "err", err)
+		s.log.WarnContext(ctx, "reschedule failed step", "canary", k.String(), "err", err)
 	}
 }

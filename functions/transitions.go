@@ -16,13 +16,18 @@ type Transition struct {
 	Causes []string `json:"causes"`
 }
 
-// Transitions explores Decide (and AbortRelease) over every phase and a grid of observations,
-// and returns the edges it actually takes. Diagrams and docs are drawn from it, so they cannot
-// drift from the code.
+// AnyPhase stands, in Transitions alone, for every phase: the edges that leave from any of
+// them (a deletion) or keep it (a suspended canary, an invalid spec).
+const AnyPhase Phase = "any phase"
+
+// Transitions explores Decide, AbortRelease, the manual gates, the deletion flow (Finalize),
+// Suspended and InvalidSpec over every phase and a grid of observations, and returns the
+// edges they actually take. Diagrams and docs are drawn from it, so they cannot drift from
+// the code. Only AnyPhase has edges to itself: the decisions that keep the phase.
 func Transitions() []Transition {
 	edges := map[[2]Phase]map[string]bool{}
 	add := func(from, to Phase, cause string) {
-		if from == to {
+		if from == to && from != AnyPhase {
 			return
 		}
 		k := [2]Phase{from, to}
@@ -42,7 +47,51 @@ func Transitions() []Transition {
 			if out, verdict, _ := AbortRelease(c, st, "", "alert", &Trigger{Kind: "alert"}, explorationNow); verdict == Aborted {
 				add(st.Phase, out.State.Phase, "Alertmanager alert or manual abort")
 			}
+			for _, g := range []struct {
+				cause string
+				gate  func(Key, State) (State, error)
+			}{{"manual Promote", PromotionGate}, {"manual Resume", ResumeGate}} {
+				opened, err := g.gate(c.Key, st)
+				if err != nil {
+					continue
+				}
+				// What the gate itself does: in a healthy world, with the revision unchanged.
+				healthy := explorationWorlds()[0]
+				add(normalPhase(st.Phase), decideAnswering(c, opened, healthy, allPass).State.Phase, g.cause)
+			}
 		}
+	}
+	addHeld := func(c Canary, cause string, held func(Canary, State) (Phase, bool)) {
+		for _, st := range explorationStates(c) {
+			if to, ok := held(c, st); !ok || to != normalPhase(st.Phase) {
+				return // kept only for some phases: not an edge of every phase
+			}
+		}
+		add(AnyPhase, AnyPhase, cause)
+	}
+	suspended := explorationCanaries()[0]
+	suspended.Spec.Suspend = true
+	addHeld(suspended, "spec.suspend: no step, the phase is kept", func(c Canary, st State) (Phase, bool) {
+		return normalPhase(st.Phase), Suspended(c)
+	})
+	invalid := explorationCanaries()[0]
+	invalid.Spec.TargetRef.Kind = "DaemonSet"
+	addHeld(invalid, "invalid spec: reported on the status, the phase is kept", func(c Canary, st State) (Phase, bool) {
+		problems := Validate(c, Routers{DefaultProvider: nil})
+		return InvalidSpec(st, strings.Join(problems, "; "), explorationNow, time.Minute).State.Phase, len(problems) > 0
+	})
+	deleted := explorationCanaries()[0]
+	deleted.Finalizers = []string{FinalizerName}
+	everyPhaseTerminates := true
+	for _, st := range explorationStates(deleted) {
+		everyPhaseTerminates = everyPhaseTerminates && Finalize(deleted, st, Readiness{}, explorationNow).Action == FinalizeStart
+	}
+	if everyPhaseTerminates {
+		add(AnyPhase, PhaseTerminating, "Canary deleted with revertOnDeletion: the target gets its replicas back")
+	}
+	terminating := State{Phase: PhaseTerminating, LastTransitionTime: explorationNow}
+	if Finalize(deleted, terminating, Readiness{Ready: true}, explorationNow).Action == FinalizeRestore {
+		add(PhaseTerminating, PhaseTerminated, "target ready (or a minute passed): the original routes restored, the finalizer removed")
 	}
 	var out []Transition
 	for k, causes := range edges {

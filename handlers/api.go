@@ -111,11 +111,11 @@ func handleGate(rel Releases, gate string, opts Options, log *slog.Logger) http.
 			}
 		}
 		if err != nil {
-			log.Info("manual gate refused", "gate", gate, "canary", k.String(), "err", err)
+			log.InfoContext(r.Context(), "manual gate refused", "gate", gate, "canary", k.String(), "err", err)
 			writeError(w, err)
 			return
 		}
-		log.Info("manual gate", "gate", gate, "canary", k.String(), "to", rep.To)
+		log.InfoContext(r.Context(), "manual gate", "gate", gate, "canary", k.String(), "to", rep.To)
 		writeJSON(w, http.StatusOK, rep)
 	}
 }

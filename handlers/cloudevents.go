@@ -17,46 +17,6 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-// CloudEvent types with a meaning of Siskin's own.
-const (
-	// TypeImagePushed is Siskin's neutral push event, for any sender without a format of its
-	// own. Its data is {"registry", "repository", "tag", "digest", "mediaType"}: repository and
-	// tag required, digest a "sha256:…" digest when set, mediaType a manifest or index type
-	// when set, nothing else allowed.
-	TypeImagePushed = "dev.siskin.image.pushed.v1"
-	// TypeAlertmanagerNotification carries an Alertmanager webhook body (version "4") as data.
-	// Any other type whose data is such a body is read the same way.
-	TypeAlertmanagerNotification = "dev.siskin.alertmanager.notification.v1"
-	// TypePing is a Knative PingSource tick.
-	TypePing = "dev.knative.sources.ping"
-	// TypeStep is one canary's due step, sent by the dispatcher (a tick) to the Service, so
-	// that each step is a request of its own, spread over pods. Its data is
-	// {"namespace", "name", "dueAt"}.
-	TypeStep = functions.StepEventType
-	// TypeWake starts a dispatcher, as a ping does: sent by a step when a release goes on
-	// between pings and no dispatcher runs.
-	TypeWake = functions.WakeEventType
-)
-
-// InboundKind says what a CloudEvent asks of Siskin.
-type InboundKind string
-
-const (
-	// InboundIgnored: well formed but of no concern; acknowledge with a 2xx.
-	InboundIgnored InboundKind = "ignored"
-	// InboundTick: advance the canaries whose step is due.
-	InboundTick InboundKind = "tick"
-	// InboundPush: Pushes holds one or more image pushes.
-	InboundPush InboundKind = "push"
-	// InboundAlert: Alert holds an Alertmanager notification.
-	InboundAlert InboundKind = "alert"
-	// InboundObject: an object Siskin cares about (a Canary, a target or primary Deployment,
-	// a generated VirtualService, DestinationRule or Service) was added, changed or deleted.
-	InboundObject InboundKind = "object"
-	// InboundStep: one canary's step is due.
-	InboundStep InboundKind = "step"
-)
-
 // Inbound is a CloudEvent decoded into one of the inputs Siskin acts on.
 type Inbound struct {
 	Kind InboundKind `json:"kind"`
@@ -72,27 +32,6 @@ type Inbound struct {
 	Object *functions.ObjectRef `json:"object,omitempty"`
 	// Step is the canary of a step event.
 	Step *functions.Key `json:"step,omitempty"`
-}
-
-type ceDecoder func(e event.Event, in *Inbound) error
-
-// ceDecoders by CloudEvent type; any other type is sniffed for an Alertmanager body, then
-// ignored.
-var ceDecoders = map[string]ceDecoder{
-	TypePing:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
-	TypeWake:                     func(_ event.Event, in *Inbound) error { in.Kind = InboundTick; return nil },
-	TypeImagePushed:              decodeNeutralPush,
-	TypeAlertmanagerNotification: decodeAlertEvent,
-	"harbor.artifact.pushed":     decodeHarborEvent,
-	"Microsoft.ContainerRegistry.ImagePushed":       decodeEventGridPush,
-	"google.cloud.pubsub.topic.v1.messagePublished": decodePubSubEvent,
-	"dev.knative.apiserver.resource.add":            decodeAPIServerEvent,
-	"dev.knative.apiserver.resource.update":         decodeAPIServerEvent,
-	"dev.knative.apiserver.resource.delete":         decodeAPIServerEvent,
-	"dev.knative.apiserver.ref.add":                 decodeAPIServerEvent,
-	"dev.knative.apiserver.ref.update":              decodeAPIServerEvent,
-	"dev.knative.apiserver.ref.delete":              decodeAPIServerEvent,
-	TypeStep:                                        decodeStepEvent,
 }
 
 // DecodeCloudEvent classifies a CloudEvent (as parsed by cehttp.NewEventFromHTTPRequest) and

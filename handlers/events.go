@@ -136,11 +136,11 @@ func runTick(w http.ResponseWriter, r *http.Request, rel Releases, opts Options,
 	rep, err := rel.Tick(ctx, until)
 	observe(opts, "tick", err, start)
 	if err != nil {
-		log.Error("tick", "kind", kind, "err", err)
+		log.ErrorContext(r.Context(), "tick", "kind", kind, "err", err)
 		writeError(w, err)
 		return
 	}
-	log.Info("tick", "kind", kind, "stepped", len(rep.Stepped), "busy", rep.Busy, "failed", rep.Failed, "rounds", rep.Rounds)
+	log.InfoContext(r.Context(), "tick", "kind", kind, "stepped", len(rep.Stepped), "busy", rep.Busy, "failed", rep.Failed, "rounds", rep.Rounds)
 	writeJSON(w, http.StatusOK, rep)
 }
 
@@ -164,11 +164,11 @@ func runPushes(w http.ResponseWriter, r *http.Request, rel Releases, opts Option
 	rep, err := rel.HandlePushes(ctx, pushes)
 	observe(opts, "push", err, start)
 	if err != nil {
-		log.Error("push", "err", err)
+		log.ErrorContext(r.Context(), "push", "err", err)
 		writeError(w, err)
 		return
 	}
-	log.Info("push", "pushes", len(pushes), "started", len(rep.Started))
+	log.InfoContext(r.Context(), "push", "pushes", len(pushes), "started", len(rep.Started))
 	writeJSON(w, http.StatusOK, rep)
 }
 
@@ -179,11 +179,11 @@ func runAlerts(w http.ResponseWriter, r *http.Request, rel Releases, opts Option
 	rep, err := rel.HandleAlerts(ctx, n, eventID)
 	observe(opts, "alert", err, start)
 	if err != nil {
-		log.Error("alert", "err", err)
+		log.ErrorContext(r.Context(), "alert", "err", err)
 		writeError(w, err)
 		return
 	}
-	log.Info("alert", "firing", rep.Firing, "resolved", rep.Resolved, "aborted", len(rep.Aborted))
+	log.InfoContext(r.Context(), "alert", "firing", rep.Firing, "resolved", rep.Resolved, "aborted", len(rep.Aborted))
 	writeJSON(w, http.StatusOK, rep)
 }
 

@@ -2,22 +2,10 @@ package handlers
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/siskin-dev/siskin/functions"
 )
-
-// The grammar of image references (distribution/reference): a push that fails it can never
-// match a container image, and the strings end up in logs, Events and patches.
-var (
-	repositoryRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-	tagRE        = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	hexRE        = regexp.MustCompile(`^[a-f0-9]+$`)
-	hostRE       = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:]+\])(?::[0-9]{1,5})?$`)
-)
-
-const maxRepositoryLen = 255
 
 // Manifest and index media types: the pushes that can start a release. Blobs (layers,
 // configs) and anything else are acknowledged and ignored.
@@ -28,37 +16,36 @@ var manifestMediaTypes = map[string]bool{
 	"application/vnd.docker.distribution.manifest.list.v2+json": true,
 }
 
+// The problems of a reference's parts, in the words of an error, on the grammar of
+// functions.ParseImageRef: a push that fails it can never match a container image, and the
+// strings end up in logs, Events and patches.
+
 func repositoryProblem(s string) string {
 	if s == "" {
 		return "missing repository"
 	}
-	if len(s) > maxRepositoryLen || !repositoryRE.MatchString(s) {
+	if !functions.ValidRepository(s) {
 		return fmt.Sprintf("%s is not a repository name (lowercase path components separated by /)", quote(s))
 	}
 	return ""
 }
 
 func tagProblem(s string) string {
-	if !tagRE.MatchString(s) {
+	if !functions.ValidTag(s) {
 		return fmt.Sprintf("%s is not a tag", quote(s))
 	}
 	return ""
 }
 
-// digestHexLen: the algorithms a registry can be asked about, by hex length.
-var digestHexLen = map[string]int{"sha256": 64, "sha384": 96, "sha512": 128}
-
 func digestProblem(s string) string {
-	alg, enc, _ := strings.Cut(s, ":")
-	want, known := digestHexLen[alg]
-	if !known || len(enc) != want || !hexRE.MatchString(enc) {
+	if !functions.ValidDigest(s) {
 		return fmt.Sprintf("%s is not a digest (sha256:<64 lowercase hex digits>)", quote(s))
 	}
 	return ""
 }
 
 func hostProblem(s string) string {
-	if len(s) > 253 || !hostRE.MatchString(s) {
+	if !functions.ValidHost(s) {
 		return fmt.Sprintf("%s is not a registry host[:port]", quote(s))
 	}
 	return ""

@@ -10,31 +10,6 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-// registryFormat recognises one sender's body and decodes it. decode returns no pushes, and no
-// error, for a well-formed event that cannot start a release (a blob, a pull, an untagged
-// push, a failed push…), so that the sender gets a 2xx and does not back up.
-type registryFormat struct {
-	name   string
-	match  func(h http.Header, root jsonNode) bool
-	decode func(h http.Header, root jsonNode, body []byte) []functions.ImagePush
-}
-
-// registryFormats are tried in order; the first match decodes. Order matters only where
-// shapes overlap: ACR's single event has action and target, GAR's raw message has action and
-// no target.
-var registryFormats = []registryFormat{
-	{"distribution", func(_ http.Header, r jsonNode) bool { return r.has("events") }, decodeDistribution},
-	{"acr", func(_ http.Header, r jsonNode) bool { return r.has("target") && r.has("action") }, decodeACR},
-	{"harbor", func(_ http.Header, r jsonNode) bool { return r.has("event_data") && r.has("type") }, decodeHarbor},
-	{"dockerhub", func(_ http.Header, r jsonNode) bool { return r.has("push_data") }, decodeDockerHub},
-	{"quay", func(_ http.Header, r jsonNode) bool { return r.has("updated_tags") || r.has("docker_url") }, decodeQuay},
-	{"ecr", func(_ http.Header, r jsonNode) bool { return r.has("detail-type") && r.has("detail") }, decodeECR},
-	{"gar", func(_ http.Header, r jsonNode) bool { return r.get("message").isObject() }, decodePubSubPush},
-	{"gar", func(_ http.Header, r jsonNode) bool {
-		return r.has("action") && (r.has("digest") || r.has("tag"))
-	}, decodeGARRaw},
-}
-
 // distributionEventsPrefix starts both CNCF Distribution media types (events.v1+json up to
 // registry 2.8, events.v2+json from 3.0).
 const distributionEventsPrefix = "application/vnd.docker.distribution.events."

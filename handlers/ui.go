@@ -249,13 +249,13 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		if oneOf(tok, d.opts.WebhookTokens) {
 			msg, code = "That is the senders' webhook token; the dashboard takes the operators' API token.", http.StatusForbidden
 		}
-		d.log.Info("dashboard login refused", "remote", r.RemoteAddr)
+		d.log.InfoContext(r.Context(), "dashboard login refused", "remote", r.RemoteAddr)
 		d.render(w, code, "login", page{Title: "Log in", Data: loginData{Next: next, Error: msg}})
 		return
 	}
 	_, value := newSession(key, d.now(), d.sessionTTL())
 	setSessionCookie(w, value, d.sessionTTL())
-	d.log.Info("dashboard login", "remote", r.RemoteAddr)
+	d.log.InfoContext(r.Context(), "dashboard login", "remote", r.RemoteAddr)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -57,7 +56,7 @@ var (
 // DefaultCallTimeout).
 func NewRouter(client versioned.Interface, log *slog.Logger, timeout time.Duration) *Router {
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	if timeout <= 0 {
 		timeout = DefaultCallTimeout

@@ -391,7 +391,7 @@ func httpRoutes(c functions.Canary, p functions.RoutePlan, base routeBase, d des
 		}
 		weighted := base.route("", mergeMatchConditions(abMatch, base.match), weightedDests)
 		mirror(weighted, p.Routing, analysis, d)
-		// Flagger gap 8: Flagger writes the plan's primary weight (0 while the canary takes the
+		// A departure from Flagger (README, "Where Siskin departs from Flagger"): Flagger writes the plan's primary weight (0 while the canary takes the
 		// matching requests) on the default route's lone destination. It always carries 100.
 		primaryOnly, err := d.http(d.primary, 100)
 		if err != nil {

@@ -355,7 +355,7 @@ func virtualServiceCases() []virtualServiceCase {
 						Route: []*istioapi.HTTPRouteDestination{dest("podinfo-primary", 0), dest("podinfo-canary", 100)},
 					},
 					{
-						// Flagger gap 8 fixed: the lone primary destination weighs 100, not 0.
+						// Unlike Flagger, the lone primary destination weighs 100, not 0.
 						Match: []*istioapi.HTTPMatchRequest{
 							{Uri: prefix("/api")},
 							{Uri: prefix("/v2"), Headers: map[string]*istioapi.StringMatch{"x-svc": exact("a")}},

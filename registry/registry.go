@@ -1,8 +1,8 @@
-// Package registry talks to container registries with go-containerregistry: it normalises
-// image references and checks, with a HEAD of the manifest, that a pushed digest really exists
+// Package registry talks to container registries with go-containerregistry: it checks, with a
+// HEAD of the manifest (references are parsed by functions.ParseImageRef), that a pushed digest really exists
 // before a notification is allowed to change a Deployment.
 //
-// It is a top-level adapter of its own because none of the design card's folders is about
+// It is a top-level adapter of its own because none of the design's other folders is about
 // registries: pushes come in through handlers, decisions are in functions, and this is the
 // one outbound call to a registry.
 package registry
@@ -67,28 +67,6 @@ func (c *Client) nameOptions(ref string) []name.Option {
 		return []name.Option{name.Insecure}
 	}
 	return nil
-}
-
-// Parse normalises a reference: Docker Hub's host and library/ prefix, registry host case.
-// A reference with neither tag nor digest gets no default tag: the caller decides.
-func (c *Client) Parse(ref string) (functions.ImageRef, error) {
-	r, err := name.ParseReference(ref, c.nameOptions(ref)...)
-	if err != nil {
-		return functions.ImageRef{}, fmt.Errorf("%w: image reference %q: %v", functions.ErrInvalid, ref, err)
-	}
-	out := functions.ImageRef{Registry: r.Context().RegistryStr(), Repository: r.Context().RepositoryStr()}
-	switch v := r.(type) {
-	case name.Tag:
-		out.Tag = v.TagStr()
-	case name.Digest:
-		out.Digest = v.DigestStr()
-		// name.ParseReference drops the tag of repo:tag@digest; keep it for the policy.
-		left := ref[:strings.LastIndex(ref, "@")]
-		if i := strings.LastIndex(left, ":"); i > strings.LastIndex(left, "/") {
-			out.Tag = left[i+1:]
-		}
-	}
-	return out, nil
 }
 
 // Resolve HEADs the manifest of ref (by digest if it has one, else by tag) and returns its

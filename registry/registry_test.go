@@ -16,37 +16,6 @@ import (
 	"github.com/siskin-dev/siskin/functions"
 )
 
-func TestParse(t *testing.T) {
-	c := New(Options{Insecure: []string{"127.0.0.1:5000"}})
-	tests := []struct {
-		in   string
-		want functions.ImageRef
-	}{
-		{"nginx", functions.ImageRef{Registry: "index.docker.io", Repository: "library/nginx", Tag: "latest"}},
-		{"docker.io/library/nginx:1.27", functions.ImageRef{Registry: "index.docker.io", Repository: "library/nginx", Tag: "1.27"}},
-		{"registry-1.docker.io/acme/app:2", functions.ImageRef{Registry: "registry-1.docker.io", Repository: "acme/app", Tag: "2"}},
-		{"ghcr.io/Acme/App:1.0.0", functions.ImageRef{}},
-		{"127.0.0.1:5000/lab/podinfo:1.0.0@sha256:" + strings.Repeat("a", 64),
-			functions.ImageRef{Registry: "127.0.0.1:5000", Repository: "lab/podinfo", Tag: "1.0.0", Digest: "sha256:" + strings.Repeat("a", 64)}},
-		{"127.0.0.1:5000/lab/podinfo@sha256:" + strings.Repeat("b", 64),
-			functions.ImageRef{Registry: "127.0.0.1:5000", Repository: "lab/podinfo", Digest: "sha256:" + strings.Repeat("b", 64)}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := c.Parse(tt.in)
-			if tt.want == (functions.ImageRef{}) {
-				if !errors.Is(err, functions.ErrInvalid) {
-					t.Errorf("got %+v, %v; want ErrInvalid (repositories are lowercase)", got, err)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
-			}
-		})
-	}
-}
-
 // The lab's end-to-end tests use the real docker-registry; this uses go-containerregistry's
 // in-process registry to cover the status mapping.
 func TestResolve(t *testing.T) {
@@ -64,7 +33,7 @@ func TestResolve(t *testing.T) {
 	want, _ := img.Digest()
 	c := New(Options{Insecure: []string{host}})
 	ctx := context.Background()
-	ref, _ := c.Parse(host + "/lab/podinfo:1.0.0")
+	ref, _ := functions.ParseImageRef(host + "/lab/podinfo:1.0.0")
 	if got, err := c.Resolve(ctx, ref); err != nil || got != want.String() {
 		t.Errorf("by tag: got %q, %v; want %s", got, err, want)
 	}

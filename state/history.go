@@ -97,7 +97,7 @@ func (s *Store) Releases(ctx context.Context, k functions.Key) ([]functions.Rele
 		for _, raw := range cmds[i].Val() {
 			var r functions.StepRecord
 			if err := json.Unmarshal([]byte(raw), &r); err != nil {
-				s.log.Warn("skipping an unreadable step record", "canary", k.String(), "release", ids[i], "err", err)
+				s.log.WarnContext(ctx, "skipping an unreadable step record", "canary", k.String(), "release", ids[i], "err", err)
 				continue
 			}
 			rel.Steps = append(rel.Steps, r)

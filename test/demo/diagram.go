@@ -38,6 +38,10 @@ func processDot(transitions []functions.Transition) string {
 		}
 		fmt.Fprintf(&b, "  %s%s;\n", quoteDot(string(p)), attrs)
 	}
+	if used[functions.AnyPhase] {
+		// Not a phase: what a decision does from, or to, whichever phase the canary is in.
+		fmt.Fprintf(&b, "  %s [shape=note, style=\"dashed\", fillcolor=\"#ffffff\", color=\"#888888\"];\n", quoteDot(string(functions.AnyPhase)))
+	}
 	// Releases end in one of the two final phases: keep them on the last rank.
 	b.WriteString("  { rank=same; \"Succeeded\"; \"Failed\"; }\n")
 	sorted := slices.Clone(transitions)

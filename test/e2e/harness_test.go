@@ -98,7 +98,7 @@ func siskinBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "siskin")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd := exec.Command("go", "build", "-tags", "testhooks", "-o", binPath, ".")
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {

@@ -162,7 +162,7 @@ func (sc opsScrape) histogram(name string, labels map[string]string) (count uint
 	return count, sum, buckets
 }
 
-// flaggerMetrics is Flagger's list (flagger-istio.md section 6): name, type and label names.
+// flaggerMetrics is Flagger's list (the reference on Flagger's Prometheus metrics): name, type and label names.
 var flaggerMetrics = []struct {
 	name   string
 	typ    dto.MetricType

@@ -355,7 +355,7 @@ func (r *rel) initialize(routes func(snap) []*istioapi.HTTPRoute) {
 	r.steps(want, 30)
 }
 
-// The route shapes Flagger documents (flagger-istio.md section 3), written out by hand.
+// The route shapes Flagger documents (the reference on Flagger and Istio, on its VirtualService shapes), written out by hand.
 
 func dest(host string, weight int32) *istioapi.HTTPRouteDestination {
 	return &istioapi.HTTPRouteDestination{Destination: &istioapi.Destination{Host: host}, Weight: weight}

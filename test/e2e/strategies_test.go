@@ -73,7 +73,7 @@ analysis:
 
 // abRoutes is Flagger's A/B shape: the analysis match merged into the service match routes to
 // the canary with the given weights; everything else of the service match goes to the primary,
-// whose lone destination carries 100 (Flagger writes the primary weight there: gap 8).
+// whose lone destination carries 100 (Flagger writes the primary weight there, which Siskin does not).
 func abRoutes(name string, primary, canary int32) func(snap) []*istioapi.HTTPRoute {
 	return func(snap) []*istioapi.HTTPRoute {
 		api := &istioapi.StringMatch{MatchType: &istioapi.StringMatch_Prefix{Prefix: "/api"}}

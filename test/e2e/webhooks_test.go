@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Webhooks of every type against receivers run by the test (flagger-istio.md section 7):
+// Webhooks of every type against receivers run by the test (Flagger's webhook contract):
 // Flagger's payload, the phase each type is told, the checksum of the revision, and each type's
 // failure semantics.
 
@@ -179,7 +179,7 @@ func TestWebhooksEveryTypeThroughAReleaseAndARollback(t *testing.T) {
 	ns := e.ns
 
 	// confirm-rollout closed: Waiting, the traffic stays on the primary. The gate is told the
-	// phase the canary is in; while Waiting, the rollback hook is consulted too (Flagger's gap 3).
+	// phase the canary is in; while Waiting, the rollback hook is consulted too, as Flagger's docs promise.
 	st := r.stepHooks(h, &events, stage{Phase: "Waiting", Routes: weighted("hooks", 100, 0)}, 5)
 	before := checkCalls(t, ns, "hooks", st, map[string]string{"/confirm-rollout": "Initialized"})["/confirm-rollout"]
 	for range 2 {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -115,7 +116,7 @@ func (l *Lab) startKubernetes(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	var g group
+	var g errgroup.Group
 	g.Go(func() error {
 		return l.waitFor(ctx, l.proc("kube-controller-manager"), "kube-controller-manager",
 			httpOK(insecureClient, "https://"+hostport(l.ports.controllerManager)+"/healthz"))
@@ -278,7 +279,7 @@ func (l *Lab) installCRDs(ctx context.Context) error {
 		return err
 	}
 	// CRDs do not depend on each other: applying them at once saves seconds.
-	var g group
+	var g errgroup.Group
 	applied := make([]*unstructured.Unstructured, len(objs))
 	for i, obj := range objs {
 		g.Go(func() (err error) {

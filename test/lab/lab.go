@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/rest"
 )
 
@@ -104,7 +105,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		scrapeTargets: map[string][]string{},
 	}
 	if l.log == nil {
-		l.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		l.log = slog.New(slog.DiscardHandler)
 	}
 	if l.timeout == 0 {
 		l.timeout = 90 * time.Second
@@ -164,7 +165,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	var g group
+	var g errgroup.Group
 	g.Go(func() error { return l.waitRedis(ctx) })
 	g.Go(func() error { return l.waitPrometheus(ctx) })
 	g.Go(func() error { return l.waitAlertmanager(ctx) })
@@ -196,7 +197,7 @@ func (l *Lab) Stop() error {
 
 	var errs []error
 	stopAll := func(grace time.Duration, names ...string) {
-		var g group
+		var g errgroup.Group
 		for _, name := range names {
 			if p := procs[name]; p != nil {
 				g.Go(func() error { return p.stop(grace) })
@@ -472,26 +473,4 @@ func checkBinaries(bin string) error {
 		return fmt.Errorf("lab binaries missing in %s: %s (run make lab-build)", bin, strings.Join(missing, ", "))
 	}
 	return nil
-}
-
-// group runs functions concurrently and joins their errors.
-type group struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs []error
-}
-
-func (g *group) Go(f func() error) {
-	g.wg.Go(func() {
-		if err := f(); err != nil {
-			g.mu.Lock()
-			g.errs = append(g.errs, err)
-			g.mu.Unlock()
-		}
-	})
-}
-
-func (g *group) Wait() error {
-	g.wg.Wait()
-	return errors.Join(g.errs...)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -158,7 +157,7 @@ func NewSimulator(kube kubernetes.Interface, ic istioclient.Interface, opts Simu
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Simulator{kube: kube, istio: ic, opts: opts, log: log, m: newIstioMetrics(),
 		live: map[string]liveNamespace{}, carry: map[carryKey]float64{},
