@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -261,6 +262,19 @@ type fakeCluster struct {
 	images   map[Key]map[string]string
 	// slowAct delays ApplyRoutes, to hold a step in flight.
 	slowAct time.Duration
+	// actHold, when set, holds the first ApplyRoutes: it is signalled on acting, and waits
+	// until proceed is closed.
+	actHold *actHold
+}
+
+type actHold struct {
+	taken   atomic.Bool
+	acting  chan struct{}
+	proceed chan struct{}
+}
+
+func newActHold() *actHold {
+	return &actHold{acting: make(chan struct{}), proceed: make(chan struct{})}
 }
 
 func newFakeCluster(cs ...Canary) *fakeCluster {
@@ -350,6 +364,10 @@ func (f *fakeCluster) RecordEvent(_ context.Context, c Canary, e Event) error {
 
 func (f *fakeCluster) ApplyRoutes(_ context.Context, c Canary, p RoutePlan) error {
 	time.Sleep(f.slowAct)
+	if h := f.actHold; h != nil && h.taken.CompareAndSwap(false, true) {
+		close(h.acting)
+		<-h.proceed
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.routes[c.Key] = p.Routing

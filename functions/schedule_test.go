@@ -75,3 +75,26 @@ func TestIntervalsHonouredWithOnceAMinutePing(t *testing.T) {
 		})
 	}
 }
+
+func TestRetryDelayBacksOff(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int
+		jitter   float64
+		want     time.Duration
+	}{
+		{"first failure waits the base", 1, 0, 10 * time.Second},
+		{"second doubles", 2, 0, 20 * time.Second},
+		{"fourth", 4, 0, 80 * time.Second},
+		{"capped", 10, 0, maxRetryDelay},
+		{"many failures stay capped", 1000, 0, maxRetryDelay},
+		{"jitter takes at most a fifth", 2, 0.999, 20*time.Second - time.Duration(float64(20*time.Second)*0.2*0.999)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := retryDelay(10*time.Second, tt.failures, tt.jitter); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -140,6 +140,9 @@ type Service struct {
 	bg  sync.WaitGroup
 	// inflight bounds the step events a dispatcher has sent and not yet heard back from.
 	inflight chan struct{}
+	// failing counts, per canary, the steps this process saw fail in a row, so that a step
+	// that keeps failing (an overloaded apiserver) backs off instead of retrying in a storm.
+	failing sync.Map
 }
 
 func New(d Deps, cfg Config, log *slog.Logger) *Service {

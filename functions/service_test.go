@@ -248,11 +248,13 @@ func TestAbortPreemptsStepInFlight(t *testing.T) {
 	f := newFixture(t, c)
 	f.store.states[c.Key] = State{Phase: PhaseProgressing, LastAppliedSpec: "v1", Routing: Routing{70, 30, false}}
 	f.store.due[c.Key] = t0
-	f.cluster.slowAct = 50 * time.Millisecond
+	hold := newActHold()
+	f.cluster.actHold = hold
 	var wg sync.WaitGroup
 	wg.Go(func() { _, _ = f.svc.Tick(context.Background(), f.clock()) })
-	time.Sleep(10 * time.Millisecond) // the step is acting now
+	<-hold.acting // the step is writing the routes now
 	_, aborted, err := f.svc.Abort(context.Background(), c.Key, "manual")
+	close(hold.proceed)
 	if err != nil || !aborted {
 		t.Fatalf("abort: %v %v", aborted, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 )
@@ -233,8 +234,11 @@ func (s *Service) stepDue(ctx context.Context, rep *TickReport, mu *sync.Mutex, 
 			rep.Failed++
 			s.log.ErrorContext(ctx, "step failed", "canary", k.String(), "namespace", k.Namespace, "err", err)
 			s.retryLater(ctx, k, r.From.Releasing())
-		case r.Skipped == "":
-			rep.Stepped = append(rep.Stepped, r)
+		default:
+			s.failing.Delete(k)
+			if r.Skipped == "" {
+				rep.Stepped = append(rep.Stepped, r)
+			}
 		}
 	})
 	return panicked
@@ -273,15 +277,38 @@ func (s *Service) dispatch(ctx context.Context, due []Key, rep *TickReport, mu *
 				mu.Unlock()
 				s.log.WarnContext(ctx, "step event failed; retrying it shortly", "canary", k.String(), "err", err)
 				s.retryLater(ctx, k, true)
+				return
 			}
+			s.failing.Delete(k)
 		})
 	}
 }
 
-// retryLater pushes a failed canary's step a little into the future so a tick's loop does not
-// spin on it; the next ping retries it.
+// retryLater pushes a failed canary's step into the future so a tick's loop does not spin on
+// it, further each time it fails again (retryDelay); the next ping or wake-up retries it.
 func (s *Service) retryLater(ctx context.Context, k Key, releasing bool) {
-	if err := s.d.Store.Schedule(ctx, k, s.cfg.Now().Add(max(s.cfg.MinInterval, time.Second)), releasing); err != nil {
+	n := 1
+	if v, ok := s.failing.Load(k); ok {
+		n = v.(int) + 1
+	}
+	s.failing.Store(k, n)
+	delay := retryDelay(max(s.cfg.MinInterval, time.Second), n, rand.Float64())
+	if err := s.d.Store.Schedule(ctx, k, s.cfg.Now().Add(delay), releasing); err != nil {
 		s.log.WarnContext(ctx, "reschedule failed step", "canary", k.String(), "err", err)
 	}
+}
+
+// maxRetryDelay caps the back-off of a step that keeps failing.
+const maxRetryDelay = 2 * time.Minute
+
+// retryDelay is the wait before the failures-th retry of a step: base, doubled at each
+// failure in a row up to maxRetryDelay, less up to a fifth at random (jitter in [0, 1)), so
+// that canaries failing together do not retry together.
+func retryDelay(base time.Duration, failures int, jitter float64) time.Duration {
+	d := base
+	for i := 1; i < failures && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxRetryDelay)
+	return d - time.Duration(float64(d)*0.2*jitter)
 }
