@@ -132,3 +132,45 @@ func TestRefusedRouteIsReportedOnTheStatus(t *testing.T) {
 		t.Errorf("the other canary: got phase %s, want Initialized", gst.Phase)
 	}
 }
+
+// A Canary that Flagger was releasing is taken over where Flagger left it: its status's
+// revision (Flagger's FNV hash) is the target as found, and the live route's weights are the
+// state, so the next step advances from 15 instead of restarting at 0.
+func TestTakeoverFromFlaggerMovesNoTraffic(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.cluster.status[c.Key] = Status{Phase: PhaseProgressing, CanaryWeight: 15, LastAppliedSpec: "7c8dbf5d94", LastPromotedSpec: "5b9f4d7c6"}
+	f.cluster.routes[c.Key] = Routing{Primary: 85, Canary: 15}
+	f.cluster.work[c.Key] = readyWorld("0123456789abcdef").work
+	ctx := context.Background()
+	for range 2 {
+		if _, err := f.svc.Tick(ctx, f.clock()); err != nil {
+			t.Fatalf("tick: %v", err)
+		}
+		f.advanceClock(time.Minute)
+	}
+	st, err := f.store.Load(ctx, c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != PhaseProgressing || st.Routing.Canary < 15 || st.LastAppliedSpec != "0123456789abcdef" {
+		t.Errorf("after the takeover: got %s at %+v applied %q, want Progressing from 15 on, the target's revision", st.Phase, st.Routing, st.LastAppliedSpec)
+	}
+	for _, a := range f.cluster.applied {
+		if strings.Contains(a, "routes 100/0") {
+			t.Errorf("the takeover sent traffic back to the primary: %q", f.cluster.applied)
+			break
+		}
+	}
+}
+
+func TestForeignRevision(t *testing.T) {
+	for _, tt := range []struct {
+		hash string
+		want bool
+	}{{"", false}, {"0123456789abcdef", false}, {"7c8dbf5d94", true}, {"0123456789ABCDEF", true}} {
+		if got := ForeignRevision(tt.hash); got != tt.want {
+			t.Errorf("ForeignRevision(%q): got %v, want %v", tt.hash, got, tt.want)
+		}
+	}
+}

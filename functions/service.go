@@ -376,8 +376,49 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 		}
 	}
 	st = RebuildState(c.Status, live, found)
+	if ForeignRevision(st.LastAppliedSpec) {
+		st = s.adoptFlaggersRevision(ctx, c, st)
+	}
 	s.log.InfoContext(ctx, "rebuilt state from the cluster", "canary", c.Key.String(), "namespace", c.Key.Namespace, "phase", st.Phase, "weight", st.Routing.Canary)
 	return st, nil
+}
+
+// ForeignRevision reports whether a status's lastAppliedSpec was written by another controller:
+// Siskin's template hashes are 16 hex digits, Flagger's its FNV-32a in another alphabet.
+func ForeignRevision(hash string) bool {
+	if hash == "" {
+		return false
+	}
+	if len(hash) != 16 {
+		return true
+	}
+	for _, r := range hash {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return true
+		}
+	}
+	return false
+}
+
+// adoptFlaggersRevision takes over a Canary whose status Flagger wrote: the target as it is now
+// is taken as the revision Flagger applied (and promoted, when Flagger had promoted what it
+// applied), so the takeover moves no traffic and restarts no analysis. A target changed after
+// Flagger last looked is then analysed from where Flagger was, not from the start.
+func (s *Service) adoptFlaggersRevision(ctx context.Context, c Canary, st State) State {
+	work, err := s.d.Workloads.ObserveWorkloads(ctx, c)
+	if err != nil || !work.TargetFound {
+		return st // the step observes again; the release then restarts, as before
+	}
+	promoted := st.LastPromotedSpec == st.LastAppliedSpec
+	st.LastAppliedSpec, st.TrackedConfigs = work.TemplateHash, work.TrackedConfigs
+	switch {
+	case promoted:
+		st.LastPromotedSpec = work.TemplateHash
+	case ForeignRevision(st.LastPromotedSpec):
+		st.LastPromotedSpec = ""
+	}
+	s.log.InfoContext(ctx, "took over a Canary from Flagger: its target is the applied revision", "canary", c.Key.String(), "namespace", c.Key.Namespace, "revision", work.TemplateHash)
+	return st
 }
 
 // step observes, decides, acts and saves one canary under its lease, in named stages with

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,7 +226,10 @@ func recordSiskin(t *testing.T, e *env, s *siskin, name string, maxTicks int) []
 
 // startFlaggerProc runs Flagger out of cluster for one namespace, as the scale benchmark does,
 // with the Gateway API as its mesh provider.
-func startFlaggerProc(t *testing.T, e *env, bin string) {
+func startFlaggerProc(t *testing.T, e *env, bin string) { startFlaggerProcStoppable(t, e, bin) }
+
+// startFlaggerProcStoppable is startFlaggerProc, and returns a func that stops Flagger now.
+func startFlaggerProcStoppable(t *testing.T, e *env, bin string) func() {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -244,16 +248,23 @@ func startFlaggerProc(t *testing.T, e *env, bin string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start flagger: %v", err)
 	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			logFile.Close()
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logFile.Close()
+		stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {
 				t.Logf("flagger log:\n%s", tail(string(b), 60))
 			}
 		}
 	})
+	return stop
 }
 
 func tail(s string, lines int) string {
@@ -262,4 +273,98 @@ func tail(s string, lines int) string {
 		parts = parts[len(parts)-lines:]
 	}
 	return fmt.Sprint(strings.Join(parts, "\n"))
+}
+
+// TestGatewayAPITakesOverFromFlagger: Flagger releases the seed's spec on the Gateway API to
+// some weight and stops; Siskin starts on the same Canary and HTTPRoute. Its first step reads
+// the HTTPRoute's weights as the current routing: no traffic moves back to the primary, and
+// the release goes on to Succeeded.
+func TestGatewayAPITakesOverFromFlagger(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Flagger for part of a release")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("bash", filepath.Join(root, "test", "bench", "build-flagger.sh"))
+	build.Stderr = os.Stderr
+	out, err := build.Output()
+	if err != nil {
+		t.Fatalf("build Flagger v1.36.1: %v", err)
+	}
+	e := newEnv(t, "gw-takeover")
+	ex := startExporter(t, e)
+	ex.Set(e.ns, "podinfo", traffic.Behaviour{RPS: 20, LatencyMs: 30})
+	e.createDeployment("podinfo", e.lab.Registry()+"/lab/podinfo:1.0.0", 2)
+	waitForHTTPRate(t, e, "podinfo")
+	stop := startFlaggerProcStoppable(t, e, strings.TrimSpace(string(out)))
+	e.apply(specCanary(e.ns, "podinfo", conformanceSpec))
+
+	var last routeRecord
+	imageSet := false
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("Flagger did not reach canaryWeight 15; last %s %d", last.Phase, last.Weight)
+		}
+		rec, found := readRecord(t, e, "podinfo")
+		if found {
+			last = rec
+		}
+		if !imageSet && rec.Phase == "Initialized" {
+			e.setImage("podinfo", e.lab.Registry()+"/lab/podinfo:2.0.0")
+			imageSet = true
+		}
+		if imageSet && rec.Phase == "Progressing" && rec.Weight >= 15 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stop()
+	flaggerRouting, ok := routingOf(last.Spec, "podinfo")
+	if !ok {
+		t.Fatalf("Flagger's HTTPRoute has no weighted rule: %+v", last.Spec)
+	}
+	t.Logf("Flagger stopped at canaryWeight %d, HTTPRoute %d/%d", last.Weight, flaggerRouting[0], flaggerRouting[1])
+
+	s := startSiskin(t, e.lab, siskinOpts{namespace: e.ns})
+	r := newRel(t, e, s, "podinfo")
+	for i := 1; i <= 40; i++ {
+		r.tick()
+		rec, _ := readRecord(t, e, "podinfo")
+		w, _ := routingOf(rec.Spec, "podinfo")
+		t.Logf("Siskin step %d: %s canaryWeight %d, HTTPRoute %d/%d", i, rec.Phase, rec.Weight, w[0], w[1])
+		if rec.Phase != "Succeeded" && w[1] < flaggerRouting[1] {
+			t.Fatalf("step %d after the takeover moved traffic back: HTTPRoute %d/%d, Flagger left %d/%d", i, w[0], w[1], flaggerRouting[0], flaggerRouting[1])
+		}
+		if rec.Phase == "Succeeded" {
+			return
+		}
+		if rec.Phase == "Failed" {
+			t.Fatalf("the release failed after the takeover")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatal("Siskin did not finish the release it took over")
+}
+
+// routingOf reads the primary and canary weights of the weighted rule.
+func routingOf(spec gwv1.HTTPRouteSpec, name string) ([2]int32, bool) {
+	for _, rule := range spec.Rules {
+		var w [2]int32
+		found := false
+		for _, ref := range rule.BackendRefs {
+			switch string(ref.Name) {
+			case name + "-primary":
+				w[0] = *ref.Weight
+			case name + "-canary":
+				w[1], found = *ref.Weight, true
+			}
+		}
+		if found {
+			return w, true
+		}
+	}
+	return [2]int32{}, false
 }
