@@ -231,13 +231,26 @@ func startFlaggerProc(t *testing.T, e *env, bin string) { startFlaggerProcStoppa
 // startFlaggerProcStoppable is startFlaggerProc, and returns a func that stops Flagger now.
 func startFlaggerProcStoppable(t *testing.T, e *env, bin string) func() {
 	t.Helper()
+	stop, _ := startFlagger(t, e, bin)
+	return stop
+}
+
+// startFlaggerProcLog is startFlaggerProc, and returns the path of Flagger's log.
+func startFlaggerProcLog(t *testing.T, e *env, bin string) string {
+	t.Helper()
+	_, log := startFlagger(t, e, bin)
+	return log
+}
+
+func startFlagger(t *testing.T, e *env, bin string) (stop func(), logPath string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	logPath := filepath.Join(t.TempDir(), "flagger.log")
+	logPath = filepath.Join(t.TempDir(), "flagger.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +262,7 @@ func startFlaggerProcStoppable(t *testing.T, e *env, bin string) func() {
 		t.Fatalf("start flagger: %v", err)
 	}
 	var once sync.Once
-	stop := func() {
+	stop = func() {
 		once.Do(func() {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -264,7 +277,7 @@ func startFlaggerProcStoppable(t *testing.T, e *env, bin string) func() {
 			}
 		}
 	})
-	return stop
+	return stop, logPath
 }
 
 func tail(s string, lines int) string {
@@ -368,4 +381,66 @@ func routingOf(spec gwv1.HTTPRouteSpec, name string) ([2]int32, bool) {
 		}
 	}
 	return [2]int32{}, false
+}
+
+// TestFlaggerABOnTheGatewayAPIIsRefused records the Flagger bug Siskin departs from (README,
+// Gateway API): Flagger v1.36.1's A/B weight update writes timeouts.request "" on the fallback
+// rule, which the v1.4.1 HTTPRoute schema refuses, so its release never moves. It passes when
+// Flagger fails that way; it runs only with SISKIN_FLAGGER_AB=1 (it checks Flagger, not Siskin).
+func TestFlaggerABOnTheGatewayAPIIsRefused(t *testing.T) {
+	if os.Getenv("SISKIN_FLAGGER_AB") != "1" {
+		t.Skip("set SISKIN_FLAGGER_AB=1 to check Flagger's A/B on the Gateway API")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("bash", filepath.Join(root, "test", "bench", "build-flagger.sh"))
+	build.Stderr = os.Stderr
+	out, err := build.Output()
+	if err != nil {
+		t.Fatalf("build Flagger v1.36.1: %v", err)
+	}
+	e := newEnv(t, "gw-flagger-ab")
+	e.createDeployment("abtest", e.lab.Registry()+"/lab/abtest:1.0.0", 1)
+	logPath := startFlaggerProcLog(t, e, strings.TrimSpace(string(out)))
+	e.apply(specCanary(e.ns, "abtest", `provider: gatewayapi:v1
+service:
+  port: 9898
+  gatewayRefs:
+    - name: public
+      namespace: istio-ingress
+analysis:
+  interval: 10s
+  threshold: 2
+  iterations: 2
+  match:
+    - headers:
+        x-canary:
+          exact: insider
+`))
+	imageSet := false
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		rec, _ := readRecord(t, e, "abtest")
+		if !imageSet && rec.Phase == "Initialized" {
+			e.setImage("abtest", e.lab.Registry()+"/lab/abtest:2.0.0")
+			imageSet = true
+		}
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "timeouts.request") {
+			t.Logf("Flagger's A/B refused by the schema, Canary %s at canaryWeight %d; Flagger's log says: %s", rec.Phase, rec.Weight, lineWith(string(b), "timeouts.request"))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Errorf("Flagger's A/B was not refused for timeouts.request within 3 minutes (fixed upstream? then drop the README's difference)")
+}
+
+func lineWith(s, part string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, part) {
+			return tail(l, 1)
+		}
+	}
+	return ""
 }
