@@ -380,7 +380,25 @@ func (s *Service) orRebuilt(ctx context.Context, c Canary, st State, loadErr err
 		st = s.adoptFlaggersRevision(ctx, c, st)
 	}
 	s.log.InfoContext(ctx, "rebuilt state from the cluster", "canary", c.Key.String(), "namespace", c.Key.Namespace, "phase", st.Phase, "weight", st.Routing.Canary)
-	return st, nil
+	if !st.Phase.Releasing() {
+		return st, nil
+	}
+	// When the last step ran was lost with the state: a release waits one whole interval
+	// from now rather than risk a step earlier than its interval. The rebuilt state is saved,
+	// so that the wait is not rebuilt again at the next tick.
+	st.NextStepAt = s.cfg.Now().Add(c.Spec.Interval(s.cfg.MinInterval))
+	saved, err := s.d.Store.Save(ctx, c.Key, st, nil)
+	if errors.Is(err, ErrConflict) {
+		// Another step rebuilt it first: its state is the one.
+		return s.d.Store.Load(ctx, c.Key)
+	}
+	if err != nil {
+		return st, fmt.Errorf("save the rebuilt state of %s: %w", c.Key, err)
+	}
+	if err := s.d.Store.Schedule(ctx, c.Key, saved.NextStepAt, true); err != nil {
+		return saved, fmt.Errorf("schedule the rebuilt state of %s: %w", c.Key, err)
+	}
+	return saved, nil
 }
 
 // ForeignRevision reports whether a status's lastAppliedSpec was written by another controller:

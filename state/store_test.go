@@ -169,6 +169,7 @@ func populated() functions.State {
 		Trigger: &functions.Trigger{Kind: "push", EventID: "evt-1", Source: "registry",
 			Detail: "ghcr.io/stefanprodan/podinfo:6.9.2", At: at.Add(-time.Minute)},
 		CanaryNotReadySince: at.Add(-30 * time.Second).In(time.FixedZone("CEST", 2*3600)),
+		ReportedFailure:     "podinfo-primary cannot become ready",
 		PendingTrigger:      &functions.Trigger{Kind: "push", EventID: "evt-2", Detail: "ghcr.io/stefanprodan/podinfo:6.9.3", At: at},
 		PromoteRequested:    true,
 		Approved:            true,
