@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit ui-browser e2e test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
+.PHONY: help build test unit ui-browser e2e chaos chaos-short test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -17,8 +17,8 @@ help:
 build:
 	$(GO) build -o bin/siskin .
 
-## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests and the short demo
-test: lab-build vet unit ui-browser fuzz test-lab e2e demo-short
+## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests, the short chaos run and the short demo
+test: lab-build vet unit ui-browser fuzz test-lab e2e chaos-short demo-short
 
 ## vet: go vet, with and without the e2e and browser tags
 vet:
@@ -47,6 +47,14 @@ fuzz-long:
 ## e2e: end-to-end tests of Siskin against the lab
 e2e: lab-build
 	$(GO) test -tags e2e -count=1 -parallel 8 -timeout 30m ./test/e2e/...
+
+## chaos: the full chaos run and the duplicated-event test at volume (10,000 events) against the lab, under 20 minutes; figures in chaos-out/
+chaos: lab-build
+	CHAOS_FULL=1 $(GO) test -tags e2e -count=1 -v -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 25m ./test/chaos/
+
+## chaos-short: the chaos run and the duplicated-event test, shortened, as make test runs them
+chaos-short: lab-build
+	$(GO) test -tags e2e -count=1 -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 15m ./test/chaos/
 
 ## bench: benchmarks that need no lab
 bench:
