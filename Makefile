@@ -34,15 +34,24 @@ unit:
 ui-browser: lab-build
 	$(GO) test -tags browser -count=1 -run '^TestBrowser' ./handlers/
 
-## fuzz: run every decoder's fuzzer briefly (FUZZTIME, default 5s each)
+## fuzz: run every fuzzer briefly (FUZZTIME, default 5s each): the decoders, the alert selector, the image policy, the query templates
+FUZZERS := handlers:FuzzDecodeRegistryWebhook handlers:FuzzDecodeAlertmanager handlers:FuzzDecodeCloudEvent \
+	functions:FuzzAlertMatches functions:FuzzDecidePush analysis:FuzzRenderQueryCannotInject
 fuzz:
-	@for f in FuzzDecodeRegistryWebhook FuzzDecodeAlertmanager FuzzDecodeCloudEvent; do \
-		$(GO) test ./handlers -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	@for pf in $(FUZZERS); do \
+		pkg=$${pf%%:*}; f=$${pf#*:}; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
-## fuzz-long: run every decoder's fuzzer for 10 minutes
+## fuzz-long: run every fuzzer for 10 million executions (FUZZTIME=10000000x); the last lines of each run are in fuzz-long.log
 fuzz-long:
-	$(MAKE) fuzz FUZZTIME=10m
+	@: > fuzz-long.log; for pf in $(FUZZERS); do \
+		pkg=$${pf%%:*}; f=$${pf#*:}; \
+		echo "== $$pf" | tee -a fuzz-long.log; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(or $(FUZZ_LONG),10000000x) > fuzz-long.tmp 2>&1; rc=$$?; \
+		grep -E 'execs:|^(ok|PASS|FAIL|---)' fuzz-long.tmp | tail -3 | tee -a fuzz-long.log; rm -f fuzz-long.tmp; \
+		[ $$rc -eq 0 ] || exit 1; \
+	done
 
 ## e2e: end-to-end tests of Siskin against the lab
 e2e: lab-build

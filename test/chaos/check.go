@@ -139,7 +139,12 @@ func Check(h History) Figures {
 					violate("%s: step %d→%d %v after the previous step, interval %v (a double step)", n, prev.Canary, cur.Canary,
 						cur.At.Sub(lastInc).Round(time.Millisecond), h.Interval)
 				}
+				// The first step (from 0) is taken without metrics, as in Flagger: no traffic
+				// reached the canary yet, so there is nothing to judge.
 				for _, w := range h.MetricsDown {
+					if prev.Canary == 0 {
+						break
+					}
 					if cur.At.After(w.From.Add(grace)) && cur.At.Before(w.To) {
 						f.StepsWithoutMetrics++
 						violate("%s: step %d→%d at %s while Prometheus was unreachable (%s–%s)", n, prev.Canary, cur.Canary,
