@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit ui-browser e2e chaos chaos-short test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
+.PHONY: help build test unit ui-browser e2e chaos chaos-short bench-load test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -64,6 +64,10 @@ chaos: lab-build
 ## chaos-short: the chaos run and the duplicated-event test, shortened, as make test runs them
 chaos-short: lab-build
 	$(GO) test -tags e2e -count=1 -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 15m ./test/chaos/
+
+## bench-load: mixed webhooks at LOAD_RPS (1000) req/s for LOAD_FOR (30) s plus bursts against 2 processes on the lab; figures in chaos-out/load.md (not in make test)
+bench-load: lab-build
+	$(GO) test -tags e2e -count=1 -run '^$$' -bench '^BenchmarkWebhookLoad$$' -benchtime 1x -timeout 15m ./test/chaos/
 
 ## bench: benchmarks that need no lab
 bench:
