@@ -363,6 +363,7 @@ func TestChaos(t *testing.T) {
 		restarts += p.starts - 1
 	}
 	extra := [][2]string{{"process restarts", fmt.Sprint(restarts)}, {"seed", fmt.Sprint(seed)},
+		{"watches restarted after an error (history gaps)", fmt.Sprint(rec.restarts.Load())},
 		{"bound on a release's end", "ideal end + 3 intervals + 30 s + the fault time it met"}}
 	form := "short"
 	if full() {

@@ -198,6 +198,7 @@ func TestDuplicatedEventsAtVolume(t *testing.T) {
 	rec.history(&h)
 	f := Check(h)
 	var extra [][2]string
+	extra = append(extra, [2]string{"watches restarted after an error (history gaps)", fmt.Sprint(rec.restarts.Load())})
 	extra = append(extra, [2]string{"events sent", fmt.Sprintf("%d in %v (%d copies)", len(events), sendTook.Round(time.Second), copies)})
 	for _, k := range []string{"tick", "step", "push"} {
 		extra = append(extra, [2]string{"answers to " + k + " deliveries", fmtCodes(codes[k])})

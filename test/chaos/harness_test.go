@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -374,8 +375,11 @@ type recorder struct {
 	phases    map[string][]Phase
 	targets   map[string][]Image
 	primaries map[string][]Image
-	stop      context.CancelFunc
-	wg        sync.WaitGroup
+	// restarts counts watches restarted from now after an error (an expired resourceVersion):
+	// a write between the error and the new watch would be missed.
+	restarts atomic.Int64
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 func (c *cluster) record() *recorder {
@@ -393,7 +397,8 @@ func (c *cluster) record() *recorder {
 				}
 				for ev := range w.ResultChan() {
 					if ev.Type == watch.Error {
-						rv = "" // expired: start again from now (a list would be better; the gaps are logged)
+						rv = "" // expired: start again from now; counted, and shown with the figures
+						r.restarts.Add(1)
 						break
 					}
 					if next := on(ev); next != "" {

@@ -261,4 +261,3 @@ func envInt(k string, def int) int {
 	}
 	return def
 }
-
