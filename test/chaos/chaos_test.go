@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,6 +144,7 @@ func TestChaos(t *testing.T) {
 		faultsMu sync.Mutex
 		windows  []Window
 		metrics  []Window
+		lost     []time.Time
 		counts   = map[string]int{}
 	)
 	addWindow := func(kind string, from time.Time, d time.Duration) {
@@ -203,6 +205,9 @@ func TestChaos(t *testing.T) {
 			t.Errorf("restart redis: %v", err)
 		}
 		addWindow("redis killed", at, time.Since(at)+5*time.Second)
+		faultsMu.Lock()
+		lost = append(lost, time.Now()) // the last second before the kill may be gone from the AOF
+		faultsMu.Unlock()
 		count("redis kill -9, restart from its AOF", 1)
 
 		if !sleepUntil(faultCtx, plan.flushAll) {
@@ -212,6 +217,9 @@ func TestChaos(t *testing.T) {
 			t.Errorf("FLUSHALL: %q %v", got, err)
 		}
 		addWindow("redis flushed", time.Now(), 10*time.Second)
+		faultsMu.Lock()
+		lost = append(lost, time.Now())
+		faultsMu.Unlock()
 		count("redis FLUSHALL", 1)
 
 		run := func(p *lab.FaultProxy, kind string, at, d time.Duration, faults ...lab.Fault) bool {
@@ -319,13 +327,14 @@ func TestChaos(t *testing.T) {
 		})
 	}
 	history := func() History {
-		h := History{Interval: interval, StepWeight: 5, MaxWeight: 50, Threshold: 5, Slack: 30 * time.Second}
+		h := History{Interval: interval, StepWeight: 5, MaxWeight: 50, Threshold: 5, Slack: 30 * time.Second, Strict: os.Getenv("CHAOS_STRICT") == "1"}
 		rec.history(&h)
 		relMu.Lock()
 		h.Releases = append([]Release(nil), releases...)
 		relMu.Unlock()
 		faultsMu.Lock()
 		h.Faults, h.MetricsDown = append([]Window(nil), windows...), append([]Window(nil), metrics...)
+		h.StateLost = append([]time.Time(nil), lost...)
 		faultsMu.Unlock()
 		return h
 	}

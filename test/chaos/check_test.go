@@ -55,6 +55,11 @@ func TestCheck(t *testing.T) {
 			ws := h.Weights["a"]
 			ws[3].At = ws[2].At.Add(200 * time.Millisecond) // 10 → 15 right after 5 → 10
 		}), func(f Figures) int { return f.DoubleSteps }, "double step"},
+		{"a double step right after a state loss, strict", baseHistory(func(h *History) {
+			ws := h.Weights["a"]
+			ws[3].At = ws[2].At.Add(200 * time.Millisecond)
+			h.StateLost, h.Strict = []time.Time{ws[3].At.Add(-100 * time.Millisecond)}, true
+		}), func(f Figures) int { return f.DoubleSteps }, "double step"},
 		{"a skipped step", baseHistory(func(h *History) {
 			ws := h.Weights["a"]
 			h.Weights["a"] = append(ws[:3:3], ws[4:]...) // 10 → 20
@@ -86,6 +91,11 @@ func TestCheck(t *testing.T) {
 			ps := h.Phases["a"]
 			ps[len(ps)-1].At = ps[len(ps)-1].At.Add(time.Minute)
 		}), func(f Figures) int { return f.Stuck }, "not Succeeded or Failed"},
+		{"a double step right after a state loss is the known defect", baseHistory(func(h *History) {
+			ws := h.Weights["a"]
+			ws[3].At = ws[2].At.Add(200 * time.Millisecond)
+			h.StateLost = []time.Time{ws[3].At.Add(-100 * time.Millisecond)}
+		}), nil, ""},
 		{"late, but within the outage it met", baseHistory(func(h *History) {
 			ps := h.Phases["a"]
 			ps[len(ps)-1].At = ps[len(ps)-1].At.Add(20 * time.Second)
