@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Past its bound a route answers 503 with Retry-After at once, and takes requests again as
@@ -27,7 +28,7 @@ func TestShedPastTheBound(t *testing.T) {
 			entered := make(chan struct{}, tt.inflight)
 			var shedCount int
 			var mu sync.Mutex
-			h := shed("test", tt.bound, func(kind, outcome string) { mu.Lock(); shedCount++; mu.Unlock() })(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := shed("test", tt.bound, func(kind, outcome string, _ time.Duration) { mu.Lock(); shedCount++; mu.Unlock() })(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/hold" {
 					entered <- struct{}{}
 					<-release
