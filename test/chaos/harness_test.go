@@ -486,6 +486,12 @@ func (r *recorder) history(h *History) {
 	h.Targets, h.Primaries = cp(r.targets), cp(r.primaries)
 }
 
+func (r *recorder) snapshotTargets(name string) []Image {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Image(nil), r.targets[name]...)
+}
+
 func (r *recorder) phase(name string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -529,11 +535,17 @@ type sender struct {
 // deliver POSTs until a 2xx (retrying 5xx, 429 and transport errors as Knative's delivery
 // does) or until ctx ends; it returns when the first 2xx came, and the last status.
 func (s *sender) deliver(ctx context.Context, path string, headers map[string]string, body []byte) (time.Time, int) {
+	at, code, _ := s.deliverBody(ctx, path, headers, body)
+	return at, code
+}
+
+// deliverBody is deliver, with the body of the 2xx.
+func (s *sender) deliverBody(ctx context.Context, path string, headers map[string]string, body []byte) (time.Time, int, []byte) {
 	last := 0
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url+path, bytes.NewReader(body))
 		if err != nil {
-			return time.Time{}, 0
+			return time.Time{}, 0, nil
 		}
 		req.Header.Set("Authorization", "Bearer "+webhookToken)
 		for k, v := range headers {
@@ -541,22 +553,35 @@ func (s *sender) deliver(ctx context.Context, path string, headers map[string]st
 		}
 		resp, err := s.client.Do(req)
 		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
+			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			last = resp.StatusCode
 			if resp.StatusCode/100 == 2 {
-				return time.Now(), last
+				return time.Now(), last, answer
 			}
 			if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests {
-				return time.Time{}, last
+				return time.Time{}, last, answer
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return time.Time{}, last
+			return time.Time{}, last, nil
 		case <-time.After(min(time.Duration(attempt+1)*300*time.Millisecond, 3*time.Second)):
 		}
 	}
+}
+
+// pushOutcome is the outcome of the first push of a push report ("started", "duplicate", ...).
+func pushOutcome(body []byte) string {
+	var rep struct {
+		Pushes []struct {
+			Outcome string `json:"outcome"`
+		} `json:"pushes"`
+	}
+	if json.Unmarshal(body, &rep) != nil || len(rep.Pushes) == 0 {
+		return ""
+	}
+	return rep.Pushes[0].Outcome
 }
 
 func ceHeaders(id, typ, source string) map[string]string {
