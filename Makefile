@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 export GOTOOLCHAIN := local
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit ui-browser e2e test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
+.PHONY: help build test unit ui-browser e2e chaos chaos-short bench-load test-lab fuzz fuzz-long bench bench-e2e bench-scale demo demo-short lab-build lab-up lab-down vet fmt tidy clean image validate-manifests FORCE
 
 ## help: list the targets
 help:
@@ -17,8 +17,8 @@ help:
 build:
 	$(GO) build -o bin/siskin .
 
-## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests and the short demo
-test: lab-build vet unit ui-browser fuzz test-lab e2e demo-short
+## test: install what is missing, then run unit tests, short fuzzing, the lab tests, the end-to-end tests, the short chaos run and the short demo
+test: lab-build vet unit ui-browser fuzz test-lab e2e chaos-short demo-short
 
 ## vet: go vet, with and without the e2e and browser tags
 vet:
@@ -35,19 +35,40 @@ unit:
 ui-browser: lab-build
 	$(GO) test -tags browser -count=1 -run '^TestBrowser' ./handlers/
 
-## fuzz: run every decoder's fuzzer briefly (FUZZTIME, default 5s each)
+## fuzz: run every fuzzer briefly (FUZZTIME, default 5s each): the decoders, the alert selector, the image policy, the query templates
+FUZZERS := handlers:FuzzDecodeRegistryWebhook handlers:FuzzDecodeAlertmanager handlers:FuzzDecodeCloudEvent \
+	functions:FuzzAlertMatches functions:FuzzDecidePush analysis:FuzzRenderQueryCannotInject
 fuzz:
-	@for f in FuzzDecodeRegistryWebhook FuzzDecodeAlertmanager FuzzDecodeCloudEvent; do \
-		$(GO) test ./handlers -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	@for pf in $(FUZZERS); do \
+		pkg=$${pf%%:*}; f=$${pf#*:}; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
-## fuzz-long: run every decoder's fuzzer for 10 minutes
+## fuzz-long: run every fuzzer for 10 million executions (FUZZTIME=10000000x); the last lines of each run are in fuzz-long.log
 fuzz-long:
-	$(MAKE) fuzz FUZZTIME=10m
+	@: > fuzz-long.log; for pf in $(FUZZERS); do \
+		pkg=$${pf%%:*}; f=$${pf#*:}; \
+		echo "== $$pf" | tee -a fuzz-long.log; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(or $(FUZZ_LONG),10000000x) > fuzz-long.tmp 2>&1; rc=$$?; \
+		grep -E 'execs:|^(ok|PASS|FAIL|---)' fuzz-long.tmp | tail -3 | tee -a fuzz-long.log; rm -f fuzz-long.tmp; \
+		[ $$rc -eq 0 ] || exit 1; \
+	done
 
 ## e2e: end-to-end tests of Siskin against the lab
 e2e: lab-build
 	$(GO) test -tags e2e -count=1 -parallel 8 -timeout 30m ./test/e2e/...
+
+## chaos: the full chaos run and the duplicated-event test at volume (10,000 events) against the lab, under 20 minutes; figures in chaos-out/
+chaos: lab-build
+	CHAOS_FULL=1 $(GO) test -tags e2e -count=1 -v -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 25m ./test/chaos/
+
+## chaos-short: the chaos run and the duplicated-event test, shortened, as make test runs them
+chaos-short: lab-build
+	$(GO) test -tags e2e -count=1 -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 15m ./test/chaos/
+
+## bench-load: mixed webhooks at LOAD_RPS (1000) req/s for LOAD_FOR (30) s plus bursts against 2 processes on the lab; figures in chaos-out/load.md (not in make test)
+bench-load: lab-build
+	$(GO) test -tags e2e -count=1 -run '^$$' -bench '^BenchmarkWebhookLoad$$' -benchtime 1x -timeout 15m ./test/chaos/
 
 ## bench: benchmarks that need no lab
 bench:

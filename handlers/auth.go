@@ -135,16 +135,3 @@ func (a authenticator) cloudEvents(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
-func limitBody(n int64) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ContentLength > n {
-				writeError(w, &http.MaxBytesError{Limit: n})
-				return
-			}
-			r.Body = http.MaxBytesReader(w, r.Body, n)
-			next.ServeHTTP(w, r)
-		})
-	}
-}

@@ -83,6 +83,9 @@ type Options struct {
 	UIReadOnly bool
 	// UISessionTTL is how long a dashboard login lasts (8 h by default).
 	UISessionTTL time.Duration
+	// MaxInflight bounds the requests each event route works on at once; past it a request
+	// is shed with 503 and Retry-After (DefaultMaxInflight by default).
+	MaxInflight int
 }
 
 // New returns the whole HTTP surface.
@@ -115,6 +118,9 @@ func newRouter(rel Releases, opts Options, log *slog.Logger, events bool) http.H
 	if opts.Metrics == nil {
 		opts.Metrics = http.NotFoundHandler()
 	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = DefaultMaxInflight
+	}
 	a := authenticator{opts: opts, log: log}
 	if opts.OIDC != nil {
 		a.oidc = newOIDCGate(opts.OIDC, opts.OIDCAudience, opts.OIDCSenders)
@@ -129,9 +135,9 @@ func newRouter(rel Releases, opts Options, log *slog.Logger, events bool) http.H
 	r.Group(func(r chi.Router) {
 		r.Use(limitBody(opts.MaxBodyBytes))
 		if events {
-			r.With(a.cloudEvents).Post("/", handleCloudEvent(rel, opts, log))
-			r.With(a.registry).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
-			r.With(a.bearer).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
+			r.With(a.cloudEvents, shed("cloudevent", opts.MaxInflight, opts.Observe)).Post("/", handleCloudEvent(rel, opts, log))
+			r.With(a.registry, shed("push", opts.MaxInflight, opts.Observe)).Post("/webhooks/registry", handleRegistryWebhook(rel, opts, log))
+			r.With(a.bearer, shed("alert", opts.MaxInflight, opts.Observe)).Post("/webhooks/alertmanager", handleAlertmanagerWebhook(rel, opts, log))
 		}
 		newDashboard(rel, a, opts, log).mount(r)
 		r.Route("/api/v1/canaries", func(r chi.Router) {
