@@ -64,7 +64,7 @@ chaos: lab-build
 
 ## chaos-short: the chaos run and the duplicated-event test, shortened, as make test runs them
 chaos-short: lab-build
-	$(GO) test -tags e2e -count=1 -run '^(TestChaos|TestDuplicatedEventsAtVolume)$$' -timeout 15m ./test/chaos/
+	$(GO) test -tags e2e -count=1 -run '^(TestChaos|TestDuplicatedEventsAtVolume|TestRedisLossDoesNotStepEarly|TestPushClaimedByAProcessThatDiedIsNotLost)$$' -timeout 15m ./test/chaos/
 
 ## bench-load: mixed webhooks at LOAD_RPS (1000) req/s for LOAD_FOR (30) s plus bursts against 2 processes on the lab; figures in chaos-out/load.md (not in make test)
 bench-load: lab-build

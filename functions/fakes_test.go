@@ -242,6 +242,12 @@ func (m *memStore) FirstSeen(_ context.Context, id string, _ time.Duration) (boo
 	return true, nil
 }
 
+func (m *memStore) Seen(_ context.Context, id string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.seen[id], nil
+}
+
 func (m *memStore) Forget(_ context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -50,6 +50,8 @@ type Store interface {
 	FirstSeen(ctx context.Context, id string, ttl time.Duration) (bool, error)
 	// Forget removes an event id recorded by FirstSeen, so a failed delivery can be retried.
 	Forget(ctx context.Context, id string) error
+	// Seen reports whether FirstSeen recorded id and its ttl has not run out.
+	Seen(ctx context.Context, id string) (bool, error)
 }
 
 // Lease is a claim on one canary. Token grows with every claim; Save and Renew check that the

@@ -221,27 +221,47 @@ func (s *Service) handlePush(ctx context.Context, p ImagePush, fleetNow func() (
 	pushed.Digest = digest
 	out.Image = pushed.String()
 
-	dedupe := "push:" + pushed.Repo() + ":" + pushed.Tag + "@" + digest + ":" + scope.String()
-	first, err := s.d.Store.FirstSeen(ctx, dedupe, PushDedupeWindow)
+	// A push is claimed for as long as handling it may take, and marked done for the dedupe
+	// window only once it is applied: a process killed in between leaves a claim that runs
+	// out, and the sender's retry (answered 503 meanwhile) applies it.
+	claim := "push:" + pushed.Repo() + ":" + pushed.Tag + "@" + digest + ":" + scope.String()
+	done := claim + ":done"
+	claimed, err := s.d.Store.FirstSeen(ctx, claim, s.cfg.StepTimeout+pushClaimSlack)
 	if err != nil {
 		out.Outcome, out.Reason = "error", err.Error()
 		return out, fmt.Errorf("dedupe push %s: %w", pushed, err)
 	}
-	if !first {
+	if !claimed {
+		out.Outcome, out.Reason = "busy", "the same push is being handled; retry"
+		return out, fmt.Errorf("push %s: %w: being handled by another delivery", pushed, ErrBusy)
+	}
+	defer func() {
+		if ferr := s.d.Store.Forget(context.WithoutCancel(ctx), claim); ferr != nil {
+			s.log.WarnContext(ctx, "release push claim", "push", claim, "err", ferr)
+		}
+	}()
+	if seen, err := s.d.Store.Seen(ctx, done); err != nil {
+		out.Outcome, out.Reason = "error", err.Error()
+		return out, fmt.Errorf("dedupe push %s: %w", pushed, err)
+	} else if seen {
 		out.Outcome, out.Reason = "duplicate", "the same push was handled within "+PushDedupeWindow.String()
 		return out, nil
 	}
 	started, reasons, err := s.applyPush(ctx, p, pushed, fl)
-	if err == nil {
-		return s.pushOutcome(out, started, reasons), nil
+	if err != nil {
+		// Not marked done: the sender's retry does it again.
+		out.Outcome, out.Reason = "error", err.Error()
+		return out, err
 	}
-	// Let the sender's retry do it again.
-	if ferr := s.d.Store.Forget(ctx, dedupe); ferr != nil {
-		s.log.WarnContext(ctx, "forget push after failure", "push", dedupe, "err", ferr)
+	if _, err := s.d.Store.FirstSeen(ctx, done, PushDedupeWindow); err != nil {
+		// Applied: a retry finds the image set and starts nothing new.
+		s.log.WarnContext(ctx, "mark push done", "push", done, "err", err)
 	}
-	out.Outcome, out.Reason = "error", err.Error()
-	return out, err
+	return s.pushOutcome(out, started, reasons), nil
 }
+
+// pushClaimSlack is how much longer than a step a push claim lasts.
+const pushClaimSlack = 5 * time.Second
 
 // namespaceScope is where a push may release: every namespace, or the ones listed.
 type namespaceScope struct {

@@ -2,7 +2,9 @@ package functions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -812,5 +814,38 @@ func TestScopedPushListsCanariesAndDeploymentsTogether(t *testing.T) {
 	}
 	if st := f.state(t, c.Key); st.Phase != PhaseProgressing || st.Trigger == nil || st.Trigger.EventID != "e1" {
 		t.Errorf("got phase %s trigger %+v, want Progressing from push e1", st.Phase, st.Trigger)
+	}
+}
+
+// A push claimed by a process that died before applying it is not lost: while the claim
+// lasts the retry is answered busy (503, retried), and once it has run out the retry applies
+// the push; only an applied push is a duplicate afterwards.
+func TestPushClaimedByADeadProcessIsRetriedNotLost(t *testing.T) {
+	c := seedCanary()
+	f := newFixture(t, c)
+	f.store.states[c.Key] = State{Phase: PhaseSucceeded, LastAppliedSpec: "v1", LastPromotedSpec: "v1", Routing: AllToPrimary}
+	f.cluster.images[c.Key] = map[string]string{"podinfo": "r:5000/lab/podinfo:1.0.0"}
+	digest := "sha256:" + strings.Repeat("b", 64)
+	f.svc.d.Registry = fakeRegistry{digests: map[string]string{"r:5000/lab/podinfo:1.1.0": digest}}
+	push := ImagePush{EventID: "e1", Source: "distribution", Registry: "r:5000", Repository: "lab/podinfo", Tag: "1.1.0", Digest: digest,
+		Namespaces: []string{c.Namespace}}
+	claim := "push:r:5000/lab/podinfo:1.1.0@" + digest + ":namespace default"
+	f.store.seen[claim] = true // what the dead process left
+
+	ctx := context.Background()
+	if _, err := f.svc.HandlePushes(ctx, []ImagePush{push}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("retry while the claim lasts: got %v, want ErrBusy (a 503 the sender retries)", err)
+	}
+	if got := f.cluster.images[c.Key]["podinfo"]; got != "r:5000/lab/podinfo:1.0.0" {
+		t.Fatalf("image changed to %s while claimed elsewhere", got)
+	}
+	delete(f.store.seen, claim) // the claim ran out
+	rep, err := f.svc.HandlePushes(ctx, []ImagePush{push})
+	if err != nil || len(rep.Started) != 1 {
+		t.Fatalf("retry after the claim ran out: got %+v, %v; want the release started", rep, err)
+	}
+	rep, err = f.svc.HandlePushes(ctx, []ImagePush{push})
+	if err != nil || rep.Pushes[0].Outcome != "duplicate" {
+		t.Fatalf("after it was applied: got %+v, %v; want a duplicate", rep, err)
 	}
 }

@@ -127,6 +127,20 @@ func (s *Store) FirstSeen(ctx context.Context, id string, ttl time.Duration) (bo
 	return first, nil
 }
 
+// Seen reports whether FirstSeen recorded id and its ttl has not run out.
+func (s *Store) Seen(ctx context.Context, id string) (bool, error) {
+	if id == "" {
+		return false, fmt.Errorf("%w: look up event: empty id", functions.ErrInvalid)
+	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
+	n, err := s.rdb.Exists(ctx, s.eventKey(id)).Result()
+	if err != nil {
+		return false, redisErr(fmt.Sprintf("look up event %q", id), err)
+	}
+	return n > 0, nil
+}
+
 // Forget removes an event id recorded by FirstSeen, so a failed delivery can be retried.
 func (s *Store) Forget(ctx context.Context, id string) error {
 	if id == "" {

@@ -331,7 +331,7 @@ func TestChaos(t *testing.T) {
 		})
 	}
 	history := func() History {
-		h := History{Interval: interval, StepWeight: 5, MaxWeight: 50, Threshold: 5, Slack: 30 * time.Second, Strict: os.Getenv("CHAOS_STRICT") == "1"}
+		h := History{Interval: interval, StepWeight: 5, MaxWeight: 50, Threshold: 5, Slack: 30 * time.Second, Strict: os.Getenv("CHAOS_LENIENT") != "1"}
 		rec.history(&h)
 		relMu.Lock()
 		h.Releases = append([]Release(nil), releases...)

@@ -13,17 +13,12 @@ import (
 	"github.com/siskin-dev/siskin/test/traffic"
 )
 
-// The known defect the chaos run found (README, Reliability): when Redis loses a releasing
-// canary's state (FLUSHALL, a failover, a restart without persistence), the state rebuilt
-// from the cluster has no next-step time, so the very next tick steps the canary at once:
-// the weight set just before the loss is judged for less than its interval. Here: a 10 s
-// interval, the step to 5 %, a FLUSHALL, pings every half second; the step to 10 % must not
-// come before half an interval. Skipped unless CHAOS_STRICT=1 until functions.RebuildState
-// sets a due time (for example the Canary's lastTransitionTime plus the interval).
+// A defect the chaos run found, and its fix: when Redis loses a releasing canary's state
+// (FLUSHALL, a failover, a restart without persistence), the state rebuilt from the cluster
+// had no next-step time, so the very next tick stepped the canary at once. Now the rebuilt
+// release waits one interval. Here: a 10 s interval, the step to 5 %, a FLUSHALL, pings every
+// half second; the step to 10 % must not come before half an interval.
 func TestRedisLossDoesNotStepEarly(t *testing.T) {
-	if os.Getenv("CHAOS_STRICT") != "1" {
-		t.Skip("known defect (README, Reliability: found, not fixed); CHAOS_STRICT=1 runs it")
-	}
 	const interval = 10 * time.Second
 	c := newCluster(t, "redis-loss")
 	l := c.lab
