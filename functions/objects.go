@@ -78,7 +78,12 @@ func (s *Service) ObjectChanged(ctx context.Context, obj ObjectRef, eventID stri
 
 func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepReport, error) {
 	if obj.Group == "flagger.app" && obj.Kind == "Canary" {
-		r, _, err := s.settleOrStep(ctx, Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Name}}, causeCanary, obj.Object)
+		r, settled, err := s.settleOrStep(ctx, Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Name}}, causeCanary, obj.Object)
+		if !settled {
+			// Created, changed or deleted: what it depends on may have changed with it. Its
+			// own status writes, the most frequent Canary events, settle and keep the index.
+			s.invalidateDependents(ctx, obj.Namespace)
+		}
 		return []StepReport{r}, err
 	}
 	if cause, ok := ownedCause(obj); ok {
@@ -87,23 +92,46 @@ func (s *Service) objectChanged(ctx context.Context, obj ObjectRef) ([]StepRepor
 		r, _, err := s.settleOrStep(ctx, Canary{Key: Key{Namespace: obj.Namespace, Name: obj.Owner}}, cause, obj.Object)
 		return []StepReport{r}, err
 	}
+	if config := trackedConfigKey(obj); config != "" {
+		return s.configChanged(ctx, obj, config)
+	}
+	deps, err := s.dependentsOf(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		reps []StepReport
+		errs []error
+	)
+	for _, d := range deps {
+		r, settled, err := s.settleOrStep(ctx, d.canary, d.cause, obj.Object)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !settled {
+			reps = append(reps, r)
+		}
+	}
+	return reps, errors.Join(errs...)
+}
+
+// configChanged steps the canaries whose targets use a ConfigMap or Secret that changed. Which
+// configs a target uses is in each canary's saved state, so this one lists the Canaries.
+func (s *Service) configChanged(ctx context.Context, obj ObjectRef, config string) ([]StepReport, error) {
 	cs, err := s.d.Workloads.ListCanaries(ctx, obj.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list canaries in %s: %w", obj.Namespace, err)
 	}
-	config := trackedConfigKey(obj)
 	var (
 		reps []StepReport
 		errs []error
 	)
 	for _, c := range cs {
-		cause, ok := dependsOn(c, obj)
-		if config != "" {
-			cause, ok, err = s.tracks(ctx, c.Key, config)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
+		cause, ok, err := s.tracks(ctx, c.Key, config)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		if !ok {
 			continue
@@ -175,20 +203,8 @@ const (
 
 // dependsOn reports whether c depends on obj, and how.
 func dependsOn(c Canary, obj ObjectRef) (changeCause, bool) {
-	n := c.Names()
-	switch {
-	case obj.Group == "apps" && obj.Kind == "Deployment" && obj.Name == n.Target:
-		return causeTarget, true
-	case obj.Group == "apps" && obj.Kind == "Deployment" && obj.Name == n.Primary:
-		return causePrimary, true
-	case obj.Group == "networking.istio.io" && obj.Kind == "VirtualService" && obj.Name == n.Apex,
-		obj.Group == "networking.istio.io" && obj.Kind == "DestinationRule" && (obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc),
-		obj.Group == "gateway.networking.k8s.io" && obj.Kind == "HTTPRoute" && obj.Name == n.Apex:
-		return causeRoutes, true
-	case obj.Group == "" && obj.Kind == "Service" && (obj.Name == n.Apex || obj.Name == n.PrimarySvc || obj.Name == n.CanarySvc):
-		return causeServices, true
-	}
-	return 0, false
+	cause, ok := dependencies(c)[objectIndexKey(obj.Group, obj.Kind, obj.Name)]
+	return cause, ok
 }
 
 // StepEventType is the CloudEvent type of one due step, from the dispatcher to the Service.

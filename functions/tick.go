@@ -166,7 +166,7 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 		errs []error
 	)
 	now := s.cfg.Now()
-	perNamespace := map[string]int{}
+	perNamespace, fresh := map[string]int{}, map[string]bool{}
 	for _, c := range canaries {
 		perNamespace[c.Namespace]++
 	}
@@ -178,6 +178,7 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 			if err == nil {
 				mu.Lock()
 				n++
+				fresh[c.Namespace] = true
 				mu.Unlock()
 			}
 		}
@@ -187,6 +188,10 @@ func (s *Service) discover(ctx context.Context) (int, error) {
 			mu.Unlock()
 		}
 	})
+	for ns := range fresh {
+		// A canary found here, not through its own event, may be missing from the index.
+		s.invalidateDependents(ctx, ns)
+	}
 	if err := errors.Join(append(errs, panicked)...); err != nil {
 		return n, fmt.Errorf("schedule discovered canaries: %w", err)
 	}

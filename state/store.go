@@ -13,6 +13,9 @@
 //	{siskin}:due              every scheduled canary, score = next step in unix ms (zset)
 //	{siskin}:due:releasing    the same, for canaries with a release in flight (zset)
 //	siskin:event:<id>         an event id seen by FirstSeen (string, EX ttl)
+//	{siskin}:deps:<ns>        the dependents index: object -> canaries (hash; dependents.go)
+//	{siskin}:deps-epoch:<ns>  its epoch, incremented by every invalidation (counter)
+//	{siskin}:deps-current:<ns> the epoch it was built at (string, PX the index's ttl)
 //
 // The braces are Redis Cluster hash tags: a canary's keys share one slot, so the Lua scripts
 // that touch two of them (Claim) run on one node, and the two schedule sets share another, so

@@ -59,6 +59,7 @@ func suite(t *testing.T, rdb redis.UniversalClient, flush func(context.Context) 
 		{"HistoryCapped", testHistoryCapped},
 		{"DeleteForgetsHistory", testDeleteForgetsHistory},
 		{"FirstSeen", testFirstSeen},
+		{"DependentsIndex", testDependents},
 		{"WrongTypeIsNotTransient", testWrongType},
 		{"InvalidInput", testInvalidInput},
 	}
