@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -143,31 +144,41 @@ func metricInterval(m functions.Metric) string {
 // RenderQuery renders a query template with Go's text/template. A key that is missing (an
 // unknown variable, a field on the nil data) is an error, not an empty string.
 //
-// The values come from the Canary, whose author may not be the template's: each is escaped
-// for a PromQL string literal (the place templates put them, "{{ namespace }}"), so a value
-// cannot close its string and add PromQL of its own; a value with a backtick (which a raw
-// string cannot escape) or a newline is refused, and the interval must be a duration.
+// The values come from the Canary, whose author may not be the template's, so none can add
+// PromQL of its own. Each is escaped for the place the template puts it: inside "…" its
+// backslashes and double quotes, inside '…' its backslashes and single quotes, as PromQL's
+// lexer reads them. A value with a backtick (which a raw string cannot escape) or a line break
+// is refused, as is one placed outside a string literal that is not a plain word (a name, a
+// number, a duration: letters, digits and _ : . -); the interval must be a duration.
 func RenderQuery(query string, model TemplateModel) (string, error) {
 	if model.Interval != "" {
 		if _, err := promDuration(model.Interval); err != nil {
 			return "", fmt.Errorf("render query template: interval %q is not a Prometheus duration", model.Interval)
 		}
 	}
+	if strings.ContainsRune(query, placeholderMark) {
+		return "", fmt.Errorf("render query template: the template holds a NUL byte")
+	}
+	var values []placed
+	place := func(what, v string) string {
+		values = append(values, placed{what: what, value: v})
+		return string(placeholderMark) + strconv.Itoa(len(values)-1) + string(placeholderMark)
+	}
 	vars := make(map[string]string, len(model.Variables))
 	for k, v := range model.Variables {
 		if strings.ContainsAny(v, "`\n\r") {
 			return "", fmt.Errorf("render query template: variable %s holds a backtick or a line break", k)
 		}
-		vars[k] = promEscape(v)
+		vars[k] = place("variable "+k, v)
 	}
 	funcs := template.FuncMap{
-		"name":      func() string { return promEscape(model.Name) },
-		"namespace": func() string { return promEscape(model.Namespace) },
-		"target":    func() string { return promEscape(model.Target) },
-		"service":   func() string { return promEscape(model.Service) },
-		"ingress":   func() string { return promEscape(model.Ingress) },
-		"route":     func() string { return promEscape(model.Route) },
-		"interval":  func() string { return model.Interval },
+		"name":      func() string { return place("name", model.Name) },
+		"namespace": func() string { return place("namespace", model.Namespace) },
+		"target":    func() string { return place("target", model.Target) },
+		"service":   func() string { return place("service", model.Service) },
+		"ingress":   func() string { return place("ingress", model.Ingress) },
+		"route":     func() string { return place("route", model.Route) },
+		"interval":  func() string { return place("interval", model.Interval) },
 		"variables": func() map[string]string { return vars },
 	}
 	t, err := template.New("query").Option("missingkey=error").Funcs(funcs).Parse(query)
@@ -178,11 +189,78 @@ func RenderQuery(query string, model TemplateModel) (string, error) {
 	if err := t.Execute(&b, nil); err != nil {
 		return "", fmt.Errorf("render query template: %w", err)
 	}
+	out, err := substitute(b.String(), values)
+	if err != nil {
+		return "", fmt.Errorf("render query template: %w", err)
+	}
+	return out, nil
+}
+
+// placeholderMark brackets the index of a value in a rendered template until substitute puts
+// the value, escaped for where it landed, in its place.
+const placeholderMark = '\x00'
+
+type placed struct{ what, value string }
+
+// plainWord is what a value may be outside a string literal.
+var plainWord = regexp.MustCompile(`^[A-Za-z0-9_:.\-]*$`)
+
+// substitute replaces the placeholders of rendered with their values, reading rendered as
+// PromQL's lexer does to know, for each, whether it is inside "…", '…', `…`, a comment, or
+// none of these.
+func substitute(rendered string, values []placed) (string, error) {
+	var (
+		b     strings.Builder
+		quote byte // the open literal's quote, 0 outside one, '#' in a comment
+	)
+	for i := 0; i < len(rendered); i++ {
+		ch := rendered[i]
+		if ch == byte(placeholderMark) {
+			end := strings.IndexByte(rendered[i+1:], byte(placeholderMark))
+			n, err := strconv.Atoi(rendered[i+1 : i+1+max(end, 0)])
+			if end < 0 || err != nil || n < 0 || n >= len(values) {
+				return "", fmt.Errorf("a value was cut or changed by the template")
+			}
+			v, err := escapeFor(quote, values[n])
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(v)
+			i += end + 1
+			continue
+		}
+		b.WriteByte(ch)
+		switch {
+		case quote == 0 && (ch == '"' || ch == '\'' || ch == '`'):
+			quote = ch
+		case quote == 0 && ch == '#':
+			quote = '#'
+		case quote == '#' && ch == '\n':
+			quote = 0
+		case (quote == '"' || quote == '\'') && ch == '\\' && i+1 < len(rendered) && rendered[i+1] != byte(placeholderMark):
+			b.WriteByte(rendered[i+1])
+			i++
+		case quote != '#' && ch == quote:
+			quote = 0
+		}
+	}
 	return b.String(), nil
 }
 
-// promEscape escapes s for a PromQL string literal in double or single quotes (Go's escapes).
-var promEscape = strings.NewReplacer(`\`, `\\`, `"`, `\"`, `'`, `\'`).Replace
+func escapeFor(quote byte, p placed) (string, error) {
+	switch quote {
+	case '"':
+		return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(p.value), nil
+	case '\'':
+		return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p.value), nil
+	case '`':
+		return p.value, nil // a backtick was refused above
+	}
+	if !plainWord.MatchString(p.value) {
+		return "", fmt.Errorf("%s %q is placed outside a string literal and is not a plain word (letters, digits, _ : . -)", p.what, p.value)
+	}
+	return p.value, nil
+}
 
 // promDuration parses a Prometheus duration ("30s", "1m30s", "1h").
 func promDuration(s string) (model.Duration, error) { return model.ParseDuration(s) }
