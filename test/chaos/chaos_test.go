@@ -285,6 +285,7 @@ func TestChaos(t *testing.T) {
 				}
 				pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 				var answer []byte
+				r.Sent = time.Now()
 				r.Acked, _, answer = send.deliverBody(pctx, "/?namespace="+c.ns, ceHeaders(fmt.Sprintf("push-%s-%s", n, r.Tag), "dev.siskin.image.pushed.v1", "chaos/ci"),
 					pushEvent(reg, "lab/"+n, r.Tag))
 				cancel()

@@ -38,6 +38,9 @@ type Release struct {
 	Canary string
 	Tag    string
 	Good   bool
+	// Sent is when the push was first sent: a delivery that timed out or was answered 5xx
+	// may have set the image before the retry that was answered 2xx.
+	Sent time.Time
 	// Acked is when the push was first answered 2xx (zero: never).
 	Acked time.Time
 	// AckOutcome is what the 2xx said of the push ("started", "duplicate", ...).
@@ -210,7 +213,11 @@ func Check(h History) Figures {
 		}
 		f.Releases++
 		label := r.Canary + ":" + r.Tag
-		started := firstImage(h.Targets[r.Canary], r.Tag, r.Acked.Add(-time.Minute))
+		since := r.Acked.Add(-time.Minute)
+		if !r.Sent.IsZero() && r.Sent.Before(since) {
+			since = r.Sent.Add(-time.Second)
+		}
+		started := firstImage(h.Targets[r.Canary], r.Tag, since)
 		if started.IsZero() && r.AckOutcome == "duplicate" && !h.Strict {
 			f.LostToDeadClaims++
 			continue

@@ -84,6 +84,12 @@ func TestCheck(t *testing.T) {
 		{"a push acknowledged and lost", baseHistory(func(h *History) {
 			h.Releases = append(h.Releases, Release{Canary: "a", Tag: "3.0.0", Good: true, Acked: at(50)})
 		}), func(f Figures) int { return f.LostEvents }, "never ran it"},
+		{"a push set by a delivery that failed, acknowledged more than a minute later", baseHistory(func(h *History) {
+			h.Releases[0].Sent, h.Releases[0].Acked = at(9.5), at(90)
+		}), nil, ""},
+		{"a push acknowledged more than a minute after it was set, with no send time", baseHistory(func(h *History) {
+			h.Releases[0].Acked = at(90)
+		}), func(f Figures) int { return f.LostEvents }, "never ran it"},
 		{"a push answered duplicate and lost is the known defect", baseHistory(func(h *History) {
 			h.Releases = append(h.Releases, Release{Canary: "a", Tag: "3.0.0", Good: true, Acked: at(50), AckOutcome: "duplicate"})
 		}), nil, ""},
