@@ -60,24 +60,17 @@ func (k *opsTicker) tick() {
 	k.sent[id] = traceparent
 }
 
-// until ticks until done holds for what a user sees, or fails after max ticks. As in
-// stepThrough, a tick that moved the canary is followed by forceDue, one that did not by an
-// interval's wait.
+// until ticks once per interval until done holds for what a user sees, or fails after max ticks.
 func (k *opsTicker) until(e *env, name string, interval time.Duration, max int, done func(observed) bool) observed {
 	k.t.Helper()
-	got := e.observe(name)
+	var got observed
 	for i := 0; i < max; i++ {
 		k.tick()
-		prev := got
 		got = e.observe(name)
 		if done(got) {
 			return got
 		}
-		if got != prev {
-			forceDue(k.t, e, name)
-		} else {
-			time.Sleep(interval)
-		}
+		time.Sleep(interval)
 	}
 	k.t.Fatalf("after %d ticks %s is at %v", max, name, got)
 	return got
